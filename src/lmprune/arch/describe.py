@@ -91,8 +91,8 @@ def _attention_sites(model, table, stack_name, layer_name, root, block, index):
         post = f"{root}.{row['post_norm']}" if row.get("post_norm") else None
         sites.append(AttentionSite(
             name=f"{layer_name}.{row['tag']}", layer=layer_name, block=block_path, norm=norm,
-            post_norm=post, num_heads=q.out_features // head_dim,
-            num_kv_heads=k.out_features // head_dim, head_dim=head_dim,
+            post_norm=post, num_heads=q.weight.shape[0] // head_dim,
+            num_kv_heads=k.weight.shape[0] // head_dim, head_dim=head_dim,
             position_bias=bool(row.get("position_bias_first")) and index == 0, **paths))
     return sites
 
@@ -110,7 +110,7 @@ def _ffn_sites(model, table, stack_name, layer_name, root, block):
         norm = f"{root}.{_resolve(row['norm'], block)}" if row.get("norm") else None
         post = f"{root}.{row['post_norm']}" if row.get("post_norm") else None
         sites.append(FFNSite(name=f"{layer_name}.{row['tag']}", layer=layer_name, ins=ins,
-                             out=out, width=out_module.in_features, block=block_path,
+                             out=out, width=out_module.weight.shape[1], block=block_path,
                              norm=norm, post_norm=post))
     return sites
 

@@ -177,9 +177,13 @@ def _write(model, tmp: Path, tokenizer, plan) -> SaveResult:
         config.auto_map = _auto_map(config.model_type)
         for key, value in spec["init"].items():  # config.json holds the stock-valid widths
             setattr(config, key, value)
+    architectures = getattr(config, "architectures", None)
     try:
         model.save_pretrained(tmp)
+        # a reloaded pruned model is a Pruned* subclass: record the stock class it extends
+        _rewrite_architectures(tmp, stock_class(model).__name__)
     finally:
+        config.architectures = architectures
         for key, value in (spec or {}).get("config", {}).items():
             setattr(config, key, value)
         for key in ("lmprune_structure", "auto_map"):
@@ -197,6 +201,14 @@ def _write(model, tmp: Path, tokenizer, plan) -> SaveResult:
         return SaveResult(tmp, "stock", "AutoModel*.from_pretrained(path)")
     return SaveResult(tmp, "remote-code",
                       "AutoModel*.from_pretrained(path, trust_remote_code=True) or lmprune.load_pretrained(path)")
+
+
+def _rewrite_architectures(directory: Path, name: str) -> None:
+    config_file = directory / "config.json"
+    data = json.loads(config_file.read_text())
+    if data.get("architectures") != [name]:
+        data["architectures"] = [name]
+        config_file.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def load_pretrained(path, *, auto_class: str | None = None, **kwargs) -> nn.Module:

@@ -178,6 +178,14 @@ def restructure(model: nn.Module, spec: dict) -> None:
         old = getattr(parent, attr)
         setattr(parent, attr, nn.Parameter(torch.empty(shape, dtype=old.dtype, device=old.device),
                                            requires_grad=old.requires_grad))
+    for module in model.modules():  # keep size attributes in step with the new weights
+        weight = getattr(module, "weight", None)
+        if isinstance(module, nn.Linear):
+            module.out_features, module.in_features = weight.shape
+        elif isinstance(module, nn.Embedding):
+            module.num_embeddings, module.embedding_dim = weight.shape
+        elif isinstance(module, nn.LayerNorm) and weight is not None:
+            module.normalized_shape = tuple(weight.shape)
     for path, attrs in spec.get("attrs", {}).items():
         parent, name = _submodule(model, path)
         module = getattr(parent, name)
