@@ -135,8 +135,11 @@ def _hidden_site(model, table, prefix, attention, ffn) -> HiddenSite:
         if is_skipped(module) and not isinstance(module, nn.Identity):
             norms += [f"{name}.{n}" for n, m in module.named_modules()
                       if n and _is_norm(m)]
-    readers += present(table["head_readers"])
-    writers += present(table["head_writers"])
+    def linears(paths):
+        return tuple(p for p in present(paths) if isinstance(get_module(model, p), nn.Linear))
+
+    readers += linears(table["head_readers"])
+    writers += linears(table["head_writers"])
     norms += present(table["head_norms"])
     size = get_module(model, embeddings[0]).weight.shape[1]
     return HiddenSite(size=size, entries=present(prefix + p for p in table["base_entries"]),

@@ -111,6 +111,17 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
+def _quiet_libraries(debug: bool) -> None:
+    """Keep transformers' per-load reports and progress bars out of CLI output (not in --debug).
+
+    Done through environment variables, so transformers is not imported for `ls` or `--help`.
+    """
+    if not debug:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``lmprune`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -122,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser, module = build_parser(_selected_command(argv, commands), commands)
         args = parser.parse_args(argv)
         args.debug = debug
+        _quiet_libraries(debug)
         if module is None:
             parser.print_help(sys.stderr)
             return 2

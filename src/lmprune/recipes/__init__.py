@@ -1,0 +1,1 @@
+"""Workflows that tie models, data, pruners, export and evaluation together (one per file)."""
