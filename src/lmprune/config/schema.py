@@ -107,6 +107,73 @@ class PruneConfig(Section):
 
 
 @dataclass
+class TaylorConfig(Section):
+    """LLM-Pruner-style first/second-order Taylor importance (Ma et al., 2023)."""
+
+    importance: Literal["vector", "element1", "element2"] = param(
+        "element1", "vector: |sum g*w| per group; element1: sum |g*w|; element2: "
+                    "sum |g*w - 1/2 w*H_diag*w| with H_diag from averaged squared per-sample grads")
+    aggregation: Literal["sum", "mean", "max", "prod", "last"] = param(
+        "sum", "how the importances of a coupled group's tensors are combined")
+    mode: Literal["block", "channel", "layer"] = param(
+        "block", "block: heads/kv groups and FFN neurons per layer; channel: hidden channels; "
+                 "layer: whole layers")
+
+    def validate(self) -> list[str]:
+        return []
+
+
+@dataclass
+class MagnitudeConfig(Section):
+    norm: int = param(2, "1 or 2: the Lp norm of a group's weights")
+
+    def validate(self) -> list[str]:
+        return [] if self.norm in (1, 2) else [f"norm: must be 1 or 2, got {self.norm}"]
+
+
+@dataclass
+class AdaPrunerConfig(Section):
+    """AdaPruner (Kong et al., AAAI 2025): TPE search over calibration samples and metric mix."""
+
+    trials: int = param(20, "number of TPE trials (each prunes with one candidate and measures "
+                            "perplexity on held-out calibration text)")
+    pool_size: int = param(64, "candidate calibration samples (samples shorter than "
+                               "data.seq_len tokens are removed first)")
+    heldout: int = param(8, "held-out samples of data.seq_len tokens for the objective")
+    fine: Literal["element1", "element2", "search"] = param(
+        "search", "fine-grained metric mixed with the coarse (vector) one; search: TPE picks")
+    scales: dict[str, list[float]] = param(
+        {"vector": [1e5, 1e6, 1e7], "element1": [1e-2, 1e-3], "element2": [1e-4]},
+        "estimation-metric alignment factors TPE chooses from, per metric")
+    startup_trials: int = param(5, "random trials before TPE starts modelling")
+
+    def validate(self) -> list[str]:
+        problems = _positive(self, "trials", "pool_size", "heldout")
+        for key, values in self.scales.items():
+            if key not in ("vector", "element1", "element2"):
+                problems.append(f"scales.{key}: unknown metric (vector, element1, element2)")
+            if not values or any(v <= 0 for v in values):
+                problems.append(f"scales.{key}: must be a non-empty list of positive numbers")
+        if self.startup_trials < 0:
+            problems.append("startup_trials: must be >= 0")
+        return problems
+
+
+@dataclass
+class SublayerConfig(Section):
+    """Heterogeneous sublayer pruning by relative impact (RI) of each sublayer."""
+
+    normalize: bool = param(True, "divide RI by the sublayer's parameter count")
+    progressive: bool = param(True, "recompute RI after every removal (false: rank once)")
+    budget: Literal["params", "sublayers"] = param(
+        "params", "params: remove until `prune.sparsity` of the non-embedding parameters is "
+                  "gone; sublayers: remove that fraction of the sublayers")
+
+    def validate(self) -> list[str]:
+        return []
+
+
+@dataclass
 class OutputConfig(Section):
     dir: str = param("runs/latest", "directory for the run's report, plan and model")
     overwrite: bool = param(False, "replace the directory's contents if it is not empty")
@@ -116,11 +183,66 @@ class OutputConfig(Section):
 
 
 @dataclass
+class EvalConfig(Section):
+    perplexity: list[str] = param(["austen"], "datasets for perplexity (wikitext2, ptb; "
+                                              "offline: austen, whose test split is held out)")
+    seq_len: int = param(128, "window length of the perplexity protocol (LLM-Pruner reports "
+                              "128; 2048 is also common)")
+    max_windows: int | None = param(None, "evaluate at most this many windows (null: all)")
+    zero_shot: list[str] = param(["wordnet-defs"], "lm-eval task names (boolq, piqa, hellaswag, "
+                                                   "winogrande, arc_easy, arc_challenge, "
+                                                   "openbookqa; offline: wordnet-defs)")
+    limit: int | None = param(None, "examples per zero-shot task (null: all)")
+    speed: bool = param(True, "measure generation throughput, latency and peak memory")
+    batch_sizes: list[int] = param([1, 8, 32], "batch sizes for the speed measurement")
+    new_tokens: int = param(32, "tokens generated per sequence in the speed measurement")
+    prompt_len: int = param(64, "prompt tokens per sequence in the speed measurement")
+
+    def validate(self) -> list[str]:
+        problems = _positive(self, "seq_len", "new_tokens", "prompt_len")
+        if any(b < 1 for b in self.batch_sizes):
+            problems.append("batch_sizes: every batch size must be >= 1")
+        return problems
+
+
+@dataclass
+class RecoveryConfig(Section):
+    """LoRA recovery after pruning (LLM-Pruner's defaults)."""
+
+    data: str = param("chat-pairs", "instruction data in Alpaca format (alpaca; offline: "
+                                    "chat-pairs)")
+    r: int = param(8, "LoRA rank")
+    alpha: int = param(16, "LoRA alpha")
+    dropout: float = param(0.05, "LoRA dropout")
+    targets: list[str] = param(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                "down_proj"], "modules that get adapters")
+    lr: float = param(1e-4, "learning rate")
+    epochs: float = param(2.0, "epochs over the instruction data")
+    batch_size: int = param(8, "sequences per optimizer step")
+    max_len: int = param(256, "tokens per training sequence (longer ones are cut)")
+    max_steps: int | None = param(None, "stop after this many steps (null: the epochs decide)")
+
+    def validate(self) -> list[str]:
+        problems = _positive(self, "r", "alpha", "batch_size", "max_len")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append("dropout: must be in [0, 1)")
+        if self.lr <= 0 or self.epochs <= 0:
+            problems.append("lr and epochs: must be positive")
+        return problems
+
+
+@dataclass
 class RunConfig(Section):
     """Everything a pruning run needs; what `lmprune validate` checks and runs save."""
 
     model: ModelConfig = section(ModelConfig, "which model to prune")
     data: DataConfig = section(DataConfig, "calibration data")
     prune: PruneConfig = section(PruneConfig, "what to prune and how much")
+    taylor: TaylorConfig = section(TaylorConfig, "Taylor importance (method: taylor)")
+    magnitude: MagnitudeConfig = section(MagnitudeConfig, "weight magnitude (method: magnitude)")
+    adapruner: AdaPrunerConfig = section(AdaPrunerConfig, "AdaPruner search (method: adapruner)")
+    sublayer: SublayerConfig = section(SublayerConfig, "RI sublayer pruning (method: sublayer-ri)")
+    eval: EvalConfig = section(EvalConfig, "evaluation after pruning")
+    recovery: RecoveryConfig = section(RecoveryConfig, "LoRA recovery (lmprune recover)")
     output: OutputConfig = section(OutputConfig, "where results go")
     seed: int = param(0, "global seed (torch, numpy, random)")

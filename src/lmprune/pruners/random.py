@@ -30,8 +30,9 @@ def random_scores(structure: ModelStructure, seed: int = 0) -> Scores:
 
 
 @METHODS.register("random", help="random scores: a baseline (LLM-Pruner's 'random' row)")
-def prune_random(model, structure: ModelStructure, config, calibration=None) -> Masks:
+def prune_random(model, structure: ModelStructure, run, calibration=None) -> Masks:
     """Masks that keep a random subset of each requested structure kind."""
+    config = run.prune
     scores = random_scores(structure, config.seed)
     return select(structure, scores, config.sparsity, list(config.structures),
                   config.round_to, config.layer_range)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from lmprune.arch import describe
-from lmprune.config.schema import PruneConfig
+from lmprune.config.schema import PruneConfig, RunConfig
 from lmprune.pruners.random import prune_random
 from lmprune.structures import apply_masks, remove
 from lmprune.structures.counting import count_parameters
@@ -68,8 +68,9 @@ def run_roundtrip(name: str, out_dir: Path, sparsity: float = 0.3, seed: int = 0
     loaded = load_model(name)
     model, structure = loaded.model.eval(), describe(loaded.model)
     before = count_parameters(model, structure)
-    config = PruneConfig(method="random", sparsity=sparsity, structures=list(structures), seed=seed)
-    masks = prune_random(model, structure, config)
+    run = RunConfig(prune=PruneConfig(method="random", sparsity=sparsity,
+                                       structures=list(structures), seed=seed))
+    masks = prune_random(model, structure, run)
     inputs = _inputs(loaded, structure.family)
     # The equivalence check runs in float64, where masked and removed agree exactly; in
     # float32 they differ by summation-order rounding (~1e-5 of the logit scale).

@@ -1,0 +1,86 @@
+"""Calibration samples: fixed-length token windows drawn from a text corpus.
+
+LLM-Pruner draws N samples (default 10) of L tokens (default 128) from BookCorpus; lmprune
+draws them from any text dataset (offline: ``austen``). A sample is a window of exactly L
+tokens inside one document (documents are paragraphs for ``austen``; short neighbouring
+paragraphs are joined into documents of at least L tokens so that the corpus keeps its
+natural text). Documents with fewer than L tokens are never used.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lmprune.errors import LmpruneError
+
+
+@dataclass
+class Calibration:
+    """Token windows for importance estimation and for search objectives."""
+
+    samples: torch.Tensor  # [N, L] token ids for importance / gradients
+    heldout: torch.Tensor | None  # [M, L] disjoint windows for objectives (perplexity)
+    pool: torch.Tensor | None  # [P, L] candidate windows (AdaPruner's calibration subspace)
+    dataset: str
+    split: str
+    seq_len: int
+
+    def describe(self) -> str:
+        parts = [f"{len(self.samples)} samples x {self.seq_len} tokens from {self.dataset}/{self.split}"]
+        if self.heldout is not None:
+            parts.append(f"{len(self.heldout)} held-out")
+        if self.pool is not None:
+            parts.append(f"pool of {len(self.pool)}")
+        return ", ".join(parts)
+
+
+def _documents(tokenizer, texts: list[str], seq_len: int) -> list[list[int]]:
+    """Token lists of at least ``seq_len`` tokens: consecutive texts joined with blank lines."""
+    docs, current = [], []
+    for text in texts:
+        ids = tokenizer(text + "\n\n", add_special_tokens=False)["input_ids"]
+        current.extend(ids)
+        if len(current) >= seq_len:
+            docs.append(current)
+            current = []
+    return docs
+
+
+def token_windows(tokenizer, texts: list[str], count: int, seq_len: int, seed: int = 0,
+                  where: str = "the corpus") -> torch.Tensor:
+    """``count`` windows of exactly ``seq_len`` tokens, each from a different document when
+    possible, chosen at random (seeded)."""
+    docs = _documents(tokenizer, texts, seq_len)
+    if not docs:
+        raise LmpruneError(f"no text in {where} reaches {seq_len} tokens, so no calibration "
+                           f"sample can be drawn; use a shorter data.seq_len or another corpus")
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(docs), generator=g).tolist()
+    windows = []
+    for i in range(count):
+        doc = docs[order[i % len(order)]]
+        start = int(torch.randint(0, len(doc) - seq_len + 1, (1,), generator=g))
+        windows.append(doc[start:start + seq_len])
+    return torch.tensor(windows, dtype=torch.long)
+
+
+def build_calibration(tokenizer, dataset: str = "austen", split: str = "train",
+                      num_samples: int = 10, seq_len: int = 128, seed: int = 0,
+                      heldout: int = 0, pool: int = 0, max_texts: int = 20000) -> Calibration:
+    """Draw disjoint sample / held-out / pool windows from ``dataset`` (any ``text`` dataset)."""
+    from lmprune.data import dataset_info, load_dataset
+
+    info = dataset_info(dataset)
+    if info.kind != "text":
+        raise LmpruneError(f"calibration needs a text dataset; {dataset!r} is {info.kind} "
+                           f"(text datasets: austen, wikitext2, ptb, bookcorpus)")
+    rows = load_dataset(dataset, split=split)
+    texts = [t for t in rows[:max_texts]["text"] if t and t.strip()]
+    total = num_samples + heldout + pool
+    windows = token_windows(tokenizer, texts, total, seq_len, seed, f"{dataset}/{split}")
+    return Calibration(
+        samples=windows[:num_samples],
+        heldout=windows[num_samples:num_samples + heldout] if heldout else None,
+        pool=windows[num_samples + heldout:] if pool else None,
+        dataset=dataset, split=split, seq_len=seq_len)
