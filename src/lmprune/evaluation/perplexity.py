@@ -29,6 +29,18 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def _token_prefix(tokenizer, texts: list[str], needed: int | None) -> torch.Tensor:
+    """Token ids of the joined texts; with ``needed``, only of a prefix long enough for it
+    (tokenizing a whole test set to evaluate a few windows is most of the cost)."""
+    joined = "\n\n".join(texts)
+    chars = len(joined) if needed is None else min(len(joined), 8 * needed)
+    while True:
+        ids = tokenizer(joined[:chars], add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+        if needed is None or len(ids) >= needed + 1 or chars >= len(joined):
+            return ids
+        chars = min(len(joined), chars * 2)
+
+
 @torch.no_grad()
 def nll_of_windows(model, windows: torch.Tensor, batch_size: int = 8,
                    progress: bool = False) -> tuple[float, int]:
@@ -57,7 +69,7 @@ def perplexity(model, tokenizer, texts: list[str], seq_len: int = 128, batch_siz
                max_windows: int | None = None, progress: bool = True,
                dataset: str = "text") -> PerplexityResult:
     """Perplexity of ``model`` on ``texts`` under the protocol in the module docstring."""
-    ids = tokenizer("\n\n".join(texts), add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+    ids = _token_prefix(tokenizer, texts, None if max_windows is None else max_windows * seq_len)
     n = len(ids) // seq_len
     if n == 0:
         from lmprune.errors import LmpruneError

@@ -1,0 +1,76 @@
+"""Evaluate any dense or pruned model: perplexity, zero-shot accuracy, speed and memory."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from lmprune.cli._common import add_command, print_table
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = add_command(
+        subparsers, "eval", help="evaluate a dense or pruned model",
+        description="Perplexity (the protocol is written into the result), zero-shot accuracy "
+                    "through lm-evaluation-harness on the in-memory model, and measured "
+                    "generation throughput, latency and peak memory. Writes a JSON file.",
+        examples=["lmprune eval --model runs/taylor/model --tasks wordnet-defs --out eval.json",
+                  "lmprune eval --model smollm2-135m --tasks boolq,piqa --perplexity wikitext2 --out e.json",
+                  "lmprune eval --model runs/ri/model --no-speed eval.seq_len=2048 --out e.json"])
+    parser.add_argument("--model", required=True, help="a saved model directory, a model alias "
+                        "or a hub id")
+    parser.add_argument("--tasks", help="comma-separated lm-eval tasks (offline: wordnet-defs); "
+                        "empty string for none")
+    parser.add_argument("--perplexity", help="comma-separated text datasets (offline: austen)")
+    parser.add_argument("--limit", type=int, help="examples per zero-shot task")
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed measurement")
+    parser.add_argument("--config", default="prune", help="config whose `eval` section is used "
+                        "(default: the shipped `prune` config)")
+    parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("overrides", metavar="key=value", nargs="*", help="e.g. eval.seq_len=2048")
+    return parser
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def load_any(name: str):
+    """(model, tokenizer) from a saved directory (any lmprune format) or a zoo alias / hub id."""
+    from lmprune.zoo import load_model
+
+    path = Path(name)
+    if path.is_dir() and (path / "config.json").exists():
+        from transformers import AutoTokenizer
+
+        import lmprune
+
+        return lmprune.load_pretrained(path), AutoTokenizer.from_pretrained(path)
+    loaded = load_model(name, "causal-lm")
+    return loaded.model.eval(), loaded.tokenizer
+
+
+def run(args: argparse.Namespace) -> int:
+    from lmprune.config import load_config
+    from lmprune.evaluation.suite import evaluate
+    from lmprune.reporting.report import flatten
+
+    overrides = list(args.overrides or [])
+    if args.tasks is not None:
+        overrides.append(f"eval.zero_shot=[{','.join(_split(args.tasks))}]")
+    if args.perplexity is not None:
+        overrides.append(f"eval.perplexity=[{','.join(_split(args.perplexity))}]")
+    if args.limit is not None:
+        overrides.append(f"eval.limit={args.limit}")
+    eval_config = load_config(args.config, overrides).eval
+    model, tokenizer = load_any(args.model)
+    result = evaluate(model, tokenizer, eval_config, speed=not args.no_speed)
+    result["model"] = args.model
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print_table([{"metric": k, "value": f"{v:.4g}" if isinstance(v, float) else v}
+                 for k, v in flatten(result).items()], [("metric", "METRIC"), ("value", "VALUE")])
+    print(f"written: {out}")
+    return 0

@@ -1,0 +1,92 @@
+"""Zero-shot accuracy through lm-evaluation-harness on an in-memory model.
+
+Tasks are lm-eval task names (``boolq``, ``piqa``, ``hellaswag``, ``winogrande``, ``arc_easy``,
+``arc_challenge``, ``openbookqa``: these need the hub for their data) plus offline tasks that
+lmprune defines from its bundled data (``wordnet-defs``). The model is wrapped in lm-eval's
+``HFLM`` as it is in memory (masked, pruned or dense), so no save/reload is needed.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from lmprune.errors import LmpruneError
+
+# Offline multiple-choice tasks: lm-eval task name -> (bundled dataset, split).
+OFFLINE_TASKS = {"wordnet-defs": ("wordnet-defs", "test")}
+PAPER_TASKS = ("boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
+
+_TASK_YAML = """task: {task}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data_file}
+output_type: multiple_choice
+test_split: test
+doc_to_text: "{{{{query}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{label}}}}"
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: acc_norm
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+  source: lmprune bundled dataset {dataset}/{split}
+"""
+
+
+def write_offline_tasks(directory: Path, tasks: list[str]) -> None:
+    """Write lm-eval YAML task definitions (and their data as JSON lines) for offline tasks."""
+    from lmprune.data import load_dataset
+
+    for task in tasks:
+        dataset, split = OFFLINE_TASKS[task]
+        rows = load_dataset(dataset, split=split)
+        data_file = directory / f"{task}.jsonl"
+        with data_file.open("w") as handle:
+            for row in rows:
+                handle.write(json.dumps({"query": row["query"], "choices": row["choices"],
+                                         "label": row["label"]}) + "\n")
+        (directory / f"{task}.yaml").write_text(_TASK_YAML.format(
+            task=task, data_file=data_file, dataset=dataset, split=split))
+
+
+def zero_shot(model, tokenizer, tasks: list[str], limit: int | None = None,
+              batch_size: int = 8, max_length: int | None = None) -> dict[str, dict]:
+    """Accuracy per task: ``{task: {"acc", "acc_norm", "acc_stderr", "n"}}``."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    offline = [t for t in tasks if t in OFFLINE_TASKS]
+    with tempfile.TemporaryDirectory(prefix="lmprune-tasks-") as tmp:
+        write_offline_tasks(Path(tmp), offline)
+        # indexing lm-eval's thousands of task files takes ~30 s on a small CPU: skip it when
+        # every task is one of ours
+        manager = TaskManager(include_path=tmp, include_defaults=len(offline) < len(tasks))
+        unknown = [t for t in tasks if t not in manager.all_tasks]
+        if unknown:
+            raise LmpruneError(f"unknown lm-eval task(s) {unknown}; offline tasks: "
+                               f"{', '.join(OFFLINE_TASKS)}; the paper's tasks: {', '.join(PAPER_TASKS)}")
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
+                  max_length=max_length)
+        try:
+            output = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager,
+                                             limit=limit, log_samples=False, verbosity="ERROR")
+        except (ConnectionError, OSError) as err:
+            raise LmpruneError(f"could not load the data of {tasks}: {err}. The paper's tasks "
+                               f"need the Hugging Face hub; offline, use {list(OFFLINE_TASKS)}") from err
+    results = {}
+    for task in tasks:
+        metrics = output["results"][task]
+        results[task] = {
+            "acc": metrics.get("acc,none"), "acc_norm": metrics.get("acc_norm,none"),
+            "acc_stderr": metrics.get("acc_stderr,none"),
+            "n": output.get("n-samples", {}).get(task, {}).get("effective"),
+        }
+    return results

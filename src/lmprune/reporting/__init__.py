@@ -1,0 +1,1 @@
+"""Run reports: metrics.json, report.md and plots."""

@@ -1,0 +1,68 @@
+"""Write a run's metrics.json and a human-readable report.md."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def comparison_table(before: dict, after: dict) -> list[str]:
+    """Markdown rows comparing flattened before/after metrics (keys present in either)."""
+    rows = ["| metric | before | after | after / before |", "| --- | ---: | ---: | ---: |"]
+    for key in list(dict.fromkeys([*before, *after])):
+        b, a = before.get(key), after.get(key)
+        ratio = f"{a / b:.3f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else "-"
+        rows.append(f"| {key} | {_fmt(b)} | {_fmt(a)} | {ratio} |")
+    return rows
+
+
+def flatten(evaluation: dict) -> dict:
+    """One level of ``name: number`` for tables: params, perplexity, accuracy, throughput."""
+    flat = {}
+    params = evaluation.get("params", {})
+    for key in ("total", "body"):
+        if key in params:
+            flat[f"params.{key}"] = params[key]
+    for name, result in evaluation.get("perplexity", {}).items():
+        flat[f"ppl.{name}"] = result["perplexity"]
+    for task, result in evaluation.get("zero_shot", {}).items():
+        flat[f"{task}.acc"] = result.get("acc")
+        flat[f"{task}.acc_norm"] = result.get("acc_norm")
+    for result in evaluation.get("speed", []):
+        flat[f"tokens/s@bs{result['batch_size']}"] = result["tokens_per_s"]
+        flat[f"peak MB@bs{result['batch_size']}"] = result["peak_memory_mb"]
+    return flat
+
+
+def write_report(out: Path, metrics: dict, plots: list[Path]) -> Path:
+    """metrics.json plus report.md (before/after table, speedups, protocol, plots)."""
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    before, after = flatten(metrics.get("before", {})), flatten(metrics.get("after", {}))
+    lines = [f"# lmprune run: {metrics['method']} on {metrics['model']}", "",
+             f"- sparsity requested: {metrics['sparsity']} of {', '.join(metrics['structures'])}",
+             f"- calibration: {metrics.get('calibration', '-')}",
+             f"- saved model: `{metrics.get('saved', {}).get('path', '-')}` "
+             f"({metrics.get('saved', {}).get('format', '-')} format)",
+             f"- wall time: pruning {metrics['seconds']['prune']:.1f} s, "
+             f"total {metrics['seconds']['total']:.1f} s", "",
+             "## Before and after", "", *comparison_table(before, after), ""]
+    if metrics.get("speedup"):
+        lines += ["## Measured speedup (throughput ratio, same process)", "",
+                  "| batch size | speedup |", "| ---: | ---: |"]
+        lines += [f"| {b} | {s:.3f}x |" for b, s in metrics["speedup"].items()]
+        lines.append("")
+    protocols = metrics.get("protocols", {})
+    if protocols:
+        lines += ["## Protocols", ""] + [f"- **{k}**: {v}" for k, v in protocols.items()] + [""]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
