@@ -221,9 +221,17 @@ class RecoveryConfig(Section):
     batch_size: int = param(8, "sequences per optimizer step")
     max_len: int = param(256, "tokens per training sequence (longer ones are cut)")
     max_steps: int | None = param(None, "stop after this many steps (null: the epochs decide)")
+    micro_batch: int = param(4, "sequences per forward/backward (gradient accumulation up to "
+                                "batch_size)")
+    warmup_steps: int = param(100, "linear warm-up steps (at most 10% of all steps)")
+    checkpoint_every: int = param(200, "save a resumable checkpoint every this many steps")
+    train_on_inputs: bool = param(False, "also train on the prompt tokens (LLM-Pruner: false)")
+    template: Literal["alpaca", "plain"] = param("alpaca", "prompt template")
+    max_samples: int | None = param(None, "use at most this many training examples")
 
     def validate(self) -> list[str]:
-        problems = _positive(self, "r", "alpha", "batch_size", "max_len")
+        problems = _positive(self, "r", "alpha", "batch_size", "max_len", "micro_batch",
+                             "checkpoint_every")
         if not 0.0 <= self.dropout < 1.0:
             problems.append("dropout: must be in [0, 1)")
         if self.lr <= 0 or self.epochs <= 0:

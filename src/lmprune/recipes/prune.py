@@ -67,8 +67,13 @@ def calibration_for(run: RunConfig, tokenizer):
         pool=run.adapruner.pool_size if "pool" in needs else 0)
 
 
-def run_prune(run: RunConfig, progress: bool = True, log=print) -> PruneOutcome:
-    """Run the whole workflow for ``run``; returns where the results are and the metrics."""
+def run_prune(run: RunConfig, progress: bool = True, log=print,
+              dense_eval: dict | None = None) -> PruneOutcome:
+    """Run the whole workflow for ``run``; returns where the results are and the metrics.
+
+    ``dense_eval`` reuses an evaluation of the same dense model under the same ``run.eval``
+    (the demo prunes one model with several methods and evaluates the dense model once).
+    """
     from lmprune.evaluation.suite import evaluate
     from lmprune.zoo import load_model
 
@@ -86,8 +91,11 @@ def run_prune(run: RunConfig, progress: bool = True, log=print) -> PruneOutcome:
         raise LmpruneError(f"{run.model.name} has no tokenizer; calibration and evaluation need one")
     calibration = calibration_for(run, tokenizer)
     log(f"[prune] calibration: {calibration.describe()}")
-    log("[prune] evaluating the dense model")
-    before = evaluate(model, tokenizer, run.eval, progress=progress)
+    if dense_eval is None:
+        log("[prune] evaluating the dense model")
+        before = evaluate(model, tokenizer, run.eval, progress=progress)
+    else:
+        before = dense_eval
     widths_before = layer_widths(structure)
     log(f"[prune] method {run.prune.method}: scoring and selecting")
     t0 = time.perf_counter()
