@@ -8,6 +8,7 @@ the end, so a failed run leaves no half-written output behind.
 """
 from __future__ import annotations
 
+import inspect
 import random
 import shutil
 import tempfile
@@ -97,29 +98,28 @@ def run_prune(run: RunConfig, progress: bool = True, log=print,
     else:
         before = dense_eval
     widths_before = layer_widths(structure)
-    log(f"[prune] method {run.prune.method}: scoring and selecting")
-    t0 = time.perf_counter()
-    result = method(model, structure, run, calibration)
-    masks: Masks = result if isinstance(result, Masks) else result.masks
-    plan = PruningPlan.from_masks(structure, masks, {
-        "method": run.prune.method, "sparsity": run.prune.sparsity, "model": run.model.name,
-        "structures": list(run.prune.structures), "seed": run.prune.seed})
-    remove(model, masks, structure)
-    prune_seconds = time.perf_counter() - t0
-    log("[prune] evaluating the pruned model")
-    after = evaluate(model, tokenizer, run.eval, progress=progress)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        log(f"[prune] method {run.prune.method}: scoring and selecting")
+        t0 = time.perf_counter()
+        # methods with a search (adapruner, sublayer-ri) write their history and plots here
+        extra_args = {"report_dir": stage} if "report_dir" in inspect.signature(method).parameters else {}
+        result = method(model, structure, run, calibration, **extra_args)
+        masks: Masks = result if isinstance(result, Masks) else result.masks
+        plan = PruningPlan.from_masks(structure, masks, {
+            "method": run.prune.method, "sparsity": run.prune.sparsity, "model": run.model.name,
+            "structures": list(run.prune.structures), "seed": run.prune.seed})
+        remove(model, masks, structure)
+        prune_seconds = time.perf_counter() - t0
+        log("[prune] evaluating the pruned model")
+        after = evaluate(model, tokenizer, run.eval, progress=progress)
         saved = save_pretrained(model, stage / "model", tokenizer=tokenizer, plan=plan)
-        plots = [plot_layer_widths(widths_before, layer_widths(describe(model)),
-                                   stage / "layer_widths.png", f"{run.prune.method}: kept widths")]
-        extra = {}
-        if hasattr(result, "write_artifacts"):
-            plots += list(result.write_artifacts(stage))
-        if hasattr(result, "summary"):
-            extra["search"] = result.summary()
+        plots = sorted(stage.glob("*.png"))
+        plots.insert(0, plot_layer_widths(widths_before, layer_widths(describe(model)),
+                                          stage / "layer_widths.png",
+                                          f"{run.prune.method}: kept widths"))
         metrics = _metrics(run, calibration, before, after, saved, out, prune_seconds,
-                           time.perf_counter() - start, extra)
+                           time.perf_counter() - start, {})
         dump_yaml(run, stage / "config.yaml")
         write_report(stage, metrics, plots)
         if out.exists():

@@ -1,0 +1,303 @@
+"""AdaPruner: TPE search over calibration samples and the importance-metric mix.
+
+Kong et al., "Sample-aware Adaptive Structured Pruning for Large Language Models" (AAAI 2025).
+Each trial of a Bayesian optimization with a tree-structured Parzen estimator (optuna's
+``TPESampler``) picks a point of the solution space (``adapruner_space``): ``num_samples``
+calibration windows from a pool, and α1, α2, s1, s2 (and optionally the fine metric) of
+
+    I = α1 · s1 · I_vector + α2 · s2 · I_fine,
+
+prunes with it (``select`` at ``run.prune.sparsity``, uniform per site) and scores the pruned
+model by its perplexity on held-out calibration windows. The best trial's masks are returned.
+
+Choices made here (no public code exists; see ``docs/adapruner.md``):
+
+* the pruned model of a trial is the *masked* model (``apply_masks``), which is exactly
+  equivalent to physical removal, so a trial copies nothing;
+* the Taylor metrics come from ``lmprune.scorers.taylor.taylor_metrics`` (one round of
+  gradient passes gives vector + the trial's fine metric, for the kinds and layer range
+  ``run.prune`` prunes); they are cached per (sample subset, fine metric), LRU of
+  ``CACHE_SIZE``, so a trial that picks element1 never pays for element2's per-sample passes;
+* the sampler is ``TPESampler(n_startup_trials=adapruner.startup_trials, group=True,
+  seed=prune.seed + <trials already in the study>)``: multivariate TPE (optuna's default for
+  one objective) that handles the conditional ``scale_<fine>`` parameter; offsetting the seed
+  on resume keeps a resumed study from replaying its first random trials;
+* a non-finite perplexity is recorded as ``inf`` (the trial completes, TPE ranks it last);
+* with ``storage`` the study lives in an SQLite file and resumes: trials left RUNNING by an
+  interruption are marked FAIL and do not count; only COMPLETE trials count towards
+  ``adapruner.trials`` and appear in the history. A fingerprint of the search (pool, held-out
+  windows, space, budget) is stored with the study; resuming a different search is refused.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import time
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from lmprune.arch import ModelStructure
+from lmprune.errors import LmpruneError
+from lmprune.evaluation.perplexity import perplexity_of_windows
+from lmprune.pruners.adapruner_space import (COARSE, Candidate, candidate_from_params,
+                                             mix_scores, suggest_candidate)
+from lmprune.pruners.selection import Scores, select
+from lmprune.registry import METHODS
+from lmprune.structures import Masks, apply_masks
+
+STUDY_NAME = "adapruner"
+CACHE_SIZE = 16  # sample subsets whose Taylor metrics are kept in memory
+
+
+@dataclass
+class AdaPrunerResult:
+    """The best trial's masks and the whole search."""
+
+    masks: Masks
+    best_params: dict
+    best_value: float  # held-out perplexity of the pruned (masked) model
+    history: list[dict]  # one entry per COMPLETE trial, in trial order
+    best_trial: int = -1
+    best_candidate: dict = field(default_factory=dict)
+
+
+def _gradient_metrics(model, structure: ModelStructure, samples: torch.Tensor,
+                      metrics: tuple[str, ...], run) -> dict[str, Scores]:
+    """The requested Taylor metrics from one round of gradient passes over ``samples``, for
+    the structure kinds and layers ``run.prune`` prunes (only those weights get gradients)."""
+    from lmprune.scorers.taylor import taylor_metrics
+
+    return taylor_metrics(model, structure, samples, metrics=metrics,
+                          aggregation=run.taylor.aggregation, kinds=tuple(run.prune.structures),
+                          layer_range=run.prune.layer_range, progress=False)
+
+
+class _Objective:
+    """Candidate → masks → held-out perplexity, with gradient metrics cached per subset."""
+
+    def __init__(self, model, structure: ModelStructure, run, pool: torch.Tensor,
+                 heldout: torch.Tensor):
+        self.model, self.structure, self.run = model, structure, run
+        self.pool, self.heldout = pool, heldout
+        self._cache: OrderedDict[tuple, dict[str, Scores]] = OrderedDict()
+
+    def metrics_for(self, samples: tuple[int, ...], fine: str) -> dict[str, Scores]:
+        """vector + ``fine`` on the pool windows ``samples`` (LRU-cached per subset and fine
+        metric: element1 never pays for element2's per-sample passes)."""
+        key = (samples, fine)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        scores = _gradient_metrics(self.model, self.structure, self.pool[list(samples)],
+                                   (COARSE, fine), self.run)
+        self._cache[key] = scores
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return scores
+
+    def masks(self, candidate: Candidate) -> Masks:
+        metrics = self.metrics_for(candidate.samples, candidate.fine)
+        mixed = mix_scores(metrics[COARSE], metrics[candidate.fine], candidate)
+        prune = self.run.prune
+        return select(self.structure, mixed, prune.sparsity, list(prune.structures),
+                      prune.round_to, prune.layer_range)
+
+    def value(self, masks: Masks) -> float:
+        with apply_masks(self.model, masks, self.structure):
+            ppl = perplexity_of_windows(self.model, self.heldout)
+        return ppl if math.isfinite(ppl) else math.inf
+
+    def __call__(self, trial) -> float:
+        adapruner = self.run.adapruner
+        candidate = suggest_candidate(trial, len(self.pool), self.run.data.num_samples,
+                                      adapruner.fine, adapruner.scales)
+        trial.set_user_attr("samples", list(candidate.samples))
+        start = time.perf_counter()
+        value = self.value(self.masks(candidate))
+        trial.set_user_attr("seconds", time.perf_counter() - start)
+        return value
+
+
+def check_calibration(calibration, run) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pool and held-out windows, or an error saying how to build them."""
+    how = ("the adapruner recipe builds it with build_calibration(..., "
+           "pool=run.adapruner.pool_size, heldout=run.adapruner.heldout)")
+    if calibration is None:
+        raise LmpruneError(f"method 'adapruner' needs calibration data with a pool and held-out "
+                           f"windows, got none; {how}")
+    for name in ("pool", "heldout"):
+        if getattr(calibration, name, None) is None or len(getattr(calibration, name)) == 0:
+            raise LmpruneError(f"method 'adapruner' needs calibration.{name} (the candidate "
+                               f"pool and held-out windows), but the calibration has none; {how}")
+    pool, n = calibration.pool, run.data.num_samples
+    if len(pool) < n:
+        raise LmpruneError(f"the AdaPruner pool has {len(pool)} samples, fewer than the "
+                           f"{n} each trial calibrates on (data.num_samples); raise "
+                           f"adapruner.pool_size to at least {n} or lower data.num_samples")
+    return pool, calibration.heldout
+
+
+def _digest(tensor: torch.Tensor) -> str:
+    return hashlib.sha1(tensor.contiguous().cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+def search_fingerprint(model, run, pool: torch.Tensor, heldout: torch.Tensor) -> dict:
+    """What must match for a stored study to be resumed (the model by class and size)."""
+    a, p = run.adapruner, run.prune
+    size = sum(t.numel() for t in model.parameters())
+    return _plain({
+        "model": f"{type(model).__name__} with {size} parameters", "pool": _digest(pool), "heldout": _digest(heldout), "num_samples": run.data.num_samples,
+        "fine": a.fine, "scales": {k: [float(v) for v in vs] for k, vs in sorted(a.scales.items())},
+        "sparsity": p.sparsity, "structures": list(p.structures), "round_to": p.round_to,
+        "layer_range": p.layer_range, "aggregation": run.taylor.aggregation})
+
+
+def _plain(value):
+    """``value`` as it comes back from JSON (lists for tuples, str keys): stored == fresh."""
+    return json.loads(json.dumps(value))
+
+
+@contextlib.contextmanager
+def _quiet_optuna():
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def _open_study(run, storage: str | None, fingerprint: dict):
+    import optuna
+    from optuna.trial import TrialState
+
+    url = None
+    if storage is not None:
+        path = Path(storage).expanduser().resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{path}"
+    study = optuna.create_study(storage=url, study_name=STUDY_NAME, direction="minimize",
+                                load_if_exists=True)
+    stored = study.user_attrs.get("fingerprint")
+    if stored is None:
+        study.set_user_attr("fingerprint", fingerprint)
+    elif stored != fingerprint:
+        differ = sorted(k for k in fingerprint if stored.get(k) != fingerprint[k])
+        raise LmpruneError(f"the AdaPruner study in {storage} was made by a different search "
+                           f"(differs in: {', '.join(differ)}); delete the file or pass another "
+                           f"storage path to start a new search")
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        study.tell(trial.number, state=TrialState.FAIL)  # left behind by an interruption
+    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # group=True
+        study.sampler = optuna.samplers.TPESampler(
+            n_startup_trials=run.adapruner.startup_trials, group=True,
+            seed=run.prune.seed + len(study.trials))
+    return study, done
+
+
+def history_of(study) -> list[dict]:
+    """One dict per COMPLETE trial: number, value, best-so-far, params, samples, seconds."""
+    from optuna.trial import TrialState
+
+    history, best = [], math.inf
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        best = min(best, trial.value)
+        history.append({"number": trial.number, "value": trial.value, "best_so_far": best,
+                        "params": dict(trial.params), "samples": trial.user_attrs.get("samples"),
+                        "seconds": trial.user_attrs.get("seconds")})
+    return history
+
+
+def adapruner_search(model, structure: ModelStructure, run, calibration,
+                     storage: str | None = None, progress: bool = True) -> AdaPrunerResult:
+    """Run (or resume, with ``storage``) the TPE search and return the best trial's masks."""
+    pool, heldout = check_calibration(calibration, run)
+    objective = _Objective(model, structure, run, pool, heldout)
+    with _quiet_optuna():
+        study, done = _open_study(run, storage, search_fingerprint(model, run, pool, heldout))
+        remaining = max(0, run.adapruner.trials - done)
+        bar = tqdm(total=run.adapruner.trials, initial=done, desc="adapruner trials",
+                   disable=not progress)
+        with bar:
+            for _ in range(remaining):
+                study.optimize(objective, n_trials=1)
+                bar.set_postfix(best_ppl=f"{study.best_value:.4g}")
+                bar.update(1)
+        best = study.best_trial
+    candidate = candidate_from_params(best.params, run.data.num_samples, len(pool),
+                                      run.adapruner.fine)
+    return AdaPrunerResult(objective.masks(candidate), dict(best.params), float(best.value),
+                           history_of(study), best.number, candidate.as_dict())
+
+
+def save_history(result: AdaPrunerResult, path: str | Path) -> Path:
+    """The search as JSON: best trial, its parameters and candidate, and every trial."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"best_trial": result.best_trial, "best_value": result.best_value,
+               "best_params": result.best_params, "best_candidate": result.best_candidate,
+               "trials": result.history}
+    path.write_text(json.dumps(_strict(payload), indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def _strict(value):
+    """Strict JSON: non-finite floats (a diverged trial's perplexity) become "inf"/"nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
+def plot_search_history(result: AdaPrunerResult, path: str | Path) -> Path:
+    """PNG of held-out perplexity per trial (dots) and the best so far (line)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    finite = [h for h in result.history if math.isfinite(h["value"])]
+    figure = Figure(figsize=(6, 3.5))
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    ax.scatter([h["number"] for h in finite], [h["value"] for h in finite], s=14,
+               label="trial", color="tab:blue")
+    ax.step([h["number"] for h in result.history], [h["best_so_far"] for h in result.history],
+            where="post", label="best so far", color="tab:red")
+    if finite and max(h["value"] for h in finite) > 10 * min(h["value"] for h in finite):
+        ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial")
+    ax.set_ylabel("held-out perplexity")
+    ax.set_title(f"AdaPruner search (best {result.best_value:.4g} at trial {result.best_trial})")
+    ax.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    return path
+
+
+@METHODS.register("adapruner", help="AdaPruner: TPE search over calibration samples and the "
+                                    "vector/element Taylor mix (needs a pool and held-out text)")
+def prune_adapruner(model, structure: ModelStructure, run, calibration=None, *,
+                    storage: str | None = None, report_dir: str | Path | None = None) -> Masks:
+    """The best trial's masks; with ``report_dir``, also its history as JSON and PNG."""
+    result = adapruner_search(model, structure, run, calibration, storage=storage)
+    if report_dir is not None:
+        save_history(result, Path(report_dir) / "adapruner_history.json")
+        plot_search_history(result, Path(report_dir) / "adapruner_history.png")
+    return result.masks
