@@ -168,8 +168,12 @@ class SublayerConfig(Section):
     budget: Literal["params", "sublayers"] = param(
         "params", "params: remove until `prune.sparsity` of the non-embedding parameters is "
                   "gone; sublayers: remove that fraction of the sublayers")
+    max_windows: int | None = param(None, "measure perplexity on at most this many calibration "
+                                          "windows (each step costs one forward per sublayer)")
 
     def validate(self) -> list[str]:
+        if self.max_windows is not None and self.max_windows < 1:
+            return ["max_windows: must be >= 1 or null"]
         return []
 
 
