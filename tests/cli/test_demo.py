@@ -11,7 +11,7 @@ from lmprune.structures.plan import PruningPlan
 
 @pytest.mark.slow
 def test_demo_minilm_end_to_end(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "lmprune", "demo", "--models", "minilm-l6",
+    proc = subprocess.run([sys.executable, "-m", "lmprune", "demo", "--models", "minilm-l6", "--part", "structures",
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     row = next(line for line in proc.stdout.splitlines() if line.startswith("minilm-l6"))
@@ -26,6 +26,6 @@ def test_demo_minilm_end_to_end(tmp_path):
 def test_demo_rejects_unknown_model(tmp_path, capsys):
     from lmprune.cli.main import main
 
-    assert main(["demo", "--models", "minilm-l7", "--out", str(tmp_path)]) == 2
+    assert main(["demo", "--models", "minilm-l7", "--part", "structures", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "unknown model 'minilm-l7'" in err and "minilm-l6" in err

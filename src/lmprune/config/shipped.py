@@ -36,7 +36,7 @@ def shipped_configs() -> list[ShippedConfig]:
     if not SHIPPED_DIR.is_dir():
         return []
     return [ShippedConfig(p.stem, p, _description(p))
-            for p in sorted(SHIPPED_DIR.glob("*.yaml"))]
+            for p in sorted(SHIPPED_DIR.glob("*.yaml"), key=lambda p: p.stem)]
 
 
 def resolve_config(name_or_path: str | Path) -> Path:

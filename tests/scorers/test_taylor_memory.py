@@ -1,0 +1,126 @@
+"""Gradient handling of the Taylor scorer: hooks free every gradient, only the needed weights
+get one, micro-batches and metric subsets agree, bf16 and encoder-decoders work."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lmprune.scorers.taylor as taylor
+from lmprune.arch import describe
+from lmprune.errors import LmpruneError
+from lmprune.scorers.taylor import METRICS, taylor_metrics, taylor_scores
+from lmprune.zoo import build_tiny
+
+from scorer_toys import one_layer_llama, token_samples
+
+
+def _close(a, b, rel=1e-5):
+    return torch.allclose(a, b, rtol=rel, atol=1e-12)
+
+
+def test_no_gradient_left_and_flags_restored():
+    model = one_layer_llama(layers=2)
+    model.model.embed_tokens.weight.requires_grad_(False)  # a caller's own choice
+    stale = torch.ones_like(model.lm_head.weight)
+    model.lm_head.weight.grad = stale  # a caller's own gradient
+    model.train()
+    taylor_metrics(model, describe(model), token_samples(3, 10), METRICS, progress=False)
+    for name, p in model.named_parameters():
+        assert (p.grad is None) != (name == "lm_head.weight"), name
+        assert p.requires_grad == (name != "model.embed_tokens.weight"), name
+    assert model.lm_head.weight.grad is stale
+    assert model.training
+
+
+def test_each_weight_is_scored_while_no_other_gradient_is_alive(monkeypatch):
+    """One backward: every weight is scored inside its own hook, when every other watched
+    weight's gradient has already been freed (or not yet computed); no gradient buffer."""
+    model = one_layer_llama(layers=2)
+    seen, alive = [], []
+    original = taylor._score_tensor
+
+    def spy(tensor, index, grad, hessian, results):
+        seen.append(tensor.name)
+        alive.append(sum(p.grad is not None for p in model.parameters()))
+        original(tensor, index, grad, hessian, results)
+
+    monkeypatch.setattr(taylor, "_score_tensor", spy)
+    monkeypatch.setattr(taylor, "FloatSums", None)  # element1 must not need any buffer
+    taylor_scores(model, describe(model), token_samples(3, 10), "element1", progress=False)
+    assert sorted(seen) == sorted(n for n, _ in model.named_parameters())
+    assert max(alive) == 0
+
+
+def test_only_the_requested_sites_get_gradients(monkeypatch):
+    model = one_layer_llama(layers=2)
+    seen = []
+    original = taylor._score_tensor
+    monkeypatch.setattr(taylor, "_score_tensor",
+                        lambda t, *args: (seen.append(t.name), original(t, *args)))
+    scores = taylor_scores(model, describe(model), token_samples(2, 10), "element2",
+                           kinds=("neurons",), layer_range=[1, 2], progress=False)
+    ffn = [f"model.layers.1.mlp.{x}_proj.weight" for x in ("gate", "up", "down")]
+    assert sorted(seen) == sorted(ffn)
+    assert list(scores.neurons) == ["layers.1.ffn"]
+    assert not scores.heads and scores.hidden is None and not scores.layers
+
+
+def test_micro_batches_give_the_full_batch_scores():
+    model = one_layer_llama()
+    structure, samples = describe(model), token_samples(5, 12)
+    whole = taylor_metrics(model, structure, samples, METRICS, progress=False)
+    parts = taylor_metrics(model, structure, samples, METRICS, batch_size=2, progress=False)
+    alone = taylor_metrics(model, structure, samples, ("element1",), progress=False)
+    for metric in METRICS:
+        assert _close(whole[metric].neurons["layers.0.ffn"], parts[metric].neurons["layers.0.ffn"])
+        assert _close(whole[metric].hidden, parts[metric].hidden)
+        assert whole[metric].layers["layers.0"] == pytest.approx(parts[metric].layers["layers.0"],
+                                                                 rel=1e-5)
+    site = "layers.0.attn"
+    assert _close(whole["element1"].heads[site], alone["element1"].heads[site])
+
+
+def test_bfloat16_model_scores_like_float32():
+    model = one_layer_llama()
+    structure, samples = describe(model), token_samples(4, 16)
+    full = taylor_scores(model, structure, samples, "element2", progress=False)
+    model.to(torch.bfloat16)
+    half = taylor_scores(model, structure, samples, "element2", progress=False)
+    assert all(p.dtype == torch.bfloat16 and p.grad is None for p in model.parameters())
+    a, b = full.neurons["layers.0.ffn"], half.neurons["layers.0.ffn"]
+    assert torch.isfinite(b).all() and b.dtype == torch.float64
+    assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.95
+    assert torch.isfinite(half.hidden).all()
+
+
+def test_encoder_decoder_is_scored_with_its_reconstruction_loss():
+    model = build_tiny("tiny-t5-gated")
+    structure = describe(model)
+    scores = taylor_scores(model, structure, token_samples(2, 10), "element1",
+                           kinds=("heads", "neurons"), progress=False)
+    assert set(scores.heads) == {s.name for s in structure.attention}
+    assert all((v > 0).all() for v in scores.neurons.values())
+
+
+def test_model_without_language_model_loss_is_refused():
+    model = build_tiny("tiny-bert")  # a sequence classifier
+    with pytest.raises(LmpruneError, match="language-model head"):
+        taylor_scores(model, describe(model), token_samples(2, 10, vocab=100), progress=False)
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"metrics": ("element3",)}, "unknown Taylor metric"),
+    ({"aggregation": "median"}, "unknown aggregation"),
+    ({"kinds": ("rows",)}, "unknown group kind"),
+    ({"samples": torch.ones(2, 5)}, "token ids"),
+    ({"samples": torch.ones(5, dtype=torch.long)}, r"\[N, L\]"),
+    ({"layer_range": [5, 9], "kinds": ("neurons",)}, "nothing to score"),
+    ({"batch_size": 0}, "batch_size"),
+])
+def test_bad_arguments(kwargs, message):
+    model = one_layer_llama()
+    args = {"samples": token_samples(2, 8)} | kwargs
+    samples = args.pop("samples")
+    with pytest.raises(LmpruneError, match=message):
+        taylor_metrics(model, describe(model), samples, progress=False, **args)
