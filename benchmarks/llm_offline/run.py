@@ -35,7 +35,7 @@ from lmprune.registry import load_builtin_methods
 from lmprune.structures import Masks, remove
 from lmprune.structures.counting import count_parameters
 
-BLOCK = ["prune.structures=[heads,neurons]", "prune.layer_range=[4,28]"]
+BLOCK = ["prune.structures=[heads,neurons]"]
 VARIANTS = {
     "magnitude-l2": ["prune.method=magnitude", "magnitude.norm=2", *BLOCK],
     "random": ["prune.method=random", *BLOCK],
@@ -55,6 +55,26 @@ VARIANTS = {
 }
 
 
+def removed_params(model, structure, masks: Masks) -> int:
+    """Parameters that removing ``masks`` (heads / kv groups / neurons) takes away."""
+    from lmprune.structures.counting import head_cost, neuron_cost
+
+    total = 0
+    for site in structure.attention:
+        cost = head_cost(model, site)
+        heads = masks.heads.get(site.name)
+        if heads is not None:
+            gone = heads.view(site.num_kv_heads, site.group_size) == 0
+            total += int(gone.sum()) * cost["head"]
+            if site.group_size > 1:  # a group whose query heads all go takes its k/v along
+                total += int(gone.all(dim=1).sum()) * (cost["kv_group"] - site.group_size * cost["head"])
+    for site in structure.ffn:
+        neurons = masks.neurons.get(site.name)
+        if neurons is not None:
+            total += int((neurons == 0).sum()) * neuron_cost(model, site)
+    return total
+
+
 def solve_sparsity(model, structure, run, target: float) -> float:
     """Per-unit sparsity whose uniform selection removes the share of non-embedding
     parameters closest to ``target`` (counts depend only on how many units go, not which)."""
@@ -62,16 +82,15 @@ def solve_sparsity(model, structure, run, target: float) -> float:
     from lmprune.pruners.selection import select
 
     body = count_parameters(model, structure).body
+    scores = random_scores(structure)
     best, best_gap = target, float("inf")
     for step in range(1, 100):
         s = step / 100
-        masks = select(structure, random_scores(structure), s, list(run.prune.structures),
-                       run.prune.round_to, run.prune.layer_range)
-        trial = copy.deepcopy(model)
-        remove(trial, masks, describe(trial))
-        removed = 1 - count_parameters(trial).body / body
-        if abs(removed - target) < best_gap:
-            best, best_gap = s, abs(removed - target)
+        masks = select(structure, scores, s, list(run.prune.structures), run.prune.round_to,
+                       run.prune.layer_range)
+        gap = abs(removed_params(model, structure, masks) / body - target)
+        if gap < best_gap:
+            best, best_gap = s, gap
     return best
 
 
@@ -101,8 +120,11 @@ def evaluate(model, tokenizer, args, dense_speed=None) -> dict:
 def prune_variant(dense, tokenizer, name: str, target: float, args) -> tuple[torch.nn.Module, dict]:
     from lmprune.recipes.prune import calibration_for
 
-    run = load_config("prune", ["model.name=" + args.model, *VARIANTS[name],
-                                f"adapruner.trials={args.trials}", f"prune.seed={args.seed}"])
+    overrides = ["model.name=" + args.model, *VARIANTS[name], f"adapruner.trials={args.trials}",
+                 f"prune.seed={args.seed}", "adapruner.fine=element1"]
+    if "prune.structures=[heads,neurons]" in VARIANTS[name]:
+        overrides.append(f"prune.layer_range=[{args.layer_range[0]},{args.layer_range[1]}]")
+    run = load_config("prune", overrides)
     model = copy.deepcopy(dense)
     structure = describe(model)
     if run.prune.method == "sublayer-ri" or run.prune.structures == ["layers"]:
@@ -160,6 +182,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--no-speed", dest="speed", action="store_false")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layer-range", type=int, nargs=2, default=[4, 28],
+                        help="layers block-wise methods prune (default 4 28 of SmolLM2's 30)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
