@@ -2,8 +2,8 @@
 
 Every reload happens in a fresh Python process that imports only torch and transformers
 (the script below checks that lmprune was never imported), so these tests prove what a user
-of the saved directory gets. Models are loaded once per module; the file takes ~1-2 minutes
-on 2 CPU cores.
+of the saved directory gets. Models are loaded once per module; the file takes ~1 minute on
+2 CPU cores.
 """
 from __future__ import annotations
 
@@ -71,7 +71,8 @@ def reload_in_fresh_process(tmp: Path, path: Path, auto_class: str, text: str, *
     (tmp / "job.json").write_text(json.dumps(job))
     (tmp / "reload.py").write_text(RELOAD_SCRIPT)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               HF_MODULES_CACHE=str(tmp / "hf_modules"), PYTHONPATH="")
+               HF_MODULES_CACHE=str(tmp / "hf_modules"), PYTHONPATH="",
+               OMP_NUM_THREADS=str(torch.get_num_threads()))
     proc = subprocess.run([sys.executable, str(tmp / "reload.py"), str(tmp / "job.json")],
                           cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -105,6 +106,19 @@ def prompt_ids(tokenizer) -> dict:
 
 
 # --------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module", autouse=True)
+def threads():
+    """One intra-op thread (``LMPRUNE_TEST_THREADS`` to change), restored afterwards.
+
+    These are short sequences and a few generated tokens: extra threads gain little, and on a
+    shared 2-core machine two spinning OpenMP threads made this file 10-40x slower (measured).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("LMPRUNE_TEST_THREADS", "1")))
+    yield torch.get_num_threads()
+    torch.set_num_threads(before)
+
 
 @pytest.fixture(scope="module")
 def smollm2():
@@ -263,12 +277,6 @@ def test_heterogeneous_padded_batch_cache_matches_no_cache(smollm2, heterogeneou
     assert torch.equal(cached, uncached)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lmprune core bug (structures/hf_code.py Skipped._touch_cache): the KV entry it writes for a "
-    "removed attention has 0 heads, and transformers 5 DynamicLayer.get_seq_length() returns 0 "
-    "for an empty tensor; the model reads the cache length from layer 0, so with layer 0's "
-    "attention removed, incremental decoding gets wrong positions and padded batch generation "
-    "with a cache diverges from generation without one. Remove this marker once fixed."))
 def test_removed_first_attention_keeps_cache_length(smollm2):
     model = copy.deepcopy(smollm2.model)
     masks = Masks()
@@ -316,12 +324,13 @@ def test_hflm_rolling_perplexity(smollm2, uniform, heterogeneous, austen_paragra
     pruned = rolling_perplexity(pruned_lm, texts)
     hetero_lm = make_hflm(heterogeneous["path"], max_length=512)  # remote code, detected
     assert type(hetero_lm.model).__name__ == "PrunedLlamaForCausalLM"
-    hetero = rolling_perplexity(hetero_lm, texts)
+    hetero = rolling_perplexity(hetero_lm, texts[:1])
     for result in (dense, pruned, hetero):
-        assert result["documents"] == 5 and result["tokens"] == dense["tokens"] > 500
         for key in ("word_perplexity", "token_perplexity"):
             assert math.isfinite(result[key]) and result[key] > 1.0, (key, result)
         assert 0 < result["bits_per_byte"] < 10
         assert "loglikelihood_rolling" in result["protocol"] and "max_length=512" in result["protocol"]
+    assert dense["documents"] == pruned["documents"] == 5 and hetero["documents"] == 1
+    assert dense["tokens"] == pruned["tokens"] > 500
     # the dense model on English prose: low perplexity, a sanity check on the bridge itself
     assert dense["token_perplexity"] < 100

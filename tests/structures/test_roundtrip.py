@@ -140,4 +140,10 @@ def test_generation_with_removed_attention_uses_cache_correctly(name, tmp_path):
     with torch.no_grad():
         cached = model.generate(prompt, use_cache=True, **kwargs)
         uncached = model.generate(prompt, use_cache=False, **kwargs)
+        # the cache length is read from layer 0, whose attention is gone
+        prefix = model(prompt[:, :-1], use_cache=True)
+        assert prefix.past_key_values.get_seq_length() == prompt.shape[1] - 1
+        step = model(prompt[:, -1:], past_key_values=prefix.past_key_values, use_cache=True)
+        full = model(prompt)
     assert torch.equal(cached, uncached)
+    assert (step.logits[:, -1] - full.logits[:, -1]).abs().max() <= 1e-4

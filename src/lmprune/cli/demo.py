@@ -1,4 +1,4 @@
-"""Run the offline demo: prune the bundled models, save, reload, and print a table."""
+"""Run the offline demo: prune the offline models, save, reload, compare methods."""
 from __future__ import annotations
 
 import argparse
@@ -13,13 +13,17 @@ DEFAULT_MODELS = ("minilm-l6", "smollm2-135m")
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = add_command(
         subparsers, "demo", help="prune the offline models, save, reload and compare",
-        description="Load both offline models (minilm-l6, smollm2-135m), prune each with random "
-                    "head and neuron masks, check that the masked and the physically pruned "
-                    "model give the same logits, save it in Hugging Face format, reload it and "
-                    "check again. Prints parameters before/after and every difference.",
+        description="Part 1 (structures): load both offline models (minilm-l6, smollm2-135m), "
+                    "prune each with random head and neuron masks, check that the masked and the "
+                    "physically pruned model give the same logits, save it in Hugging Face "
+                    "format, reload it and check again. Part 2 (llm): prune smollm2-135m by ~20% "
+                    "of its non-embedding parameters with Taylor (LLM-Pruner) and with RI sublayer "
+                    "pruning, and print perplexity, zero-shot accuracy and measured throughput "
+                    "before and after (reports under OUT/llm).",
         examples=["lmprune demo",
-                  "lmprune demo --sparsity 0.5 --out runs/demo",
-                  "lmprune demo --models minilm-l6"])
+                  "lmprune demo --part structures --sparsity 0.5 --out runs/demo",
+                  "lmprune demo --part llm eval.limit=50",
+                  "lmprune demo --models minilm-l6 --part structures"])
     parser.add_argument("--out", default="runs/demo", help="where the pruned models are saved "
                         "(default: runs/demo)")
     parser.add_argument("--sparsity", type=float, default=0.3,
@@ -27,10 +31,34 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
                         help="comma-separated model aliases (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--part", choices=("all", "structures", "llm"), default="all",
+                        help="which part to run (default: all)")
+    parser.add_argument("overrides", metavar="key=value", nargs="*",
+                        help="overrides of the LLM part's config (shipped `demo-llm`)")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    code = 0
+    if args.part in ("all", "structures"):
+        code = _structures(args)
+    if args.part in ("all", "llm"):
+        code = max(code, _llm(args))
+    return code
+
+
+def _llm(args: argparse.Namespace) -> int:
+    from lmprune.recipes.llm_demo import run_llm_demo
+
+    rows = run_llm_demo(Path(args.out) / "llm", list(args.overrides or []))
+    print()
+    speed_columns = [(k, k.replace("bs", "THROUGHPUT BS")) for k in rows[0] if k.startswith("bs")]
+    print_table(rows, [("model", "MODEL"), ("removed", "NON-EMB REMOVED"), ("ppl", "PPL AUSTEN"),
+                       ("acc", "WORDNET ACC_NORM"), *speed_columns, ("report", "REPORT")])
+    return 0
+
+
+def _structures(args: argparse.Namespace) -> int:
     from lmprune.recipes.roundtrip import run_roundtrip
 
     rows = []

@@ -57,7 +57,8 @@ def rolling_perplexity(hflm, texts: list[str], *, disable_tqdm: bool = True) -> 
     """Perplexity of ``hflm`` on ``texts`` (one document each), as lm-eval computes it.
 
     Each text is one ``loglikelihood_rolling`` request: lm-eval tokenizes it, cuts it into
-    disjoint windows of ``hflm.max_length`` tokens (the first conditioned on the prefix token)
+    windows of ``hflm.max_length`` tokens that score disjoint spans (the first conditioned on
+    the prefix token; later ones keep the preceding tokens as context)
     and sums the log-likelihood of every token. Returns:
 
     * ``word_perplexity``: exp(-sum loglik / words), words = whitespace-split count (lm-eval);
@@ -81,8 +82,8 @@ def rolling_perplexity(hflm, texts: list[str], *, disable_tqdm: bool = True) -> 
     words = sum(_count_words(text) for text in texts)
     n_bytes = sum(len(text.encode("utf-8")) for text in texts)
     protocol = (f"lm-eval {lm_eval_version} HFLM loglikelihood_rolling: {len(texts)} documents, "
-                f"disjoint windows of max_length={hflm.max_length} tokens, first window "
-                f"conditioned on prefix token {hflm.prefix_token_id}, batch_size={hflm.batch_size}; "
+                f"windows of max_length={hflm.max_length} tokens scoring disjoint spans (the first "
+                f"conditioned on prefix token {hflm.prefix_token_id}), batch_size={hflm.batch_size}; "
                 "word perplexity and bits/byte aggregated as lm-eval's wikitext task")
     return {
         "word_perplexity": math.exp(-total / words),

@@ -86,17 +86,19 @@ class Skipped(nn.Module):
         raise ValueError(f"unknown skipped-sublayer kind {kind!r}")
 
     def _touch_cache(self, x, cache):
-        """Record this layer's sequence length in a KV cache with zero key/value heads.
+        """Record this layer's sequence length in the KV cache with a 1-head, width-1 stub.
 
-        Generation reads the cache length from a layer; an empty entry keeps it right when that
-        layer's attention was removed, at no cost.
+        Generation reads the cache length (positions, mask sizes) from a layer, often layer 0;
+        the stub keeps it right when that layer's attention was removed, for one float per
+        token. (An entry with zero heads would not do: transformers reports length 0 for an
+        empty tensor.)
         """
         if cache is None or self.layer_idx is None:
             return
         if hasattr(cache, "self_attention_cache"):
             cache = cache.self_attention_cache
-        empty = x.new_zeros(x.shape[0], 0, x.shape[1], self.head_dim)
-        cache.update(empty, empty, self.layer_idx)
+        stub = x.new_zeros(x.shape[0], 1, x.shape[1], 1)
+        cache.update(stub, stub, self.layer_idx)
 
     def _t5_position_bias(self, x, cache):
         if not hasattr(self, "SelfAttention"):

@@ -146,14 +146,14 @@ def apply_masks(model: nn.Module, masks: Masks, structure: ModelStructure | None
                 pre(site.o, _head_scaler(head, site.num_heads, site.head_dim))
             scalar = _scalar(masks, "attention", site)
             if scalar is not None:
-                post(site.o, lambda out, s=scalar: out * s.to(out.dtype))
+                post(site.o, lambda out, s=scalar: out * s.to(out))
         for site in structure.ffn:
             neurons = masks.neurons.get(site.name)
             if neurons is not None:
-                pre(site.out, lambda x, m=neurons: x * m.to(x.dtype))
+                pre(site.out, lambda x, m=neurons: x * m.to(x))
             scalar = _scalar(masks, "ffn", site)
             if scalar is not None:
-                post(site.out, lambda out, s=scalar: out * s.to(out.dtype))
+                post(site.out, lambda out, s=scalar: out * s.to(out))
         if masks.hidden is not None:
             _hidden_hooks(model, structure, masks.hidden, handles)
         yield model
@@ -165,7 +165,7 @@ def apply_masks(model: nn.Module, masks: Masks, structure: ModelStructure | None
 def _head_scaler(head: torch.Tensor, num_heads: int, head_dim: int):
     def scale(x):
         shape = x.shape
-        x = x.reshape(*shape[:-1], num_heads, head_dim) * head.to(x.dtype)[:, None]
+        x = x.reshape(*shape[:-1], num_heads, head_dim) * head.to(x)[:, None]
         return x.reshape(shape)
 
     return scale
@@ -183,8 +183,8 @@ def _hidden_hooks(model, structure, hidden, handles):
 
 def _mul_first(out, hidden):
     if isinstance(out, tuple):
-        return (out[0] * hidden.to(out[0].dtype),) + out[1:]
-    return out * hidden.to(out.dtype)
+        return (out[0] * hidden.to(out[0]),) + out[1:]
+    return out * hidden.to(out)
 
 
 def masked_norm(module: nn.Module, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
@@ -193,7 +193,7 @@ def masked_norm(module: nn.Module, x: torch.Tensor, hidden: torch.Tensor) -> tor
     A physically pruned norm averages over its d' remaining channels, not over all d with
     zeros, so this is what makes masked and pruned models agree.
     """
-    keep = (hidden != 0).to(torch.float32)
+    keep = (hidden != 0).to(device=x.device, dtype=torch.float32)
     count = keep.sum()
     xf = x.to(torch.float32)
     if isinstance(module, nn.LayerNorm):
@@ -208,4 +208,4 @@ def masked_norm(module: nn.Module, x: torch.Tensor, hidden: torch.Tensor) -> tor
         eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
         var = (xf.pow(2) * keep).sum(-1, keepdim=True) / count
         y = module.weight * (xf * torch.rsqrt(var + eps)).to(module.weight.dtype)
-    return y * hidden.to(y.dtype)
+    return y * hidden.to(y)
