@@ -1,0 +1,270 @@
+"""APT's outlier-aware salience of heads and FFN neurons (Zhao, Hajishirzi, Cao, ICML 2024).
+
+Definitions (paper Sec. 4.2, "outlier-aware salience scoring"; checked against the authors'
+code, ``ROIM1998/APT``: ``prune/scorer.py`` (``BackwardRunningHiddenStatesSalienceScorer`` and
+its LLaMA/T5 subclasses: ``cache_mha_states``/``calculate_mha_score``/``_gather_score``) and
+``utils/minus_utils.py::kurtosis``):
+
+* activation-gradient salience of a block with activation ``H`` (the input of the output
+  projection: a head's context vector, an FFN neuron's intermediate activation)::
+
+      S~(c) = (sum_{b,t} |dL/dH[b,t,c]|) * (sum_{b,t} |H[b,t,c]|)          per channel c
+      S~(head) = sum_{c in head} S~(c)
+
+  i.e. the product is taken per channel and *then* summed over ``head_dim`` (the repo's
+  ``(mha_states * grad.abs().sum(0).sum(0)).view(-1, head_size).sum(1)``), not the product of
+  two head-level sums.
+* outlier term: ``O_j = W[:, j] * mean_{b,t} X[b,t,j]`` (the repo uses the *mean* activation
+  over batch and tokens; entries of a head are its ``d_out x head_dim`` block), and the block's
+  score is ``S^ = S~ + sqrt(max(Kurt(O), 0))`` — *added*, unnormalised — where the repo's
+  ``Kurt`` is the **excess** (Fisher) kurtosis, clamped at 0 before the square root.
+* hidden (residual) channel ``i``: the same product per channel of every output projection's
+  *output* (and its gradient), summed over projections, plus
+  ``sqrt(max(Kurt_excess(O[i, :]), 0))`` summed over projections (``calculate_mha_score`` /
+  ``cache_ffn_states``, ``all_hidden_scores`` / ``all_hidden_kurtosis``).
+* the score kept for pruning is an EMA, ``S(t) = beta * S(t-1) + (1 - beta) * S^(t)`` with
+  ``beta = 0.85`` (the repo's ``beta_1``).
+
+Deviations (see each function): :func:`kurtosis` uses population moments (the repo divides
+by the unbiased std; the two differ by ``((n-1)/n)^2``, < 0.1% for n >= 4096 entries); the
+head outlier term groups the entries of each head (the repo's
+``permute(1, 2, 0).reshape(-1, num_heads)`` interleaves heads, which we read as a bug);
+:class:`SalienceEMA` initialises with the first update unless ``zero_init=True`` (the repo
+starts from 0, which scales every score by the same factor and so never changes a ranking).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from lmprune.arch import ModelStructure, describe
+from lmprune.errors import LmpruneError
+from lmprune.pruners.selection import Scores
+
+BETA = 0.85
+
+
+def _group_sum(x: Tensor, group_size: int) -> Tensor:
+    if x.shape[-1] % group_size:
+        raise LmpruneError(f"{x.shape[-1]} channels do not split into groups of {group_size}")
+    return x.reshape(*x.shape[:-1], -1, group_size).sum(-1)
+
+
+def activation_salience(h: Tensor, grad: Tensor, group_size: int = 1) -> Tensor:
+    """APT's S~ per unit: ``(sum |dL/dH|) * (sum |H|)`` over every leading (batch, token) dim,
+    per channel, then summed over the ``group_size`` channels of a unit (``head_dim`` for
+    heads, 1 for neurons). ``h`` and ``grad`` are ``[..., channels]``."""
+    if h.shape != grad.shape:
+        raise LmpruneError(f"activation {tuple(h.shape)} and gradient {tuple(grad.shape)} differ")
+    dims = tuple(range(h.dim() - 1))
+    per_channel = grad.detach().float().abs().sum(dims) * h.detach().float().abs().sum(dims)
+    return _group_sum(per_channel, group_size)
+
+
+def kurtosis(x: Tensor, dim: int | tuple[int, ...] = -1, excess: bool = False) -> Tensor:
+    """Pearson kurtosis ``m4 / m2^2`` with population moments (3 for a Gaussian; ``excess=True``
+    subtracts 3, Fisher's definition, which APT's code uses). Zero variance gives 0 (Pearson)
+    or -3 (excess), mirroring the repo's nan -> 0 z-scores."""
+    x = x.float()
+    centered = x - x.mean(dim, keepdim=True)
+    m2 = centered.pow(2).mean(dim)
+    m4 = centered.pow(4).mean(dim)
+    kurt = torch.where(m2 > 0, m4 / m2.clamp_min(torch.finfo(x.dtype).tiny).pow(2),
+                       torch.zeros_like(m2))
+    return kurt - 3.0 if excess else kurt
+
+
+def outlier_term(weight_cols: Tensor, act: Tensor, group_size: int = 1) -> Tensor:
+    """APT's outlier term ``sqrt(max(Kurt_excess(O), 0))`` per unit, with
+    ``O[:, c] = W[:, c] * mean_{b,t} X[b,t,c]``; a unit's entries are its ``d_out x group_size``
+    block. ``weight_cols`` is ``[d_out, channels]`` (an output projection's weight), ``act``
+    ``[..., channels]``. For a neuron (group 1) ``O`` is a scaled column, so the term is the
+    column's own kurtosis whenever the mean activation is non-zero."""
+    mean_act = act.detach().float().reshape(-1, act.shape[-1]).mean(0)
+    out = weight_cols.detach().float() * mean_act  # [d_out, channels]
+    if out.shape[1] % group_size:
+        raise LmpruneError(f"{out.shape[1]} channels do not split into groups of {group_size}")
+    blocks = out.reshape(out.shape[0], -1, group_size).transpose(0, 1).reshape(
+        out.shape[1] // group_size, -1)
+    return kurtosis(blocks, dim=1, excess=True).clamp_min(0).sqrt()
+
+
+def hidden_outlier_term(weight_cols: Tensor, act: Tensor) -> Tensor:
+    """Per hidden channel ``i`` of one output projection: ``sqrt(max(Kurt_excess(O[i, :]), 0))``
+    with ``O`` as in :func:`outlier_term` (the repo's ``kurtosis(activation.permute(1, 0))``
+    for FFNs; summed over every projection for the hidden score)."""
+    mean_act = act.detach().float().reshape(-1, act.shape[-1]).mean(0)
+    out = weight_cols.detach().float() * mean_act
+    return kurtosis(out, dim=1, excess=True).clamp_min(0).sqrt()
+
+
+def apt_salience(h: Tensor, grad: Tensor, weight_cols: Tensor, use_kurtosis: bool = True,
+                 group_size: int = 1) -> Tensor:
+    """APT's per-step block score ``S^ = S~ + sqrt(max(Kurt(O), 0))`` (outlier term optional)."""
+    score = activation_salience(h, grad, group_size)
+    if use_kurtosis:
+        score = score + outlier_term(weight_cols, h, group_size)
+    return score
+
+
+# -- replacements for ablations ------------------------------------------------------------
+
+def magnitude_salience(weight_groups: Tensor, p: float = 1.0) -> Tensor:
+    """Lp norm of each unit's weights; ``weight_groups`` is ``[units, ...]``."""
+    return weight_groups.detach().float().reshape(weight_groups.shape[0], -1).norm(p=p, dim=1)
+
+
+def fisher_salience(grad: Tensor, group_size: int = 1) -> Tensor:
+    """Squared gradient summed over leading dims and a unit's channels. With per-example mask
+    gradients ``[batch, units]`` this is the empirical Fisher of the masks (APT's
+    ``compute_fisher_info``)."""
+    g2 = grad.detach().float().pow(2)
+    return _group_sum(g2.reshape(-1, g2.shape[-1]).sum(0), group_size)
+
+
+def random_salience(units: int, generator: torch.Generator | None = None) -> Tensor:
+    """Uniform random scores in [0, 1)."""
+    return torch.rand(units, generator=generator)
+
+
+class SalienceEMA:
+    """``S(t) = beta * S(t-1) + (1 - beta) * S^(t)`` per key (APT, beta = 0.85).
+
+    The first update of a key stores ``S^`` itself (``zero_init=False``) or
+    ``(1 - beta) * S^`` (``zero_init=True``, the authors' code, which starts from 0).
+    """
+
+    def __init__(self, beta: float = BETA, zero_init: bool = False) -> None:
+        if not 0.0 <= beta < 1.0:
+            raise LmpruneError(f"EMA beta must be in [0, 1), got {beta}")
+        self.beta = beta
+        self.zero_init = zero_init
+        self.value: dict[str, Tensor] = {}
+
+    def update(self, scores: dict[str, Tensor]) -> None:
+        for key, score in scores.items():
+            score = score.detach().float()
+            old = self.value.get(key)
+            if old is None:
+                self.value[key] = (1.0 - self.beta) * score if self.zero_init else score.clone()
+            else:
+                self.value[key] = self.beta * old + (1.0 - self.beta) * score
+
+
+class SalienceCollector:
+    """Hooks on every attention ``o`` and FFN ``out`` projection that score heads and neurons
+    from their input ``H`` and its gradient during ``loss.backward()``.
+
+    Use as a context manager around forward *and* backward; ``scores()`` then returns a
+    :class:`Scores` with ``heads[site]`` and ``neurons[site]`` (sum over every forward/backward
+    pass inside the block; sites without a backward score 0). Forward passes without grad are
+    ignored. With ``hidden=True``, ``scores().hidden`` is the residual-channel salience: the sum
+    over every ``o``/``out`` projection of ``activation_salience(output, dL/doutput)`` (plus
+    :func:`hidden_outlier_term`), as the repo does; the repo also adds the encoder's final
+    output, which we leave out. Key/value-group salience is not collected.
+    """
+
+    def __init__(self, model: nn.Module, structure: ModelStructure | None = None,
+                 use_kurtosis: bool = True, hidden: bool = False) -> None:
+        self.model = model
+        self.structure = structure if structure is not None else describe(model)
+        self.use_kurtosis = use_kurtosis
+        self.hidden = hidden
+        self._handles: list = []
+        self._scores: dict[tuple[str, str], Tensor] = {}
+
+    def _hook(self, kind: str, site: str, group_size: int):
+        def pre_hook(module: nn.Module, inputs: tuple) -> None:
+            h = inputs[0]
+            if not (torch.is_grad_enabled() and h.requires_grad):
+                return
+            abs_sum = h.detach().float().abs().reshape(-1, h.shape[-1]).sum(0)
+            outlier = (outlier_term(module.weight, h, group_size) if self.use_kurtosis
+                       else None)
+
+            def on_grad(grad: Tensor) -> None:
+                g = grad.detach().float().abs().reshape(-1, grad.shape[-1]).sum(0)
+                score = _group_sum(g * abs_sum, group_size)
+                if outlier is not None:
+                    score = score + outlier
+                key = (kind, site)
+                self._scores[key] = self._scores.get(key, 0) + score
+
+            h.register_hook(on_grad)
+        return pre_hook
+
+    def _hidden_hook(self):
+        def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
+            if not (torch.is_grad_enabled() and output.requires_grad):
+                return
+            abs_sum = output.detach().float().abs().reshape(-1, output.shape[-1]).sum(0)
+            outlier = (hidden_outlier_term(module.weight, inputs[0]) if self.use_kurtosis
+                       else None)
+
+            def on_grad(grad: Tensor) -> None:
+                score = grad.detach().float().abs().reshape(-1, grad.shape[-1]).sum(0) * abs_sum
+                if outlier is not None:
+                    score = score + outlier
+                self._scores[("hidden", "")] = self._scores.get(("hidden", ""), 0) + score
+
+            output.register_hook(on_grad)
+        return hook
+
+    def __enter__(self) -> SalienceCollector:
+        self._scores = {}
+        for site in self.structure.attention:
+            module = self.model.get_submodule(site.o)
+            self._handles.append(module.register_forward_pre_hook(
+                self._hook("heads", site.name, site.head_dim)))
+        for site in self.structure.ffn:
+            module = self.model.get_submodule(site.out)
+            self._handles.append(module.register_forward_pre_hook(
+                self._hook("neurons", site.name, 1)))
+        if self.hidden:
+            paths = [s.o for s in self.structure.attention] + [s.out for s in self.structure.ffn]
+            for path in paths:
+                self._handles.append(
+                    self.model.get_submodule(path).register_forward_hook(self._hidden_hook()))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def scores(self) -> Scores:
+        out = Scores()
+        for site in self.structure.attention:
+            out.heads[site.name] = self._scores.get(("heads", site.name),
+                                                    torch.zeros(site.num_heads))
+        for site in self.structure.ffn:
+            out.neurons[site.name] = self._scores.get(("neurons", site.name),
+                                                      torch.zeros(site.width))
+        if self.hidden:
+            out.hidden = self._scores.get(("hidden", ""), torch.zeros(self.structure.hidden.size))
+        return out
+
+    def as_dict(self) -> dict[str, Tensor]:
+        """Flat ``{"heads/<site>": ..., "neurons/<site>": ...}``, ready for :class:`SalienceEMA`."""
+        s = self.scores()
+        flat = {**{f"heads/{k}": v for k, v in s.heads.items()},
+                **{f"neurons/{k}": v for k, v in s.neurons.items()}}
+        if s.hidden is not None:
+            flat["hidden"] = s.hidden
+        return flat
+
+
+@contextmanager
+def collect_salience(model: nn.Module, use_kurtosis: bool = True,
+                     hidden: bool = False) -> Iterator[SalienceCollector]:
+    """``with collect_salience(model) as c: loss.backward()`` shorthand."""
+    with SalienceCollector(model, use_kurtosis=use_kurtosis, hidden=hidden) as collector:
+        yield collector
+
+
+__all__ = ["BETA", "SalienceCollector", "SalienceEMA", "activation_salience", "apt_salience",
+           "collect_salience", "fisher_salience", "hidden_outlier_term", "kurtosis",
+           "magnitude_salience", "outlier_term", "random_salience"]
