@@ -210,9 +210,8 @@ def main(argv=None) -> int:
                      "pruned": evaluate(model, tokenizer, args, dense_speed)}
             if args.recovery_steps:
                 model = recover_short(model, tokenizer, args)
-                entry["recovered"] = evaluate(model, tokenizer, args, None) if not args.speed else \
-                    {k: v for k, v in evaluate(model, tokenizer, argparse.Namespace(
-                        **{**vars(args), "speed": False})).items()}
+                no_speed = argparse.Namespace(**{**vars(args), "speed": False})
+                entry["recovered"] = evaluate(model, tokenizer, no_speed)
             results[key] = entry
             results_file.write_text(json.dumps(results, indent=1, default=str))
             write_markdown(results, out / "results.md")

@@ -26,7 +26,7 @@ from lmprune.structures.export import save_pretrained
 from lmprune.structures.plan import PLAN_FILE, PruningPlan, apply_plan
 from lmprune.zoo import load_model
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 PROMPT = "It was a truth well known in the village that the old house"
 REVIEW = "This coffee is great"
@@ -106,19 +106,6 @@ def prompt_ids(tokenizer) -> dict:
 
 
 # --------------------------------------------------------------------------- fixtures
-
-@pytest.fixture(scope="module", autouse=True)
-def threads():
-    """One intra-op thread (``LMPRUNE_TEST_THREADS`` to change), restored afterwards.
-
-    These are short sequences and a few generated tokens: extra threads gain little, and on a
-    shared 2-core machine two spinning OpenMP threads made this file 10-40x slower (measured).
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("LMPRUNE_TEST_THREADS", "1")))
-    yield torch.get_num_threads()
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def smollm2():

@@ -35,14 +35,7 @@ TOKEN, U, P = 5, 1, 2  # repeated token; channel read by the LM head; the "signa
 BALLAST = 100.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the
-    thread hand-offs dominate (10x slower); restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def deeper(name: str, layers: int, seed: int = 0, dtype=torch.float32) -> torch.nn.Module:

@@ -33,7 +33,7 @@ def test_prune_writes_model_plan_metrics_report(pruned_run):
         assert metrics[side]["perplexity"]["austen"]["perplexity"] > 1
         assert 0 <= metrics[side]["zero_shot"]["wordnet-defs"]["acc"] <= 1
         assert [r["batch_size"] for r in metrics[side]["speed"]] == [1, 2]
-    assert set(metrics["speedup"]) == {"1", "2"} or set(metrics["speedup"]) == {1, 2}
+    assert set(metrics["speedup"]) == {"1", "2"}  # JSON object keys are strings
     assert "windows of 128 tokens" in metrics["protocols"]["austen"]
     report = (pruned_run / "report.md").read_text()
     assert "| ppl.austen |" in report and "Measured speedup" in report

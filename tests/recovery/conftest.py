@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from recovery_helpers import pruned_tiny
 
 from lmprune.structures.export import save_pretrained
@@ -10,12 +9,9 @@ from lmprune.zoo import build_tiny_tokenizer
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls are fastest on one thread (and the CI box has two cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """Every recovery test runs on one intra-op thread (see tests/conftest.py)."""
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
