@@ -26,7 +26,8 @@ from lmprune.errors import LmpruneError, UnknownNameError
 CLI_DIR = Path(__file__).resolve().parent
 NOT_COMMANDS = {"main"}  # modules in cli/ that are not subcommands (besides _private ones)
 # Listing order in --help: the workflow first, then anything else alphabetically.
-ORDER = ("run", "prune", "recover", "train", "eval", "ablate", "bench", "demo", "ls", "cp", "validate")
+ORDER = ("run", "prune", "recover", "train", "eval", "compare", "ablate", "bench", "demo", "ls",
+         "cp", "validate")
 
 DESCRIPTION = "Structured pruning of Hugging Face language models, with honest measurements."
 EXAMPLES = """\

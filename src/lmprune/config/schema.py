@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lmprune.config.section import Section, param, section
+from lmprune.config.train_schema import APTConfig, CoFiConfig, MaskSearchConfig, TrainConfig
 
 #: Structure kinds a pruner may remove (see DESIGN.md, "a group is the unit of pruning").
 STRUCTURES: tuple[str, ...] = ("heads", "kv_groups", "neurons", "hidden", "attention", "ffn",
@@ -256,5 +257,10 @@ class RunConfig(Section):
     sublayer: SublayerConfig = section(SublayerConfig, "RI sublayer pruning (method: sublayer-ri)")
     eval: EvalConfig = section(EvalConfig, "evaluation after pruning")
     recovery: RecoveryConfig = section(RecoveryConfig, "LoRA recovery (lmprune recover)")
+    train: TrainConfig = section(TrainConfig, "fine-tuning with pruning (lmprune train)")
+    apt: APTConfig = section(APTConfig, "APT (train.method: apt)")
+    mask_search: MaskSearchConfig = section(MaskSearchConfig, "Kwon et al. mask search "
+                                            "(lora-prune, mask-tuning, lora-prune-distill)")
+    cofi: CoFiConfig = section(CoFiConfig, "CoFi L0 pruning (train.method: cofi)")
     output: OutputConfig = section(OutputConfig, "where results go")
     seed: int = param(0, "global seed (torch, numpy, random)")

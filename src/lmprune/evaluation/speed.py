@@ -13,11 +13,12 @@ runs (labelled as such: it includes everything the process holds, not only the m
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from dataclasses import asdict, dataclass
 
 import torch
+
+from lmprune.evaluation.memory import RssSampler as _RssSampler
 
 
 @dataclass
@@ -34,31 +35,6 @@ class SpeedResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-class _RssSampler:
-    """Peak resident set size of this process while the block runs (CPU)."""
-
-    def __init__(self, interval: float = 0.005):
-        import psutil
-
-        self.process, self.interval, self.peak = psutil.Process(), interval, 0
-        self._stop = threading.Event()
-
-    def __enter__(self):
-        self.peak = self.process.memory_info().rss
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def _sync(device: torch.device) -> None:

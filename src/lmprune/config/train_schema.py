@@ -1,0 +1,194 @@
+"""Config sections of ``lmprune train``: pruning while fine-tuning (APT) and its baselines.
+
+Defaults follow the papers where they say so (the field help names the source); where a paper's
+value does not fit a short offline run, the shipped configs under ``src/lmprune/configs/``
+override it and say why.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from lmprune.config.section import Section, param
+
+#: Methods of ``lmprune train`` (one concept each; see lmprune.training.methods).
+TRAIN_METHODS: tuple[str, ...] = ("apt", "ft", "lora", "lora-prune", "mask-tuning", "cofi",
+                                  "lora-prune-distill")
+#: Default learning rate per method: FT as BERT/RoBERTa fine-tuning (2e-5); adapter methods
+#: as LoRA on GLUE-size models (APT trains RoBERTa-base adapters at 2e-4).
+DEFAULT_LR = {"ft": 2e-5, "mask-tuning": 2e-5}
+ADAPTER_LR = 2e-4
+APT_STRUCTURES = ("heads", "neurons", "hidden")
+COFI_KINDS = ("heads", "attention", "neurons", "ffn", "hidden")
+
+
+def _positive(obj: object, *names: str) -> list[str]:
+    return [f"{n}: must be a positive integer, got {getattr(obj, n)}"
+            for n in names if getattr(obj, n) is not None and getattr(obj, n) < 1]
+
+
+@dataclass
+class TrainConfig(Section):
+    """The fine-tuning run: method, task, budget and optimisation."""
+
+    method: str = param("apt", "training method: " + ", ".join(TRAIN_METHODS))
+    task: str = param("foods", "dataset to fine-tune on (classification, regression, qa or "
+                               "summarization kind, see `lmprune ls datasets`)")
+    data_files: dict[str, str] | None = param(None, "local files per split (hub datasets only), "
+                                                    "e.g. {train: t.jsonl, validation: v.jsonl}")
+    sparsity: float = param(0.6, "fraction of the prunable body's parameters removed (heads, "
+                                 "neurons, hidden channels; not embeddings or task heads); 0 "
+                                 "for ft and lora")
+    epochs: float = param(3.0, "training epochs")
+    max_steps: int | None = param(None, "stop after this many optimizer steps (null: epochs)")
+    batch_size: int = param(32, "training examples per optimizer step")
+    lr: float | None = param(None, "peak learning rate (null: 2e-5 for ft and mask-tuning, "
+                                   "2e-4 for adapter methods)")
+    weight_decay: float = param(0.0, "AdamW weight decay")
+    warmup_ratio: float = param(0.06, "linear warm-up as a fraction of all steps")
+    max_len: int = param(128, "tokens per input (longer ones are cut)")
+    max_train_samples: int | None = param(None, "use at most this many training examples")
+    max_eval_samples: int | None = param(None, "evaluate on at most this many dev examples")
+    eval_split: str = param("validation", "split for the dev metric and the training curve")
+    test_split: str | None = param("test", "split evaluated once at the end (null: none)")
+    eval_every: int = param(50, "steps between dev evaluations (points of the training curve)")
+    eval_batch_size: int = param(64, "examples per evaluation batch")
+    reference: str | None = param(None, "reference for time-to-accuracy and relative accuracy: "
+                                        "a run directory (its dev metric) or a number")
+    init_from: str | None = param(None, "start from this fine-tuned run's saved model (lora-prune "
+                                        "and lora-prune-distill: a lora run; mask-tuning: an ft "
+                                        "run) instead of training it first")
+    teacher: str | None = param(None, "a fine-tuned dense run or model directory used as the "
+                                      "distillation teacher (cofi, lora-prune-distill)")
+    lora_r: int = param(8, "LoRA rank of adapter methods (lora, cofi, lora-prune*)")
+    lora_alpha: float = param(16.0, "LoRA alpha (scale alpha / r = 2)")
+    measure: bool = param(True, "measure inference throughput, latency and memory at the end")
+    measure_batch_sizes: list[int] = param([32, 128], "batch sizes of the throughput measurement")
+    measure_seq_len: int = param(128, "sequence length of the throughput measurement")
+    measure_seconds: float | None = param(None, "cap on timed seconds per batch size (slow CPUs)")
+    save_model: bool = param(True, "save the final (pruned, merged) model in Hugging Face format")
+    progress: bool = param(True, "show progress bars")
+
+    def validate(self) -> list[str]:
+        problems = _positive(self, "batch_size", "max_len", "eval_every", "eval_batch_size",
+                             "max_steps", "max_train_samples", "max_eval_samples",
+                             "measure_seq_len", "lora_r")
+        if self.method not in TRAIN_METHODS:
+            problems.append(f"method: unknown {self.method!r}; use one of "
+                            f"{', '.join(TRAIN_METHODS)}")
+        if not 0.0 <= self.sparsity < 1.0:
+            problems.append(f"sparsity: must be in [0, 1), got {self.sparsity}")
+        if self.epochs <= 0:
+            problems.append(f"epochs: must be > 0, got {self.epochs}")
+        if self.lr is not None and self.lr <= 0:
+            problems.append(f"lr: must be > 0, got {self.lr}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            problems.append(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if any(b < 1 for b in self.measure_batch_sizes):
+            problems.append("measure_batch_sizes: every batch size must be >= 1")
+        return problems
+
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR.get(self.method, ADAPTER_LR)
+
+
+@dataclass
+class APTConfig(Section):
+    """APT (Zhao, Hajishirzi, Cao, ICML 2024); every component can be switched or replaced."""
+
+    r: int = param(8, "initial adapter rank (paper: 8)")
+    alpha: float = param(16.0, "adapter alpha; the scale alpha / r_init = 2 stays fixed")
+    targets: list[str] = param(["q", "v", "ffn_up"], "adapted linears: roles q, k, v, o, "
+                                                     "ffn_up, ffn_out (T5: self and cross "
+                                                     "attention; LLaMA: use [q, v])")
+    structures: list[str] = param(["heads", "neurons"], "blocks pruned: heads, neurons, hidden "
+                                                        "(hidden channels: see docs/apt.md)")
+    salience: Literal["outlier", "magnitude", "fisher", "random"] = param(
+        "outlier", "block salience: outlier-aware activation x gradient (APT), weight "
+                   "magnitude, Fisher of the masks, or random")
+    kurtosis: bool = param(True, "add the sqrt(kurtosis) outlier term (salience: outlier)")
+    ema: float = param(0.85, "EMA weight of the previous salience (paper: 0.85)")
+    schedule: Literal["cubic", "late", "gradual", "oneshot", "none"] = param(
+        "cubic", "target keep-ratio schedule (replacements: late, gradual, oneshot, none)")
+    prune_start: int = param(200, "first pruning step (paper: after 200 steps)")
+    prune_stop_epochs: float = param(3.0, "pruning ends after this many epochs (capped at 90% "
+                                          "of training)")
+    events: int = param(10, "pruning events between start and stop (paper: about 10)")
+    round_to: int = param(8, "final FFN widths are multiples of this (hardware-friendly; 1: off)")
+    rank_growth: Literal["adaptive", "uniform", "static"] = param(
+        "adaptive", "adapter ranks: top half by salience grow (APT), all grow, or static")
+    growth_factor: float = param(4.0, "tuning parameters grow linearly to this multiple of the "
+                                      "initial count by the last pruning event")
+    max_rank: int = param(64, "rank cap of one adapter")
+    distill: bool = param(True, "self-distillation from a frozen snapshot of the adapters")
+    temperature: float = param(4.0, "prediction-distillation temperature (issue: 4; the "
+                                    "authors' scripts use 2/3)")
+    teacher_layers: Literal["block", "static"] = param(
+        "block", "teacher layers: one random per quarter each step (APT's scripts) or the "
+                 "last of each quarter")
+    train_head: bool = param(True, "also train the task head (classifier) with the adapters")
+
+    def validate(self) -> list[str]:
+        problems = _positive(self, "r", "events", "round_to", "max_rank")
+        if self.prune_start < 0:
+            problems.append(f"prune_start: must be >= 0, got {self.prune_start}")
+        bad = [s for s in self.structures if s not in APT_STRUCTURES]
+        if bad or not self.structures:
+            problems.append(f"structures: {bad or 'empty'}; use some of "
+                            f"{', '.join(APT_STRUCTURES)}")
+        if not 0.0 <= self.ema < 1.0:
+            problems.append(f"ema: must be in [0, 1), got {self.ema}")
+        if self.growth_factor < 1.0:
+            problems.append(f"growth_factor: must be >= 1, got {self.growth_factor}")
+        if self.temperature <= 0 or self.prune_stop_epochs <= 0:
+            problems.append("temperature and prune_stop_epochs: must be > 0")
+        if self.max_rank < self.r:
+            problems.append(f"max_rank ({self.max_rank}) must be >= r ({self.r})")
+        return problems
+
+
+@dataclass
+class MaskSearchConfig(Section):
+    """Kwon et al. (NeurIPS 2022) retraining-free pruning (lora-prune, mask-tuning)."""
+
+    num_samples: int = param(2048, "training examples for the mask Fisher (paper: 2048)")
+    rearrange: bool = param(True, "mask rearrangement with the per-layer Fisher")
+    tune: bool = param(True, "layer-wise least-squares mask tuning")
+    tune_samples: int = param(512, "examples for mask tuning")
+    distill_epochs: float = param(2.0, "lora-prune-distill: epochs of LoRA training with "
+                                       "distillation after pruning")
+
+    def validate(self) -> list[str]:
+        problems = _positive(self, "num_samples", "tune_samples")
+        if self.distill_epochs <= 0:
+            problems.append("distill_epochs: must be > 0")
+        return problems
+
+
+@dataclass
+class CoFiConfig(Section):
+    """CoFi (Xia, Zhong, Chen, ACL 2022) with only LoRA and L0 parameters trained."""
+
+    kinds: list[str] = param(list(COFI_KINDS), "gated structures: " + ", ".join(COFI_KINDS))
+    droprate_init: float = param(0.5, "initial drop rate of the gates (CoFi: 0.5)")
+    temperature: float = param(2.0 / 3.0, "hard-concrete temperature (CoFi: 2/3)")
+    reg_lr: float = param(0.1, "learning rate of log-alpha and the Lagrange multipliers "
+                               "(CoFi: reg_learning_rate 0.1; the multipliers ascend)")
+    warmup_fraction: float = param(0.3, "target sparsity ramps linearly over this fraction of "
+                                        "training (CoFi: lagrangian_warmup)")
+    distill_temperature: float = param(2.0, "prediction-distillation temperature (CoFi: 2)")
+    pred_weight: float = param(0.1, "weight of the prediction (KL) loss (CoFi: 0.1)")
+    layer_weight: float = param(0.9, "weight of the layer loss (CoFi: 0.9)")
+
+    def validate(self) -> list[str]:
+        problems = []
+        bad = [k for k in self.kinds if k not in COFI_KINDS]
+        if bad or not self.kinds:
+            problems.append(f"kinds: {bad or 'empty'}; use some of {', '.join(COFI_KINDS)}")
+        if not 0.0 < self.droprate_init < 1.0:
+            problems.append("droprate_init: must be in (0, 1)")
+        if self.temperature <= 0 or self.reg_lr <= 0 or self.distill_temperature <= 0:
+            problems.append("temperature, reg_lr and distill_temperature: must be > 0")
+        if not 0.0 <= self.warmup_fraction <= 1.0:
+            problems.append("warmup_fraction: must be in [0, 1]")
+        return problems

@@ -1,0 +1,128 @@
+"""Peak memory of a block of code, labelled by what was actually measured.
+
+Two measurements exist and they are not comparable, so every figure carries its kind:
+
+- ``cuda_max_allocated``: ``torch.cuda.max_memory_allocated`` on the device, its peak
+  statistics reset when the block starts. Tensors allocated by PyTorch only (weights,
+  activations, gradients, optimizer state); not the CUDA context, not the caching
+  allocator's reserve.
+- ``cpu_rss_peak``: the resident set size of the whole Python process, sampled every 5 ms
+  while the block runs (the peak since the block started; what was resident before the
+  block counts too). It includes the interpreter, every imported library and the weights of
+  everything loaded, not only the model being measured, and a spike shorter than the
+  sampling interval can be missed.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+CUDA_KIND = "cuda_max_allocated"
+CPU_KIND = "cpu_rss_peak"
+
+LABELS = {
+    CUDA_KIND: "GPU peak allocated (torch.cuda.max_memory_allocated)",
+    CPU_KIND: "process RSS peak (CPU; not comparable to GPU figures)",
+}
+
+
+@dataclass
+class PeakMemory:
+    """A peak in bytes and the kind of measurement it comes from (see the module docstring)."""
+
+    bytes: int
+    kind: str  # CUDA_KIND or CPU_KIND
+
+    @property
+    def mb(self) -> float:
+        return self.bytes / 2**20
+
+    def as_dict(self) -> dict:
+        """``{"mb", "kind", "label"}``: what metrics.json and the reports hold."""
+        return {"mb": round(self.mb, 3), "kind": self.kind,
+                "label": LABELS.get(self.kind, self.kind)}
+
+
+@dataclass
+class PeakMemoryBox:
+    """What :func:`track_peak_memory` yields; ``result`` is filled when the block exits."""
+
+    device: torch.device
+    result: PeakMemory | None = None
+
+
+class RssSampler:
+    """Peak resident set size of this process while the block runs (CPU).
+
+    A daemon thread samples ``psutil.Process().memory_info().rss`` every ``interval``
+    seconds; ``peak`` also includes the value at entry and at exit.
+    """
+
+    def __init__(self, interval: float = 0.005):
+        import psutil
+
+        self.process, self.interval, self.peak = psutil.Process(), interval, 0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __enter__(self):
+        self._sample()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self._sample()
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+def _as_device(device) -> torch.device:
+    if device is None:
+        return torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+@contextmanager
+def track_peak_memory(device=None) -> Iterator[PeakMemoryBox]:
+    """Measure the peak memory of the ``with`` block on ``device`` (None: CPU).
+
+    On CUDA the device's peak statistics are reset at entry (so an enclosing measurement on
+    the same device loses its earlier peak); elsewhere the process RSS is sampled. The result
+    is filled even when the block raises::
+
+        with track_peak_memory("cpu") as box:
+            model(**batch)
+        print(box.result.as_dict())
+    """
+    box = PeakMemoryBox(_as_device(device))
+    if box.device.type == "cuda":
+        torch.cuda.synchronize(box.device)
+        torch.cuda.reset_peak_memory_stats(box.device)
+        try:
+            yield box
+        finally:
+            torch.cuda.synchronize(box.device)
+            box.result = PeakMemory(int(torch.cuda.max_memory_allocated(box.device)), CUDA_KIND)
+        return
+    sampler = RssSampler()
+    try:
+        with sampler:
+            yield box
+    finally:
+        box.result = PeakMemory(int(sampler.peak), CPU_KIND)

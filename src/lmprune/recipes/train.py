@@ -1,0 +1,221 @@
+"""The fine-tuning workflow behind ``lmprune train`` (APT and its baselines).
+
+load model + task -> encode splits -> dense measurements -> method phases (training curve on
+the dev split, training clock) -> final model (merged, pruned) -> dev/test metrics, kept
+parameters, inference throughput/latency/memory, time-to-accuracy -> model + metrics.json +
+report.md with plots.
+
+Everything is written to a staging directory beside ``output.dir`` and moved into place at the
+end, so a failed run leaves no half-written output behind.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lmprune.arch import describe
+from lmprune.config import dump_yaml
+from lmprune.errors import LmpruneError
+from lmprune.recipes.prune import DTYPES, prepare_output, seed_everything
+from lmprune.structures.counting import count_parameters
+
+
+@dataclass
+class TrainOutcome:
+    out_dir: Path
+    metrics: dict
+
+
+def model_family(name: str) -> str:
+    """The ``model_type`` of a model alias, directory or hub id, without loading weights."""
+    from lmprune.zoo.registry import get_info, is_alias
+
+    if is_alias(name):
+        return get_info(name).family
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name).model_type
+    except (OSError, ValueError) as e:
+        raise LmpruneError(f"cannot read the config of model {name!r}: {e}") from e
+
+
+def resolve_reference(reference: str | None) -> float | None:
+    """A number, or a run directory whose dev metric is the reference; None if unset."""
+    if reference is None:
+        return None
+    try:
+        return float(reference)
+    except ValueError:
+        pass
+    path = Path(reference) / "metrics.json"
+    if not path.is_file():
+        raise LmpruneError(f"train.reference={reference!r} is neither a number nor a run "
+                           f"directory with metrics.json")
+    return float(json.loads(path.read_text())["metric"])
+
+
+def _source(run) -> tuple[str, float]:
+    """The model to start from, and the training seconds already spent on it (init_from)."""
+    init = run.train.init_from
+    if init is None:
+        return run.model.name, 0.0
+    directory = Path(init)
+    seconds = 0.0
+    if (directory / "metrics.json").is_file():
+        seconds = float(json.loads((directory / "metrics.json").read_text())["train_seconds"])
+        directory = directory / "model"
+    if not directory.is_dir():
+        raise LmpruneError(f"train.init_from={init!r} is not a run directory with a saved model "
+                           f"nor a model directory")
+    return str(directory), seconds
+
+
+def run_train(run, log=print) -> TrainOutcome:
+    """Run ``lmprune train`` for the validated :class:`~lmprune.config.RunConfig` ``run``."""
+    from accelerate import Accelerator
+
+    from lmprune.evaluation.memory import track_peak_memory
+    from lmprune.tasks import load_task
+    from lmprune.training.context import TrainContext
+    from lmprune.training.methods import PRUNING, REUSES, run_method
+    from lmprune.zoo import load_model
+
+    cfg = run.train
+    if cfg.init_from is not None and cfg.method not in REUSES:
+        raise LmpruneError(f"train.init_from works with {', '.join(REUSES)}, not {cfg.method}")
+    started = time.perf_counter()
+    out = prepare_output(run)
+    seed_everything(run.seed)
+    family = model_family(run.model.name)
+    task = load_task(cfg.task, family, data_files=cfg.data_files)
+    source, reused_seconds = _source(run)
+    log(f"[train] {cfg.method} on {run.model.name} / {cfg.task} ({task.kind}, metric "
+        f"{task.metric}), sparsity {cfg.sparsity if cfg.method in PRUNING else 0}")
+    loaded = load_model(source, task.head, num_labels=task.num_labels or None,
+                        dtype=DTYPES[run.model.dtype], seed=run.seed)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    if tokenizer is None:
+        raise LmpruneError(f"{run.model.name} has no tokenizer; training needs one")
+    task.prepare_model(model, tokenizer)
+    train = task.encode(tokenizer, "train", cfg.max_len, cfg.max_train_samples, run.seed)
+    dev = task.encode(tokenizer, cfg.eval_split, cfg.max_len, cfg.max_eval_samples, run.seed)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    model.to(accelerator.device)
+    ctx = TrainContext(run, task, tokenizer, train, dev, accelerator, family,
+                       extra_seconds=reused_seconds)
+    dense = count_parameters(model)
+    dense_inference = _measure(model, run, log, "dense") if cfg.measure else None
+    log(f"[train] {len(train)} training and {len(dev)} dev features; dense dev "
+        f"{task.metric} before training:")
+    ctx.evaluate(model, None, phase="start")
+    log(f"[train]   {ctx.curve[-1]['metric']:.4f}")
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        with track_peak_memory(accelerator.device) as train_memory:
+            model, info = run_method(ctx, model)
+        model.to(accelerator.device).eval()
+        after = count_parameters(model, describe(model))
+        keep_body = after.body / dense.body
+        dev_metrics = ctx.evaluate(model, None, phase="final")
+        ctx.curve[-1]["keep_ratio"] = round(keep_body, 4)
+        log(f"[train] final dev {task.metric} {dev_metrics[task.metric]:.4f}, kept "
+            f"{keep_body:.1%} of the body, trained {ctx.seconds:.1f} s")
+        test_metrics = _test(task, tokenizer, model, cfg, run.seed, accelerator.device, log)
+        inference = _measure(model, run, log, "final") if cfg.measure else None
+        saved = None
+        if cfg.save_model:
+            from lmprune.structures.export import save_pretrained
+
+            saved = save_pretrained(model, stage / "model", tokenizer=tokenizer).format
+        metrics = _metrics(run, task, ctx, dense, after, dev_metrics, test_metrics, inference,
+                           dense_inference, train_memory.result, info, saved)
+        metrics["wall_seconds"] = round(time.perf_counter() - started, 1)
+        dump_yaml(run, stage / "config.yaml")
+        from lmprune.reporting.train_report import write_train_report
+
+        write_train_report(stage, metrics)
+        if out.exists():
+            shutil.rmtree(out)
+        stage.rename(out)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+    log(f"[train] done: {out}/report.md")
+    return TrainOutcome(out, metrics)
+
+
+def _test(task, tokenizer, model, cfg, seed, device, log) -> dict | None:
+    if cfg.test_split is None:
+        return None
+    try:
+        split = task.encode(tokenizer, cfg.test_split, cfg.max_len, cfg.max_eval_samples, seed)
+    except (LmpruneError, KeyError, ValueError) as e:
+        log(f"[train] no {cfg.test_split!r} split evaluated ({e})")
+        return None
+    return task.evaluate(model, split, cfg.eval_batch_size, device)
+
+
+def _measure(model, run, log, what: str) -> dict:
+    from lmprune.evaluation.efficiency import measure_inference
+
+    cfg = run.train
+    log(f"[train] measuring {what} inference at batch sizes {cfg.measure_batch_sizes}, "
+        f"sequence {cfg.measure_seq_len}")
+    vocab = getattr(model.config, "vocab_size", None)
+    return measure_inference(model, batch_sizes=tuple(cfg.measure_batch_sizes),
+                             seq_len=cfg.measure_seq_len, vocab_size=vocab,
+                             max_seconds=cfg.measure_seconds)
+
+
+def _metrics(run, task, ctx, dense, after, dev, test, inference, dense_inference, memory, info,
+             saved) -> dict:
+    from lmprune.evaluation.efficiency import time_to_accuracy
+    from lmprune.training.methods import PRUNING
+
+    cfg = run.train
+    reference = resolve_reference(cfg.reference)
+    final_keep = ctx.curve[-1]["keep_ratio"]
+    # time-to-accuracy counts only models at the final sparsity (a dense model on the way to
+    # being pruned does not count as having reached the accuracy)
+    at_target = [p for p in ctx.curve if p["keep_ratio"] <= final_keep + 0.01]
+    tta = None
+    if reference is not None:
+        tta = {"reference": reference, "fraction": 0.97, "target": 0.97 * reference,
+               "seconds": time_to_accuracy(at_target, reference, 0.97)}
+    with_emb = (after.total - after.heads) / max(1, dense.total - dense.heads)
+    return {
+        "method": cfg.method, "model": run.model.name, "task": cfg.task, "kind": task.kind,
+        "sparsity": cfg.sparsity if cfg.method in PRUNING else 0.0, "seed": run.seed,
+        "metric_name": task.metric, "metric": float(dev[task.metric]), "metrics": dev,
+        "test_metrics": test,
+        "params": {"dense": dense.total, "kept": after.total, "dense_body": dense.body,
+                   "kept_body": after.body, "dense_embeddings": dense.embeddings,
+                   "kept_embeddings": after.embeddings},
+        "kept_params_ratio": after.body / dense.body,
+        "kept_params_ratio_with_embeddings": with_emb,
+        "train_seconds": round(ctx.seconds, 3), "steps": ctx.steps_done,
+        "curve": ctx.curve, "time_to_accuracy": tta,
+        "inference": inference, "dense_inference": dense_inference,
+        "memory": {"train": memory.as_dict() if memory else None,
+                   "inference": _inference_memory(inference)},
+        "device": str(ctx.device) + (f" ({torch.cuda.get_device_name()})"
+                                     if torch.cuda.is_available() else ""),
+        "phases": ctx.phases, "info": info, "saved_format": saved,
+        "config": {"lr": cfg.learning_rate(), "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+                   "max_len": cfg.max_len, "max_train_samples": cfg.max_train_samples},
+    }
+
+
+def _inference_memory(inference: dict | None) -> dict | None:
+    if not inference:
+        return None
+    sizes = [k for k in inference if k.isdigit()]
+    return inference[max(sizes, key=int)].get("peak_memory") if sizes else None
+

@@ -1,0 +1,80 @@
+"""Training-curve plot of a fine-tuning-with-pruning run: metric and keep ratio vs time.
+
+Top panel: the evaluation metric against wall-clock seconds, with the training step of the
+evaluated points on a secondary x axis above it, and a dashed line at ``fraction`` of the
+reference (the target of time-to-accuracy) when a reference is given. Bottom panel: the
+kept-parameter ratio against the same seconds, which shows when pruning happened.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from lmprune.errors import LmpruneError
+from lmprune.reporting.plots import _pyplot
+
+_MAX_STEP_TICKS = 6
+
+
+def _series(curve: list[dict], key: str) -> tuple[list[float], list[float]]:
+    """(seconds, values) of the entries that hold a number under ``key``, in time order."""
+    points = sorted((e["seconds"], e[key]) for e in curve
+                    if isinstance(e.get(key), (int, float)) and not isinstance(e.get(key), bool))
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _check_curve(curve: list[dict], metric_name: str) -> None:
+    if not curve:
+        raise LmpruneError(f"cannot plot the {metric_name} curve: it has no points")
+    for index, entry in enumerate(curve):
+        if not isinstance(entry, dict) or not isinstance(entry.get("seconds"), (int, float)):
+            raise LmpruneError(f"curve entry {index} has no number under 'seconds': {entry!r}")
+
+
+def _step_axis(ax, curve: list[dict]) -> None:
+    """Label some evaluated points with their training step on a top x axis."""
+    steps = sorted((e["seconds"], e["step"]) for e in curve
+                   if isinstance(e.get("step"), int) and not isinstance(e.get("step"), bool))
+    if not steps:
+        return
+    every = max(1, -(-len(steps) // _MAX_STEP_TICKS))  # ceil: at most _MAX_STEP_TICKS ticks
+    shown = steps[::every]
+    top = ax.twiny()
+    top.set_xlim(ax.get_xlim())
+    top.set_xticks([s for s, _ in shown], [str(step) for _, step in shown], fontsize=7)
+    top.set_xlabel("step", fontsize=8)
+
+
+def plot_training_curve(curve: list[dict], path: Path, metric_name: str,
+                        reference: float | None = None, title: str = "",
+                        fraction: float = 0.97) -> Path:
+    """Write a PNG of ``curve`` (entries with "seconds", "step", "metric", "keep_ratio").
+
+    Entries missing "metric" or "keep_ratio" are left out of that panel only.
+    """
+    _check_curve(curve, metric_name)
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 2]})
+    seconds, values = _series(curve, "metric")
+    top.plot(seconds, values, marker="o", markersize=3, color="#1f77b4", label=metric_name)
+    if reference is not None:
+        target = fraction * reference
+        top.axhline(target, linestyle="--", color="#d62728", linewidth=1,
+                    label=f"{fraction:.0%} of reference {reference:.4g} = {target:.4g}")
+    top.set_ylabel(metric_name)
+    top.grid(alpha=0.3)
+    top.legend(loc="lower right", fontsize=8)
+    seconds, ratios = _series(curve, "keep_ratio")
+    bottom.plot(seconds, ratios, drawstyle="steps-post", color="#2ca02c")
+    bottom.set_ylabel("kept params ratio")
+    bottom.set_ylim(0, 1.05)
+    bottom.set_xlabel("training time (s)")
+    bottom.grid(alpha=0.3)
+    _step_axis(top, curve)
+    fig.suptitle(title or f"{metric_name} and kept parameters during training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

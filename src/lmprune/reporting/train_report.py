@@ -1,0 +1,81 @@
+"""metrics.json and report.md of an ``lmprune train`` run (with the training-curve plot)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _f(value, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _efficiency_lines(m: dict) -> list[str]:
+    inf, dense = m.get("inference") or {}, m.get("dense_inference") or {}
+    sizes = sorted((k for k in inf if k.isdigit()), key=int)
+    if not sizes:
+        return []
+    lines = ["## Inference (measured, same process)", "",
+             f"Random token ids, sequence length {inf.get('seq_len', '-')}, device "
+             f"{inf.get('device', m.get('device', '-'))}.", "",
+             "| batch | samples/s | latency ms | dense samples/s | ratio vs dense | peak MB |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for b in sizes:
+        row, d = inf[b], dense.get(b, {})
+        ratio = (row["samples_per_s"] / d["samples_per_s"]) if d.get("samples_per_s") else None
+        peak = (row.get("peak_memory") or {}).get("mb")
+        lines.append(f"| {b} | {row['samples_per_s']:.1f} | {row['latency_ms']:.1f} | "
+                     f"{_f(d.get('samples_per_s'), 1)} | {_f(ratio, 2)} | {_f(peak, 1)} |")
+    return lines + [""]
+
+
+def write_train_report(out: Path, metrics: dict) -> Path:
+    """Write ``metrics.json``, the curve plot and ``report.md`` into ``out``."""
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    m = metrics
+    plots = []
+    if len(m.get("curve", [])) > 1:
+        from lmprune.reporting.curves import plot_training_curve
+
+        ref = (m.get("time_to_accuracy") or {}).get("reference")
+        plots.append(plot_training_curve(m["curve"], out / "training_curve.png",
+                                         m["metric_name"], reference=ref,
+                                         title=f"{m['method']} on {m['model']} / {m['task']}"))
+    tta = m.get("time_to_accuracy") or {}
+    mem = (m.get("memory") or {}).get("train") or {}
+    lines = [f"# lmprune train: {m['method']} on {m['model']} / {m['task']}", "",
+             "| quantity | value |", "| --- | --- |",
+             f"| dev {m['metric_name']} | {_f(m['metric'])} |",
+             f"| test metrics | {_f(m.get('test_metrics'))} |",
+             f"| sparsity requested | {m['sparsity']} |",
+             f"| kept body parameters | {m['kept_params_ratio']:.1%} "
+             f"({m['params']['kept_body']:,} of {m['params']['dense_body']:,}) |",
+             f"| kept parameters with embeddings | {m['kept_params_ratio_with_embeddings']:.1%} |",
+             f"| training time (clock, evaluations excluded) | {m['train_seconds']:.1f} s |",
+             f"| steps | {m['steps']} |",
+             f"| time to 97% of reference {_f(tta.get('reference'))} | "
+             f"{_f(tta.get('seconds'), 1)} s |",
+             f"| peak training memory | {_f(mem.get('mb'), 1)} MB ({mem.get('label', '-')}) |",
+             f"| device | {m['device']} |", ""]
+    lines += _efficiency_lines(m)
+    lines += ["## Phases", ""]
+    for phase in m.get("phases", []):
+        summary = {k: v for k, v in phase.items() if k != "pruning_log"}
+        lines.append(f"- {json.dumps(summary, default=str)}")
+        for event in phase.get("pruning_log", []):
+            lines.append(f"  - pruning event {json.dumps(event, default=str)}")
+    lines += ["", "## Protocol", "",
+              "- dev metric on the evaluation split after every `train.eval_every` steps; the "
+              "training clock pauses during evaluations;",
+              "- time-to-accuracy: first clock time at which a model at the final sparsity "
+              "reaches 97% of the reference metric (dense models on the way do not count);",
+              "- throughput: forward passes on random token ids after warm-up; memory on CPU is "
+              "the process's resident set peak (not comparable with GPU figures).", ""]
+    if plots:
+        lines += ["## Training curve", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,101 @@
+"""Everything one ``lmprune train`` run shares between its phases: data, clock, curve, device."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmprune.training.loop import Clock, LoopSettings, run_loop, steps_for
+from lmprune.training.method import TrainMethod
+
+
+@dataclass
+class TrainContext:
+    """A run in progress: config, task, encoded splits, accelerator, clock and training curve.
+
+    ``curve`` points are ``{"step", "seconds", "metric", "keep_ratio", "phase"}``; ``seconds``
+    is the training clock (evaluations excluded), ``step`` counts optimizer steps over all
+    phases, ``keep_ratio`` is the fraction of the prunable body the evaluated model keeps.
+    """
+
+    config: Any  # RunConfig
+    task: Any  # lmprune.tasks.Task
+    tokenizer: Any
+    train: Any  # EncodedSplit
+    dev: Any  # EncodedSplit
+    accelerator: Any
+    family: str
+    clock: Clock = field(default_factory=Clock)
+    curve: list[dict] = field(default_factory=list)
+    steps_done: int = 0
+    phases: list[dict] = field(default_factory=list)
+    extra_seconds: float = 0.0  # training time of a reused run (train.init_from)
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def seconds(self) -> float:
+        return self.clock.seconds + self.extra_seconds
+
+    def evaluate(self, model: nn.Module, method: TrainMethod | None = None,
+                 phase: str = "train") -> dict:
+        """Dev metrics of the model as the method currently computes it; adds a curve point."""
+        cfg = self.config.train
+        with self.clock.paused():
+            if method is not None:
+                with method.active(model):
+                    metrics = self.task.evaluate(model, self.dev, cfg.eval_batch_size, self.device)
+                keep = method.keep_ratio()
+            else:
+                metrics = self.task.evaluate(model, self.dev, cfg.eval_batch_size, self.device)
+                keep = 1.0
+        point = {"step": self.steps_done, "seconds": round(self.seconds, 3),
+                 "metric": float(metrics[self.task.metric]), "keep_ratio": round(keep, 4),
+                 "phase": phase}
+        self.curve.append(point)
+        return metrics
+
+    def settings(self, epochs: float, phase: str, lr: float | None = None) -> LoopSettings:
+        cfg = self.config.train
+        total = steps_for(len(self.train), cfg.batch_size, epochs, cfg.max_steps)
+        return LoopSettings(total_steps=total, batch_size=cfg.batch_size,
+                            lr=lr if lr is not None else cfg.learning_rate(),
+                            weight_decay=cfg.weight_decay,
+                            warmup_steps=int(cfg.warmup_ratio * total),
+                            eval_every=cfg.eval_every, seed=self.config.seed, phase=phase,
+                            progress=cfg.progress)
+
+    def steps_per_epoch(self) -> int:
+        return steps_for(len(self.train), self.config.train.batch_size, 1.0, None)
+
+    def run_phase(self, model: nn.Module, method: TrainMethod, settings: LoopSettings,
+                  keep_override: float | None = None) -> nn.Module:
+        """Set the method up, train one phase with curve points, return the trained model."""
+        model = method.setup(model, self)
+        model.to(self.device)
+        start = self.steps_done
+
+        def on_eval(step: int) -> None:
+            self.steps_done = start + step
+            self.evaluate(model, method, phase=settings.phase)
+
+        result = run_loop(model, method, self.train.features, self.task.collate, settings,
+                          self.accelerator, self.clock, on_eval=on_eval)
+        self.steps_done = start + result.steps
+        self.phases.append({"phase": settings.phase, "method": method.name,
+                            "steps": result.steps, "lr": settings.lr,
+                            "final_loss": result.losses[-1] if result.losses else None,
+                            "optimizer_rebuilds": result.rebuilds, **method.summary()})
+        return model
+
+    def batches(self, max_samples: int, batch_size: int | None = None):
+        """Collated training batches over the first ``max_samples`` examples (for mask search)."""
+        bs = batch_size or self.config.train.batch_size
+        n = min(max_samples, len(self.train))
+        for i in range(0, n, bs):
+            batch = self.task.collate(self.train.features[i:min(i + bs, n)])
+            yield {k: v.to(self.device) for k, v in batch.items()}

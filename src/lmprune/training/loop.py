@@ -1,0 +1,180 @@
+"""The fine-tuning loop of ``lmprune train``: AdamW, linear warm-up/decay, step hooks, a clock.
+
+Choices:
+
+* AdamW (betas 0.9/0.999), gradients clipped to norm 1.0, learning rate ``lr * (s+1)/W`` during
+  the ``W`` warm-up steps, then linear decay to 0 (BERT/RoBERTa fine-tuning, APT, CoFi);
+* the data order is a seeded permutation per epoch, a pure function of (seed, epoch);
+* the **clock** counts training only: dev evaluations (the points of the training curve) pause
+  it, so time-to-accuracy measures the method, not how often we looked;
+* a method that changes its trainable tensors (APT's rank growth) returns True from
+  ``after_step``; the optimizer is then rebuilt and the AdamW state of every tensor that is
+  still trained is carried over (new tensors start fresh, as in APT);
+* devices through accelerate (``Accelerator().device``, ``backward``, autocast). Training is
+  single-process: the masked and growing methods change shapes mid-run, which DDP does not
+  allow.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from lmprune.training.method import TrainMethod
+
+MAX_GRAD_NORM = 1.0
+
+
+class Clock:
+    """Wall time of training, pausable (``with clock.paused():``)."""
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+        self.elapsed = 0.0
+
+    def start(self) -> None:
+        if self._start is None:
+            self._start = time.perf_counter()
+
+    def stop(self) -> None:
+        if self._start is not None:
+            self.elapsed += time.perf_counter() - self._start
+            self._start = None
+
+    @property
+    def seconds(self) -> float:
+        extra = 0.0 if self._start is None else time.perf_counter() - self._start
+        return self.elapsed + extra
+
+    class _Paused:
+        def __init__(self, clock: Clock) -> None:
+            self.clock, self.was_running = clock, False
+
+        def __enter__(self):
+            self.was_running = self.clock._start is not None
+            self.clock.stop()
+
+        def __exit__(self, *exc):
+            if self.was_running:
+                self.clock.start()
+
+    def paused(self) -> Clock._Paused:
+        return Clock._Paused(self)
+
+
+@dataclass
+class LoopSettings:
+    """One training phase: how many steps, the batch and the optimisation."""
+
+    total_steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    eval_every: int = 50
+    seed: int = 0
+    phase: str = "train"
+    progress: bool = True
+
+
+def steps_for(n_examples: int, batch_size: int, epochs: float, max_steps: int | None) -> int:
+    """Optimizer steps of ``epochs`` over ``n_examples`` (capped by ``max_steps``), >= 1."""
+    per_epoch = math.ceil(n_examples / batch_size)
+    steps = max(1, math.ceil(per_epoch * epochs))
+    return min(steps, max_steps) if max_steps else steps
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Multiplier of the peak learning rate at 0-based ``step``: linear warm-up, linear decay."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def batch_indices(step: int, n_examples: int, batch_size: int, seed: int) -> list[int]:
+    """The examples of optimizer step ``step``: a slice of epoch ``step // S``'s permutation."""
+    per_epoch = math.ceil(n_examples / batch_size)
+    epoch, j = divmod(step, per_epoch)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n_examples, generator=generator)
+    return order[j * batch_size:(j + 1) * batch_size].tolist()
+
+
+@dataclass
+class LoopResult:
+    steps: int = 0
+    losses: list[float] = field(default_factory=list)
+    rebuilds: int = 0
+
+
+def build_optimizer(method: TrainMethod, model, lr: float, weight_decay: float,
+                    previous: torch.optim.Optimizer | None = None) -> torch.optim.AdamW:
+    """AdamW over the method's groups; the state of tensors ``previous`` trained is kept."""
+    groups = method.parameter_groups(model, lr)
+    for g in groups:
+        g.setdefault("weight_decay", weight_decay)
+        g["initial_lr"] = g.get("lr", lr)
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    if previous is not None:
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p in previous.state and all(
+                        not torch.is_tensor(v) or v.dim() == 0 or v.shape == p.shape
+                        for v in previous.state[p].values()):
+                    optimizer.state[p] = previous.state[p]
+    return optimizer
+
+
+def run_loop(model, method: TrainMethod, features: list[dict], collate: Callable[[list], dict],
+             settings: LoopSettings, accelerator: Any, clock: Clock,
+             on_eval: Callable[[int], None] | None = None) -> LoopResult:
+    """Train ``model`` for ``settings.total_steps`` steps; ``on_eval(step)`` every
+    ``eval_every`` steps and after the last one (the clock is paused around it)."""
+    optimizer = build_optimizer(method, model, settings.lr, settings.weight_decay)
+    result = LoopResult()
+    device = accelerator.device
+    model.train()
+    bar = tqdm(total=settings.total_steps, desc=settings.phase, unit="step", dynamic_ncols=True,
+               disable=not settings.progress)
+    clock.start()
+    try:
+        for step in range(settings.total_steps):
+            factor = lr_factor(step, settings.total_steps, settings.warmup_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+            idx = batch_indices(step, len(features), settings.batch_size, settings.seed)
+            batch = {k: v.to(device) for k, v in collate([features[i] for i in idx]).items()}
+            with accelerator.autocast():
+                loss = method.loss(model, batch, step)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{settings.phase}: loss is {float(loss)} at step {step}"
+                                         f"; lower the learning rate (train.lr)")
+            accelerator.backward(loss)
+            method.after_backward(model, step)
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if method.after_step(model, step):
+                optimizer = build_optimizer(method, model, settings.lr, settings.weight_decay,
+                                            previous=optimizer)
+                result.rebuilds += 1
+            result.steps = step + 1
+            result.losses.append(float(loss.detach()))
+            bar.update(1)
+            bar.set_postfix(loss=f"{result.losses[-1]:.4f}", keep=f"{method.keep_ratio():.2f}")
+            last = step + 1 == settings.total_steps
+            if on_eval is not None and ((step + 1) % settings.eval_every == 0 or last):
+                with clock.paused():
+                    on_eval(step + 1)
+                    model.train()
+    finally:
+        clock.stop()
+        bar.close()
+        model.eval()
+    return result

@@ -1,0 +1,105 @@
+"""What a training method plugs into the loop, and the two plain ones: full FT and LoRA.
+
+A method is a small object with step hooks (DESIGN.md: "a training loop with hooks at steps:
+mask update, rank growth, distillation"). The loop (:mod:`lmprune.training.loop`) owns the data
+order, the optimizer, the learning-rate schedule, the clock and the dev evaluations; the method
+owns which parameters train, the loss, any masks, and what happens between steps.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class TrainMethod:
+    """Base class: full fine-tuning (every parameter trains, loss = the task loss)."""
+
+    name = "ft"
+
+    def setup(self, model: nn.Module, ctx: Any) -> nn.Module:
+        """Prepare ``model`` before training (wrap adapters, freeze); returns the model."""
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+
+    def parameter_groups(self, model: nn.Module, lr: float) -> list[dict]:
+        """Optimizer parameter groups (``lr`` is the run's peak rate; a group may set its own)."""
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
+
+    def loss(self, model: nn.Module, batch: dict, step: int) -> torch.Tensor:
+        """The training loss of one batch (the task loss of the active model by default)."""
+        with self.active(model):
+            return model(**batch).loss
+
+    def after_backward(self, model: nn.Module, step: int) -> None:
+        """Gradients are in ``.grad`` here, before clipping and the optimizer step."""
+
+    def after_step(self, model: nn.Module, step: int) -> bool:
+        """After the optimizer step; return True when the trainable tensors changed (the loop
+        then rebuilds the optimizer, keeping the state of tensors that did not change)."""
+        return False
+
+    @contextlib.contextmanager
+    def active(self, model: nn.Module) -> Iterator[nn.Module]:
+        """The model as it currently computes (masks applied), for training and evaluation."""
+        yield model
+
+    def keep_ratio(self) -> float:
+        """Fraction of the prunable body currently kept (1.0 for dense methods)."""
+        return 1.0
+
+    def finish(self, model: nn.Module) -> nn.Module:
+        """The final model after training (merged adapters, pruned structures removed)."""
+        return model
+
+    def summary(self) -> dict:
+        """What the report shows about the method's run (ranks, events, ...)."""
+        return {}
+
+
+#: LoRA target module names per family (q and v, as LoRA / APT's LoRA baselines).
+LORA_TARGETS = {"bert": ["query", "value"], "roberta": ["query", "value"], "t5": ["q", "v"],
+                "llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"],
+                "mistral": ["q_proj", "v_proj"]}
+#: Task-head modules that train with the adapters (new heads are randomly initialised).
+HEAD_MODULES = ["classifier", "qa_outputs", "score"]
+
+
+class LoRAMethod(TrainMethod):
+    """Plain LoRA through peft (r=8, alpha=16 on q and v; the task head trains too)."""
+
+    name = "lora"
+
+    def __init__(self, r: int = 8, alpha: float = 16.0, family: str = "bert") -> None:
+        self.r, self.alpha, self.family = r, alpha, family
+
+    def setup(self, model: nn.Module, ctx: Any) -> nn.Module:
+        from peft import LoraConfig, get_peft_model
+
+        heads = [m for m in HEAD_MODULES if _has_child(model, m)]
+        config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=0.0,
+                            target_modules=LORA_TARGETS.get(self.family, ["q_proj", "v_proj"]),
+                            modules_to_save=heads or None)
+        return get_peft_model(model, config)
+
+    def finish(self, model: nn.Module) -> nn.Module:
+        return model.merge_and_unload()
+
+
+def _has_child(model: nn.Module, name: str) -> bool:
+    return any(n.split(".")[-1] == name for n, _ in model.named_modules())
+
+
+def unfreeze_heads(model: nn.Module) -> list[str]:
+    """Make the task head trainable (after an adapter wrapper froze everything)."""
+    names = []
+    for name, module in model.named_modules():
+        if name.split(".")[-1] in HEAD_MODULES:
+            for p in module.parameters():
+                p.requires_grad_(True)
+            names.append(name)
+    return names
