@@ -57,3 +57,16 @@ def test_relative():
     assert relative(None, 1.0) is None and relative(1.0, None) is None
     assert relative(True, 1.0) is None and relative("0.5", 1.0) is None
     assert relative(float("nan"), 1.0) is None
+
+
+def test_only_points_at_the_final_sparsity_count():
+    from lmprune.evaluation.efficiency import at_final_sparsity
+
+    curve = [{"seconds": 1, "metric": 0.95, "keep_ratio": 1.0},
+             {"seconds": 2, "metric": 0.80, "keep_ratio": 0.6},
+             {"seconds": 3, "metric": 0.93, "keep_ratio": 0.403},
+             {"seconds": 4, "metric": 0.94, "keep_ratio": 0.40}]
+    kept = at_final_sparsity(curve)
+    assert [p["seconds"] for p in kept] == [3, 4]
+    assert time_to_accuracy(kept, 0.95, 0.97) == 3
+    assert at_final_sparsity([{"seconds": 1, "metric": 1.0}]) == [{"seconds": 1, "metric": 1.0}]

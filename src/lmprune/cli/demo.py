@@ -16,12 +16,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Part 1 (structures): load both offline models (minilm-l6, smollm2-135m), "
                     "prune each with random head and neuron masks, check that the masked and the "
                     "physically pruned model give the same logits, save it in Hugging Face "
-                    "format, reload it and check again. Part 2 (llm): prune smollm2-135m by ~20% "
+                    "format, reload it and check again. Part 2 (apt): fine-tune minilm-l6 on the "
+                    "offline foods reviews with full fine-tuning, LoRA + Kwon mask search "
+                    "(lora-prune) and APT at 60% sparsity with a short schedule, and print "
+                    "accuracy, kept parameters, training time, time to 97% of FT, measured "
+                    "throughput and memory (reports under OUT/apt). "
+                    "Part 3 (llm): prune smollm2-135m by ~20% "
                     "of its non-embedding parameters with Taylor (LLM-Pruner) and with RI sublayer "
                     "pruning, and print perplexity, zero-shot accuracy and measured throughput "
                     "before and after (reports under OUT/llm).",
         examples=["lmprune demo",
                   "lmprune demo --part structures --sparsity 0.5 --out runs/demo",
+                  "lmprune demo --part apt train.epochs=1",
                   "lmprune demo --part llm eval.limit=50",
                   "lmprune demo --models minilm-l6 --part structures"])
     parser.add_argument("--out", default="runs/demo", help="where the pruned models are saved "
@@ -31,10 +37,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
                         help="comma-separated model aliases (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--part", choices=("all", "structures", "llm"), default="all",
+    parser.add_argument("--part", choices=("all", "structures", "apt", "llm"), default="all",
                         help="which part to run (default: all)")
     parser.add_argument("overrides", metavar="key=value", nargs="*",
-                        help="overrides of the LLM part's config (shipped `demo-llm`)")
+                        help="overrides of the APT part's config (shipped `demo-apt`) with "
+                             "--part apt, of the LLM part's (shipped `demo-llm`) with --part llm")
     return parser
 
 
@@ -42,15 +49,34 @@ def run(args: argparse.Namespace) -> int:
     code = 0
     if args.part in ("all", "structures"):
         code = _structures(args)
+    if args.part in ("all", "apt"):
+        code = max(code, _apt(args))
     if args.part in ("all", "llm"):
         code = max(code, _llm(args))
     return code
 
 
+def _apt(args: argparse.Namespace) -> int:
+    from lmprune.recipes.apt_demo import run_apt_demo
+    from lmprune.reporting.compare import (SUMMARY_COLUMNS, format_row, format_summary,
+                                           relative_accuracy_by_method, table_columns)
+
+    overrides = list(args.overrides or []) if args.part == "apt" else []
+    rows = run_apt_demo(Path(args.out) / "apt", overrides)
+    print()
+    print_table([format_row(r) for r in rows], table_columns(rows))
+    print()
+    print_table(format_summary(relative_accuracy_by_method(rows)), SUMMARY_COLUMNS)
+    print(f"\nreports: {Path(args.out) / 'apt'}/<run>/report.md, comparison: "
+          f"{Path(args.out) / 'apt' / 'comparison.md'}")
+    return 0
+
+
 def _llm(args: argparse.Namespace) -> int:
     from lmprune.recipes.llm_demo import run_llm_demo
 
-    rows = run_llm_demo(Path(args.out) / "llm", list(args.overrides or []))
+    overrides = list(args.overrides or []) if args.part == "llm" else []
+    rows = run_llm_demo(Path(args.out) / "llm", overrides)
     print()
     speed_columns = [(k, k.replace("bs", "THROUGHPUT BS")) for k in rows[0] if k.startswith("bs")]
     print_table(rows, [("model", "MODEL"), ("removed", "NON-EMB REMOVED"), ("ppl", "PPL AUSTEN"),

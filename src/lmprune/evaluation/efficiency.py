@@ -214,3 +214,18 @@ def time_to_accuracy(curve: list[dict], reference: float, fraction: float = 0.97
         if value is not None and value >= target - 1e-9 * abs(target):
             return seconds
     return None
+
+
+def at_final_sparsity(curve: list[dict], slack: float = 0.01) -> list[dict]:
+    """The curve points whose model is already as small as the final one.
+
+    Time-to-accuracy only counts a model at the run's final sparsity: a dense model on its
+    way to being pruned (APT before its last pruning event, lora-prune before the search) has
+    not reached the accuracy *of the pruned model*. Points without ``keep_ratio`` all count.
+    The final keep ratio is the last point's; ``slack`` absorbs rounding.
+    """
+    if not curve or curve[-1].get("keep_ratio") is None:
+        return list(curve)
+    final = float(curve[-1]["keep_ratio"])
+    return [p for p in curve if p.get("keep_ratio") is None
+            or float(p["keep_ratio"]) <= final + slack]

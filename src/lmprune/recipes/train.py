@@ -176,15 +176,12 @@ def _measure(model, run, log, what: str) -> dict:
 
 def _metrics(run, task, ctx, dense, after, dev, test, inference, dense_inference, memory, info,
              saved) -> dict:
-    from lmprune.evaluation.efficiency import time_to_accuracy
+    from lmprune.evaluation.efficiency import at_final_sparsity, time_to_accuracy
     from lmprune.training.methods import PRUNING
 
     cfg = run.train
     reference = resolve_reference(cfg.reference)
-    final_keep = ctx.curve[-1]["keep_ratio"]
-    # time-to-accuracy counts only models at the final sparsity (a dense model on the way to
-    # being pruned does not count as having reached the accuracy)
-    at_target = [p for p in ctx.curve if p["keep_ratio"] <= final_keep + 0.01]
+    at_target = at_final_sparsity(ctx.curve)
     tta = None
     if reference is not None:
         tta = {"reference": reference, "fraction": 0.97, "target": 0.97 * reference,

@@ -22,7 +22,8 @@ import json
 from pathlib import Path
 
 from lmprune.errors import LmpruneError
-from lmprune.evaluation.efficiency import batch_results, relative, time_to_accuracy
+from lmprune.evaluation.efficiency import (at_final_sparsity, batch_results, relative,
+                                           time_to_accuracy)
 
 FT_METHOD = "ft"
 FRACTION = 0.97
@@ -95,7 +96,7 @@ def _name(run: dict) -> str:
 def _time_to_target(run: dict, reference: float | None) -> dict:
     curve = run.get("curve") or []
     if reference is not None and curve:
-        return {"tta_seconds": time_to_accuracy(curve, reference, FRACTION),
+        return {"tta_seconds": time_to_accuracy(at_final_sparsity(curve), reference, FRACTION),
                 "tta_reference": reference}
     stored = run.get("time_to_accuracy") or {}
     return {"tta_seconds": stored.get("seconds"), "tta_reference": stored.get("reference")}

@@ -122,7 +122,7 @@ class CoFiMethod(TrainMethod):
         return {"target_sparsity": self.sparsity, "lagrangian_warmup_steps": self.warmup,
                 "expected_sparsity_at_end": round(self.last_expected, 4),
                 "teacher": self.distiller is not None,
-                "lambdas": [float(p) for p in self.lagrangian.parameters()]}
+                "lambdas": [float(p.detach()) for p in self.lagrangian.parameters()]}
 
 
 def _times(units: dict, scalars: dict) -> dict:

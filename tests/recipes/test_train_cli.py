@@ -1,0 +1,127 @@
+"""``lmprune train`` end to end on tiny models: every method x encoder / encoder-decoder /
+decoder, the saved model, the metrics, QA and summarization, and bad input."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmprune.cli.main import main
+from lmprune.structures.export import load_pretrained
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+METHODS = ("ft", "lora", "apt", "lora-prune", "mask-tuning", "cofi", "lora-prune-distill")
+PRUNING = ("apt", "lora-prune", "mask-tuning", "lora-prune-distill")
+FAST = ["train.max_steps=6", "train.max_train_samples=48", "train.max_eval_samples=16",
+        "train.eval_every=3", "train.measure=false", "train.progress=false",
+        "apt.prune_start=1", "mask_search.num_samples=32", "mask_search.tune_samples=32",
+        "mask_search.distill_epochs=0.1"]
+
+
+def _train(tmp_path: Path, method: str, model: str, *extra: str, task: str = "foods") -> dict:
+    out = tmp_path / f"{model}-{method}"
+    code = main(["train", "--method", method, "--model", model, "--task", task,
+                 "--sparsity", "0.6", "--out", str(out), *FAST, *extra])
+    assert code == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("model", ["tiny-bert", "tiny-t5", "tiny-llama"])
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_runs_end_to_end(tmp_path, method, model):
+    m = _train(tmp_path, method, model)
+    assert m["method"] == method and 0.0 <= m["metric"] <= 1.0
+    assert m["curve"][0]["phase"] == "start" and m["curve"][-1]["phase"] == "final"
+    assert all(b["seconds"] >= a["seconds"] for a, b in zip(m["curve"], m["curve"][1:]))
+    if method in PRUNING:  # 60% of the body removed (k/v of grouped heads stay: up to ~46%)
+        assert 0.3 < m["kept_params_ratio"] <= 0.47
+    elif method == "cofi":  # 6 steps of Lagrangian warm-up only start pruning
+        assert m["kept_params_ratio"] <= 1.0
+    else:
+        assert m["kept_params_ratio"] == 1.0 and m["sparsity"] == 0.0
+    assert (tmp_path / f"{model}-{method}" / "report.md").is_file()
+
+
+def test_saved_model_reloads_with_the_same_predictions(tmp_path):
+    m = _train(tmp_path, "apt", "tiny-bert", "train.measure=true",
+               "train.measure_batch_sizes=[2,4]", "train.measure_seq_len=16",
+               "train.reference=0.5")
+    out = tmp_path / "tiny-bert-apt"
+    reloaded = load_pretrained(out / "model")
+    from lmprune.tasks import load_task
+    from lmprune.zoo import build_tiny_tokenizer
+
+    task = load_task("foods", "bert")
+    split = task.encode(build_tiny_tokenizer("tiny-bert"), "validation", 128, 16, 0)
+    assert task.evaluate(reloaded, split)["accuracy"] == pytest.approx(m["metric"])
+    assert set(m["inference"]) >= {"2", "4"} and m["dense_inference"]["4"]["samples_per_s"] > 0
+    assert m["memory"]["train"]["kind"] in ("cpu_rss_peak", "cuda_max_allocated")
+    tta = m["time_to_accuracy"]
+    assert tta["reference"] == 0.5 and tta["target"] == pytest.approx(0.485)
+    assert (out / "training_curve.png").stat().st_size > 0
+
+
+def test_init_from_reuses_a_finetuned_run_and_counts_its_time(tmp_path):
+    lora = _train(tmp_path, "lora", "tiny-bert")
+    pruned = _train(tmp_path, "lora-prune", "tiny-bert",
+                    f"train.init_from={tmp_path / 'tiny-bert-lora'}")
+    assert pruned["train_seconds"] >= lora["train_seconds"]
+    assert pruned["kept_params_ratio"] < 0.47
+
+
+def test_compare_reads_train_runs(tmp_path, capsys):
+    _train(tmp_path, "ft", "tiny-bert")
+    _train(tmp_path, "apt", "tiny-bert")
+    assert main(["compare", str(tmp_path / "tiny-bert-ft"), str(tmp_path / "tiny-bert-apt")]) == 0
+    out = capsys.readouterr().out
+    assert "apt" in out and "ft" in out
+
+
+def _squad(tmp_path: Path) -> Path:
+    context = "The tea shop opened in 1998 in Leeds and sells green tea."
+    qas = [{"id": f"q{i}", "question": q, "answers": ({"text": [a], "answer_start":
+                                                        [context.index(a)]} if a else
+                                                       {"text": [], "answer_start": []})}
+           for i, (q, a) in enumerate([("When did the shop open?", "1998"),
+                                       ("Where is it?", "Leeds"),
+                                       ("Who owns it?", None)] * 4)]
+    for q in qas:
+        q["answers"] = [{"text": t, "answer_start": s} for t, s in
+                        zip(q["answers"]["text"], q["answers"]["answer_start"], strict=True)]
+        q["is_impossible"] = not q["answers"]
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps({"version": "v2.0", "data": [
+        {"title": "t", "paragraphs": [{"context": context, "qas": qas}]}]}))
+    return path
+
+
+def test_apt_on_extractive_qa(tmp_path):
+    path = _squad(tmp_path)
+    m = _train(tmp_path, "apt", "tiny-bert", "train.max_len=96",
+               f"train.data_files={{train: {path}, validation: {path}}}", task="squad_v2")
+    assert m["metric_name"] == "f1" and "exact" in m["metrics"]
+    assert m["kept_params_ratio"] < 0.47
+
+
+def test_apt_on_summarization_with_t5(tmp_path):
+    rows = [{"article": f"Story {i}: the cat sat on the mat all day.", "highlights": "Cat sat."}
+            for i in range(12)]
+    path = tmp_path / "cnn.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    m = _train(tmp_path, "apt", "tiny-t5", f"train.data_files={{train: {path}, "
+               f"validation: {path}}}", task="cnn_dailymail")
+    assert m["metric_name"] == "rougeL" and {"rouge1", "rouge2"} <= set(m["metrics"])
+
+
+def test_bad_input_is_reported_without_traceback(tmp_path, capsys):
+    assert main(["train", "--method", "aptt", "--model", "tiny-bert", "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "apt" in capsys.readouterr().err
+    assert main(["train", "--method", "apt", "--init-from", str(tmp_path), "--model",
+                 "tiny-bert", "--out", str(tmp_path / "y")]) == 2
+    assert main(["train", "--method", "apt", "--model", "tiny-bert", "--task", "austen",
+                 "--out", str(tmp_path / "z")]) == 2
+    assert not (tmp_path / "z").exists()
