@@ -206,3 +206,22 @@ def test_collector_hidden_matches_autograd(name):
     assert hidden.shape == (structure.hidden.size,)
     assert torch.allclose(hidden, expected, rtol=1e-5)
     assert "hidden" in collector.as_dict()
+
+
+def test_matched_outlier_scale_gives_the_kurtosis_term_the_mean_of_s_tilde():
+    model = build_tiny("tiny-bert")
+    structure = describe(model)
+    batch = _batch("tiny-bert", model)
+    runs = {}
+    for kurt, scale in ((False, "raw"), (True, "raw"), (True, "matched")):
+        with SalienceCollector(model, structure, use_kurtosis=kurt, outlier_scale=scale) as c:
+            model(**batch).loss.backward()
+        model.zero_grad(set_to_none=True)
+        runs[(kurt, scale)] = torch.cat(list(c.scores().neurons.values()))
+    plain, raw, matched = runs[(False, "raw")], runs[(True, "raw")], runs[(True, "matched")]
+    outlier = raw - plain  # the raw sqrt(kurtosis) term
+    factor = plain.mean() / outlier.mean()
+    assert torch.allclose(matched, plain + factor * outlier, rtol=1e-5)
+    assert float(matched.mean()) == pytest.approx(2 * float(plain.mean()), rel=1e-5)
+    with pytest.raises(LmpruneError, match="outlier_scale"):
+        SalienceCollector(model, structure, outlier_scale="loud")

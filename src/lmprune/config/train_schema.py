@@ -107,6 +107,10 @@ class APTConfig(Section):
         "outlier", "block salience: outlier-aware activation x gradient (APT), weight "
                    "magnitude, Fisher of the masks, or random")
     kurtosis: bool = param(True, "add the sqrt(kurtosis) outlier term (salience: outlier)")
+    outlier_scale: Literal["matched", "raw"] = param(
+        "matched", "raw: S~ + sqrt(kurtosis) as in the paper; matched: the outlier term scaled "
+                   "per block kind to the mean of S~ (see docs/apt.md: the raw sum prunes "
+                   "heads first on small models)")
     ema: float = param(0.85, "EMA weight of the previous salience (paper: 0.85)")
     schedule: Literal["cubic", "late", "gradual", "oneshot", "none"] = param(
         "cubic", "target keep-ratio schedule (replacements: late, gradual, oneshot, none)")

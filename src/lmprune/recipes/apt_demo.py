@@ -12,7 +12,7 @@ from lmprune.config import load_config
 
 #: (run name, overrides) in order; lr per method for the short schedule (see demo-apt.yaml).
 RUNS = (
-    ("ft", ["train.method=ft", "train.lr=5e-5"]),
+    ("ft", ["train.method=ft", "train.lr=1e-4"]),
     ("lora-prune", ["train.method=lora-prune", "train.lr=1e-3"]),
     ("apt", ["train.method=apt", "train.lr=1e-3"]),
 )
@@ -24,7 +24,7 @@ def run_apt_demo(out_dir: Path, overrides: list[str] | None = None, log=print) -
     from lmprune.reporting.compare import compare_runs, load_run, write_comparison
 
     out_dir = Path(out_dir)
-    dirs = []
+    dirs, dense = [], None
     for name, extra in RUNS:
         reference = [f"train.reference={out_dir / 'ft'}"] if dirs else []
         run = load_config("demo-apt", [*extra, *reference, f"output.dir={out_dir / name}",
@@ -32,8 +32,9 @@ def run_apt_demo(out_dir: Path, overrides: list[str] | None = None, log=print) -
                                        *(overrides or [])])
         log(f"[demo] {name}: training {run.model.name} on {run.train.task}"
             + (f" at sparsity {run.train.sparsity}" if name != "ft" else ""))
-        outcome = run_train(run, log=lambda *_: None)
+        outcome = run_train(run, log=lambda *_: None, dense_inference=dense)
         m = outcome.metrics
+        dense = m.get("dense_inference")  # the same dense model: measured once
         log(f"[demo]   dev {m['metric_name']} {m['metric']:.4f}, kept "
             f"{m['kept_params_ratio']:.1%} of the body, {m['train_seconds']:.0f} s")
         dirs.append(outcome.out_dir)

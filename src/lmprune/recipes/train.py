@@ -77,8 +77,12 @@ def _source(run) -> tuple[str, float]:
     return str(directory), seconds
 
 
-def run_train(run, log=print) -> TrainOutcome:
-    """Run ``lmprune train`` for the validated :class:`~lmprune.config.RunConfig` ``run``."""
+def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutcome:
+    """Run ``lmprune train`` for the validated :class:`~lmprune.config.RunConfig` ``run``.
+
+    ``dense_inference`` reuses a measurement of the same dense model under the same
+    ``train.measure_*`` settings (the demo trains one model with several methods).
+    """
     from accelerate import Accelerator
 
     from lmprune.evaluation.memory import track_peak_memory
@@ -111,7 +115,8 @@ def run_train(run, log=print) -> TrainOutcome:
     ctx = TrainContext(run, task, tokenizer, train, dev, accelerator, family,
                        extra_seconds=reused_seconds)
     dense = count_parameters(model)
-    dense_inference = _measure(model, run, log, "dense") if cfg.measure else None
+    if cfg.measure and dense_inference is None:
+        dense_inference = _measure(model, run, log, "dense")
     log(f"[train] {len(train)} training and {len(dev)} dev features; dense dev "
         f"{task.metric} before training:")
     ctx.evaluate(model, None, phase="start")

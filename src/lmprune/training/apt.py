@@ -137,7 +137,8 @@ class APTMethod(TrainMethod):
                 teacher = model(**batch, output_hidden_states=True)
         collect = self.cfg.salience == "outlier" and self._scoring(step)
         collector = sal.SalienceCollector(model, self.structure, use_kurtosis=self.cfg.kurtosis,
-                                          hidden="hidden" in self.costs) if collect else None
+                                          hidden="hidden" in self.costs,
+                                          outlier_scale=self.cfg.outlier_scale) if collect else None
         self._collector = collector
         with self.active(model), (collector or contextlib.nullcontext()):
             out = model(**batch, output_hidden_states=distilling)
