@@ -106,3 +106,17 @@ def test_distillation_weight_follows_mu():
     _, method, _ = _train("tiny-bert")
     assert method.teacher_state is not None  # snapshot taken when pruning started
     assert method.start == 2 and method.stop == 12
+
+
+def test_teacher_is_the_best_model_seen_since_pruning_started():
+    model, method, _ = _train("tiny-bert", teacher="best")
+    first = method.teacher_snapshots
+    method.on_evaluate(model, 0.5, step=1)  # before pruning starts: ignored
+    assert method.teacher_snapshots == first
+    method.on_evaluate(model, 0.5, step=10)
+    method.on_evaluate(model, 0.4, step=12)  # worse: the teacher stays
+    method.on_evaluate(model, 0.6, step=14)
+    assert method.teacher_snapshots == first + 2 and method.best_teacher_metric == 0.6
+    start = _train("tiny-bert", teacher="start")[1]
+    start.on_evaluate(model, 0.9, step=10)
+    assert start.teacher_snapshots == 1

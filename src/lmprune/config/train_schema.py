@@ -125,6 +125,9 @@ class APTConfig(Section):
                                       "initial count by the last pruning event")
     max_rank: int = param(64, "rank cap of one adapter")
     distill: bool = param(True, "self-distillation from a frozen snapshot of the adapters")
+    teacher: Literal["best", "start"] = param(
+        "best", "teacher tuning parameters and masks: the best dev model since pruning started "
+                "(APT's self_momentum) or a copy taken when pruning starts")
     temperature: float = param(4.0, "prediction-distillation temperature (issue: 4; the "
                                     "authors' scripts use 2/3)")
     teacher_layers: Literal["block", "static"] = param(

@@ -62,6 +62,9 @@ class APTMethod(TrainMethod):
         self.adapter_ema: dict[str, float] = {}
         self.log: list[dict] = []
         self.teacher_state: dict | None = None
+        self.teacher_masks: Masks | None = None
+        self.teacher_snapshots = 0
+        self.best_teacher_metric = float("-inf")
         self._collector = None
 
     def _events(self, cfg) -> list[int]:
@@ -127,13 +130,29 @@ class APTMethod(TrainMethod):
     def _distilling(self, step: int) -> bool:
         return bool(self.cfg.distill and self.events and step >= self.start)
 
+    def _snapshot_teacher(self, model: nn.Module) -> None:
+        """The teacher: a frozen copy of the tuning parameters and the masks, taken when pruning
+        starts and, with ``apt.teacher=best``, again whenever the dev metric beats every
+        earlier one after that (APT's ``self_momentum`` distillation keeps its best model)."""
+        self.teacher_state = distill.snapshot_adapters(model)
+        self.teacher_masks = _clone(self.masks)
+        self.teacher_snapshots += 1
+
+    def on_evaluate(self, model: nn.Module, metric: float, step: int) -> None:
+        if not (self.cfg.distill and self.cfg.teacher == "best" and self._distilling(step)):
+            return
+        if metric > self.best_teacher_metric:
+            self.best_teacher_metric = metric
+            self._snapshot_teacher(model)
+
     def loss(self, model: nn.Module, batch: dict, step: int) -> torch.Tensor:
         distilling = self._distilling(step)
         if distilling and self.teacher_state is None:
-            self.teacher_state = distill.snapshot_adapters(model)
+            self._snapshot_teacher(model)
         teacher = None
         if distilling:
-            with distill.teacher_mode(model, self.teacher_state):
+            with distill.teacher_mode(model, self.teacher_state), \
+                    apply_masks(model, self.teacher_masks, self.structure):
                 teacher = model(**batch, output_hidden_states=True)
         collect = self.cfg.salience == "outlier" and self._scoring(step)
         collector = sal.SalienceCollector(model, self.structure, use_kurtosis=self.cfg.kurtosis,
@@ -283,8 +302,17 @@ class APTMethod(TrainMethod):
 
     def summary(self) -> dict:
         return {"prune_start": self.start, "prune_stop": self.stop, "events": self.events,
+                "teacher_snapshots": self.teacher_snapshots,
+                "best_teacher_metric": (None if self.best_teacher_metric == float("-inf")
+                                        else self.best_teacher_metric),
                 "mask_step": self.mask_step, "initial_adapter_params": self.initial_adapter_params,
                 "pruning_log": self.log}
+
+
+def _clone(masks: Masks) -> Masks:
+    return Masks(heads={k: v.detach().clone() for k, v in masks.heads.items()},
+                 neurons={k: v.detach().clone() for k, v in masks.neurons.items()},
+                 hidden=None if masks.hidden is None else masks.hidden.detach().clone())
 
 
 def _flat(masks: Masks) -> dict[str, torch.Tensor]:

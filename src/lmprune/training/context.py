@@ -53,6 +53,8 @@ class TrainContext:
             else:
                 metrics = self.task.evaluate(model, self.dev, cfg.eval_batch_size, self.device)
                 keep = 1.0
+        if method is not None:
+            method.on_evaluate(model, float(metrics[self.task.metric]), self.steps_done)
         point = {"step": self.steps_done, "seconds": round(self.seconds, 3),
                  "metric": float(metrics[self.task.metric]), "keep_ratio": round(keep, 4),
                  "phase": phase}

@@ -52,6 +52,10 @@ class TrainMethod:
         """Fraction of the prunable body currently kept (1.0 for dense methods)."""
         return 1.0
 
+    def on_evaluate(self, model: nn.Module, metric: float, step: int) -> None:
+        """Called with the dev metric after each evaluation during training (APT keeps its
+        best model as the distillation teacher)."""
+
     def finish(self, model: nn.Module) -> nn.Module:
         """The final model after training (merged adapters, pruned structures removed)."""
         return model

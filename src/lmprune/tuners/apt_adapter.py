@@ -182,8 +182,18 @@ def _check_rank(r: int, name: str) -> None:
 
 
 def _init_a(tensor: torch.Tensor, generator: torch.Generator | None) -> None:
-    """LoRA's initialisation of A: Kaiming-uniform with a=√5 (nn.Linear's default)."""
-    nn.init.kaiming_uniform_(tensor, a=math.sqrt(5), generator=generator)
+    """LoRA's initialisation of A: Kaiming-uniform with a=√5 (nn.Linear's default).
+
+    A generator on another device than ``tensor`` (a CPU generator for a CUDA adapter) draws
+    on its own device and the values are copied, so a seed gives the same A everywhere.
+    """
+    if generator is None or generator.device == tensor.device:
+        nn.init.kaiming_uniform_(tensor, a=math.sqrt(5), generator=generator)
+        return
+    values = torch.empty(tensor.shape, dtype=tensor.dtype, device=generator.device)
+    nn.init.kaiming_uniform_(values, a=math.sqrt(5), generator=generator)
+    with torch.no_grad():
+        tensor.copy_(values)
 
 
 # --- model-level helpers -----------------------------------------------------------------
