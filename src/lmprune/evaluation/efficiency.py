@@ -12,7 +12,7 @@ their ratio is a measured speedup:
   decoder start token), i.e. the full encoder and one decoder step, which is what scoring a
   one-token label costs;
 - ``warmup`` untimed forwards, then ``repeats`` timed ones (``torch.cuda.synchronize``
-  around each on CUDA); latency is the mean seconds per batch, throughput is
+  around each on CUDA); latency is the median seconds per batch, throughput is
   batch / latency in samples per second;
 - peak memory of the timed forwards (:mod:`lmprune.evaluation.memory`; on CPU the RSS of
   the whole process, labelled as such);
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import statistics
 import time
 
 import torch
@@ -99,7 +100,7 @@ def _measure_batch(model, inputs: dict, device, warmup: int, repeats: int,
     with track_peak_memory(device) as box:
         times = _timed_forwards(model, inputs, device, repeats, max_seconds)
     batch = inputs["input_ids"].shape[0]
-    seconds = sum(times) / len(times)
+    seconds = statistics.median(times)  # robust to a GPU clock ramp or a CPU hiccup
     return {"samples_per_s": batch / seconds, "latency_ms": 1000 * seconds,
             "repeats": len(times), "peak_memory": box.result.as_dict()}
 

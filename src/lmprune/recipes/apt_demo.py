@@ -13,8 +13,8 @@ from lmprune.config import load_config
 #: (run name, overrides) in order; lr per method for the short schedule (see demo-apt.yaml).
 RUNS = (
     ("ft", ["train.method=ft", "train.lr=1e-4"]),
-    ("lora-prune", ["train.method=lora-prune", "train.lr=1e-3"]),
-    ("apt", ["train.method=apt", "train.lr=1e-3"]),
+    ("lora-prune", ["train.method=lora-prune", "train.lr=2e-3"]),
+    ("apt", ["train.method=apt", "train.lr=2e-3"]),
 )
 
 

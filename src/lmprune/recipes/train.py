@@ -174,8 +174,11 @@ def _measure(model, run, log, what: str) -> dict:
     log(f"[train] measuring {what} inference at batch sizes {cfg.measure_batch_sizes}, "
         f"sequence {cfg.measure_seq_len}")
     vocab = getattr(model.config, "vocab_size", None)
+    # a GPU forward of a small model takes milliseconds: many repeats for a stable median
+    cuda = next(model.parameters()).is_cuda
     return measure_inference(model, batch_sizes=tuple(cfg.measure_batch_sizes),
                              seq_len=cfg.measure_seq_len, vocab_size=vocab,
+                             warmup=10 if cuda else 2, repeats=50 if cuda else 5,
                              max_seconds=cfg.measure_seconds)
 
 

@@ -69,8 +69,11 @@ class TrainMethod:
 LORA_TARGETS = {"bert": ["query", "value"], "roberta": ["query", "value"], "t5": ["q", "v"],
                 "llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"],
                 "mistral": ["q_proj", "v_proj"]}
-#: Task-head modules that train with the adapters (new heads are randomly initialised).
-HEAD_MODULES = ["classifier", "qa_outputs", "score"]
+#: Task-head modules that train with the adapters (new heads are randomly initialised; BERT's
+#: pooler counts as part of the head, as in lmprune's parameter counts: sentence-embedding
+#: checkpoints such as all-MiniLM never trained it for classification). A language-model head
+#: (``lm_head``: T5 text-to-text, summarization) stays frozen, as in LoRA.
+HEAD_MODULES = ["classifier", "pooler", "qa_outputs", "score"]
 
 
 class LoRAMethod(TrainMethod):
@@ -102,7 +105,8 @@ def unfreeze_heads(model: nn.Module) -> list[str]:
     """Make the task head trainable (after an adapter wrapper froze everything)."""
     names = []
     for name, module in model.named_modules():
-        if name.split(".")[-1] in HEAD_MODULES:
+        if name.split(".")[-1] in HEAD_MODULES and not any(name.startswith(n + ".")
+                                                           for n in names):
             for p in module.parameters():
                 p.requires_grad_(True)
             names.append(name)
