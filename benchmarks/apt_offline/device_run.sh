@@ -3,6 +3,7 @@
 # The minilm-l6 weights (91 MB) are larger than one transfer, so they travel in two parts:
 #   call 1: carry .stage/apt0 (weights part 0, tokenizer/config files, wheels), `--stage`
 #   call 2: carry .stage/apt1 (weights part 1), then run with any run.py arguments.
+# Results go to $BENCH (default ~/bench) there and are copied to $OUT.
 # Parts are kept under ~/stage, which lives as long as the machine stays warm.
 set -u
 mkdir -p ~/stage
@@ -17,8 +18,9 @@ if [ ! -f "$PKG/model/model.safetensors" ]; then
 fi
 export PYTHONPATH=~/site:$PWD/src HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error \
   PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false LMPRUNE_CACHE=~/cache
-timeout "${BUDGET:-540}" python3 benchmarks/apt_offline/run.py --out ~/bench "$@" 2>&1 \
+BENCH=${BENCH:-$HOME/bench}
+timeout "${BUDGET:-540}" python3 benchmarks/apt_offline/run.py --out "$BENCH" "$@" 2>&1 \
   | grep -v "it/s\]\|it\]$\|Loading weights\|LOAD REPORT\|MISSING\|newly initialized\|^Key \|^---\|^Notes\|^classifier\|Generating"
-cp ~/bench/results.json ~/bench/results.md ~/bench/results.csv "$OUT"/ 2>/dev/null
-(cd ~/bench && tar czf "$OUT"/runs.tgz --exclude=model */metrics.json */report.md */training_curve.png 2>/dev/null)
+cp "$BENCH"/results.json "$BENCH"/results.md "$BENCH"/results.csv "$OUT"/ 2>/dev/null
+(cd "$BENCH" && tar czf "$OUT"/runs.tgz --exclude=model */metrics.json */report.md */training_curve.png 2>/dev/null)
 exit 0

@@ -1,0 +1,89 @@
+"""Mean and spread over seeds of the apt_offline results, and the issue's targets on the means.
+
+    python benchmarks/apt_offline/aggregate.py benchmarks/apt_offline/results/seed*
+
+Reads each directory's ``results.json`` (written by run.py) and prints a markdown table:
+per method, mean ± standard deviation (over seeds) of dev accuracy, relative accuracy
+(per seed against that seed's FT run), kept body parameters, training time, time to 97% of
+FT (how many seeds reached it), throughput ratios vs dense, peak training memory.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from run import ORDER
+
+
+def _stats(values: list) -> tuple[float | None, float | None, int]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None, 0
+    return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0), len(vals)
+
+
+def _fmt(values: list, digits: int = 3, scale: float = 1.0, unit: str = "") -> str:
+    mean, std, n = _stats(values)
+    if mean is None:
+        return "never"
+    text = f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}{unit}"
+    return text if n == len(values) else f"{text} ({n}/{len(values)} seeds)"
+
+
+def aggregate(dirs: list[Path]) -> tuple[list[str], dict]:
+    by_method: dict[str, list[dict]] = {}
+    for d in dirs:
+        for row in json.loads((d / "results.json").read_text()):
+            by_method.setdefault(row["method"], []).append(row)
+    lines = [f"{len(dirs)} seeds ({', '.join(d.name for d in dirs)}); mean ± standard deviation.",
+             "", "| method | dev accuracy | relative to FT | kept body | train s | "
+             "time to 97% of FT (s) | bs32 vs dense | bs128 vs dense | peak train MB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    means = {}
+    for method in [m for m in ORDER if m in by_method]:
+        rows = by_method[method]
+        col = {k: [r.get(k) for r in rows] for k in rows[0]}
+        means[method] = {k: _stats(col[k])[0] for k in ("metric", "relative_accuracy",
+                                                         "tta_seconds", "peak_train_mb")}
+        means[method]["tta_reached"] = sum(v is not None for v in col["tta_seconds"])
+        lines.append(f"| {method} | {_fmt(col['metric'])} | "
+                     f"{_fmt(col['relative_accuracy'], 1, 100, '%')} | "
+                     f"{_fmt(col['kept_params_ratio'], 1, 100, '%')} | "
+                     f"{_fmt(col['train_seconds'], 1)} | {_fmt(col['tta_seconds'], 1)} | "
+                     f"{_fmt(col['speedup_bs32'], 2, 1, 'x')} | "
+                     f"{_fmt(col['speedup_bs128'], 2, 1, 'x')} | "
+                     f"{_fmt(col['peak_train_mb'], 0)} |")
+    return lines, means
+
+
+def targets(means: dict) -> list[str]:
+    ft, apt, lp = means.get("ft"), means.get("apt"), means.get("lora-prune")
+    out = []
+    if ft and apt:
+        rel = apt["relative_accuracy"]
+        out.append(f"APT accuracy >= 98% of FT (mean of per-seed ratios): {rel:.1%} -> "
+                   f"{'met' if rel >= 0.98 else 'missed'}")
+        mem = apt["peak_train_mb"] / ft["peak_train_mb"]
+        out.append(f"APT peak training memory <= 65% of FT: {mem:.1%} -> "
+                   f"{'met' if mem <= 0.65 else 'missed'}")
+    if apt and lp:
+        out.append(f"APT more accurate than lora-prune: {apt['metric']:.4f} vs {lp['metric']:.4f}"
+                   f" -> {'met' if apt['metric'] > lp['metric'] else 'missed'}")
+        out.append(f"time to 97% of FT: APT reached it in {apt['tta_reached']} seeds "
+                   f"(mean {apt['tta_seconds']:.1f} s), lora-prune in {lp['tta_reached']}")
+    return out
+
+
+def main(argv: list[str]) -> int:
+    dirs = [Path(a) for a in argv] or sorted(Path(__file__).parent.glob("results/seed*"))
+    lines, means = aggregate(dirs)
+    print("\n".join(lines + ["", "Targets (issue 4), on the means:", ""]
+                    + [f"- {t}" for t in targets(means)]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    sys.exit(main(sys.argv[1:]))
