@@ -38,6 +38,17 @@ def load_config_from_args(args: argparse.Namespace, schema: type | None = None):
     return load_config(config, list(args.overrides or []), schema or RunConfig)
 
 
+def overrides_from_flags(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]:
+    """``--flag value`` options as ``config.path=value`` overrides, then the explicit ones.
+
+    ``flags`` maps an argparse destination to its config path; unset flags are skipped, and
+    explicit ``key=value`` overrides come last so they win.
+    """
+    given = [f"{path}={getattr(args, name)}" for name, path in flags.items()
+             if getattr(args, name, None) is not None]
+    return given + list(args.overrides or [])
+
+
 def cell(value: Any) -> str:
     """How a value looks in a table: yes/no, comma-joined lists, '-' for nothing."""
     if value is None or value == "":

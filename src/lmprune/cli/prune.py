@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lmprune.cli._common import add_command
+from lmprune.cli._common import add_command, overrides_from_flags
 
 FLAGS = {"method": "prune.method", "model": "model.name", "sparsity": "prune.sparsity",
          "calibration": "data.calibration", "out": "output.dir"}
@@ -33,17 +33,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def overrides_from_flags(args: argparse.Namespace) -> list[str]:
-    flags = [f"{path}={getattr(args, name)}" for name, path in FLAGS.items()
-             if getattr(args, name, None) is not None]
-    return flags + list(args.overrides or [])
-
-
 def run(args: argparse.Namespace) -> int:
     from lmprune.config import load_config
     from lmprune.recipes.prune import run_prune
 
-    run_config = load_config(args.config, overrides_from_flags(args))
+    run_config = load_config(args.config, overrides_from_flags(args, FLAGS))
     outcome = run_prune(run_config)
     removed = outcome.metrics["params_removed_fraction"]
     print(f"removed {removed['body']:.1%} of the non-embedding parameters "

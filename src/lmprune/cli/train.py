@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lmprune.cli._common import add_command
+from lmprune.cli._common import add_command, overrides_from_flags
 
 FLAGS = {"method": "train.method", "model": "model.name", "task": "train.task",
          "sparsity": "train.sparsity", "epochs": "train.epochs", "reference": "train.reference",
@@ -47,17 +47,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def overrides_from_flags(args: argparse.Namespace) -> list[str]:
-    flags = [f"{path}={getattr(args, name)}" for name, path in FLAGS.items()
-             if getattr(args, name, None) is not None]
-    return flags + list(args.overrides or [])
-
-
 def run(args: argparse.Namespace) -> int:
     from lmprune.config import load_config
     from lmprune.recipes.train import run_train
 
-    outcome = run_train(load_config(args.config, overrides_from_flags(args)))
+    outcome = run_train(load_config(args.config, overrides_from_flags(args, FLAGS)))
     m = outcome.metrics
     tta = (m.get("time_to_accuracy") or {}).get("seconds")
     print(f"{m['method']}: dev {m['metric_name']} {m['metric']:.4f}, kept "

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from lmprune.recovery.loop import batch_indices  # the same seeded per-epoch order
 from lmprune.training.method import TrainMethod
 
 MAX_GRAD_NORM = 1.0
@@ -94,15 +95,6 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return max(0.0, (total - step) / max(1, total - warmup))
-
-
-def batch_indices(step: int, n_examples: int, batch_size: int, seed: int) -> list[int]:
-    """The examples of optimizer step ``step``: a slice of epoch ``step // S``'s permutation."""
-    per_epoch = math.ceil(n_examples / batch_size)
-    epoch, j = divmod(step, per_epoch)
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(n_examples, generator=generator)
-    return order[j * batch_size:(j + 1) * batch_size].tolist()
 
 
 @dataclass
