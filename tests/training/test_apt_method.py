@@ -102,7 +102,7 @@ def test_salience_replacements_run(salience):
     assert method.keep_ratio() <= 0.4 + 1e-6
 
 
-def test_distillation_weight_follows_mu():
+def test_teacher_snapshot_and_pruning_window():
     _, method, _ = _train("tiny-bert")
     assert method.teacher_state is not None  # snapshot taken when pruning started
     assert method.start == 2 and method.stop == 12

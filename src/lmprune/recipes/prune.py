@@ -8,6 +8,7 @@ the end, so a failed run leaves no half-written output behind.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import random
 import shutil
@@ -58,6 +59,21 @@ def prepare_output(run: RunConfig) -> Path:
     return out
 
 
+@contextlib.contextmanager
+def staged_output(out: Path):
+    """A staging directory beside ``out``; moved into place when the block succeeds, deleted
+    otherwise, so a failed run leaves no half-written output."""
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield stage
+        if out.exists():
+            shutil.rmtree(out)
+        stage.rename(out)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
 def calibration_for(run: RunConfig, tokenizer):
     from lmprune.data.calibration import build_calibration
 
@@ -98,8 +114,7 @@ def run_prune(run: RunConfig, progress: bool = True, log=print,
     else:
         before = dense_eval
     widths_before = layer_widths(structure)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_output(out) as stage:
         log(f"[prune] method {run.prune.method}: scoring and selecting")
         t0 = time.perf_counter()
         # methods with a search (adapruner, sublayer-ri) write their history and plots here
@@ -122,12 +137,6 @@ def run_prune(run: RunConfig, progress: bool = True, log=print,
                            time.perf_counter() - start, {})
         dump_yaml(run, stage / "config.yaml")
         write_report(stage, metrics, plots)
-        if out.exists():
-            shutil.rmtree(out)
-        stage.rename(out)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
     log(f"[prune] done: {out}/report.md")
     return PruneOutcome(out, metrics, model, tokenizer)
 

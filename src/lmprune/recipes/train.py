@@ -11,8 +11,6 @@ end, so a failed run leaves no half-written output behind.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,7 @@ import torch
 from lmprune.arch import describe
 from lmprune.config import dump_yaml
 from lmprune.errors import LmpruneError
-from lmprune.recipes.prune import DTYPES, prepare_output, seed_everything
+from lmprune.recipes.prune import DTYPES, prepare_output, seed_everything, staged_output
 from lmprune.structures.counting import count_parameters
 
 
@@ -121,8 +119,7 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
         f"{task.metric} before training:")
     ctx.evaluate(model, None, phase="start")
     log(f"[train]   {ctx.curve[-1]['metric']:.4f}")
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_output(out) as stage:
         with track_peak_memory(accelerator.device) as train_memory:
             model, info = run_method(ctx, model)
         model.to(accelerator.device).eval()
@@ -146,12 +143,6 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
         from lmprune.reporting.train_report import write_train_report
 
         write_train_report(stage, metrics)
-        if out.exists():
-            shutil.rmtree(out)
-        stage.rename(out)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
     log(f"[train] done: {out}/report.md")
     return TrainOutcome(out, metrics)
 

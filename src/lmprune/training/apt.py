@@ -163,9 +163,10 @@ class APTMethod(TrainMethod):
             out = model(**batch, output_hidden_states=distilling)
         if teacher is None:
             return out.loss
-        pred = distill.prediction_distillation(_logits(out), _logits(teacher),
+        pred = distill.prediction_distillation(distill.output_logits(out),
+                                               distill.output_logits(teacher),
                                                self.cfg.temperature)
-        s_hidden, t_hidden = _hidden(out), _hidden(teacher)
+        s_hidden, t_hidden = distill.output_hidden(out), distill.output_hidden(teacher)
         n = len(s_hidden) - 1
         ids = distill.teacher_layers(n, self.cfg.teacher_layers, self.rng)
         mapping = distill.match_layers(s_hidden, t_hidden, ids, [True] * n, self.transform)
@@ -225,7 +226,7 @@ class APTMethod(TrainMethod):
         round_to = {"neurons": cfg.round_to} if last and cfg.round_to > 1 else None
         total = self.body + (self._hidden_total() if "hidden" in self.costs else 0.0)
         keep = select_within_budget(saliences, self.costs, ratio * total, round_to=round_to)
-        self._set_targets(keep)
+        self._set_targets(keep, saliences)
         grown = self._grow(model, len([e for e in self.events if e <= step]))
         self.log.append({"step": step, "target_keep": round(ratio, 4),
                          "kept": {k: int(v.sum()) for k, v in keep.items()},
@@ -252,10 +253,11 @@ class APTMethod(TrainMethod):
             out["hidden"] = values.get("hidden", torch.zeros(self.structure.hidden.size)).float().cpu()
         return out
 
-    def _set_targets(self, keep: dict[str, torch.Tensor]) -> None:
+    def _set_targets(self, keep: dict[str, torch.Tensor],
+                     saliences: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
             if "heads" in keep:
-                scores = self._stacked_salience()["heads"]
+                scores = saliences["heads"]
                 for i, s in enumerate(self.structure.attention):
                     row = equal_heads_per_group(keep["heads"][i], scores[i], s.group_size)
                     self.targets.heads[s.name].copy_(row)
@@ -321,20 +323,6 @@ def _flat(masks: Masks) -> dict[str, torch.Tensor]:
     if masks.hidden is not None:
         flat["hidden"] = masks.hidden
     return flat
-
-
-def _logits(out) -> torch.Tensor:
-    if getattr(out, "logits", None) is not None:
-        return out.logits
-    return torch.stack([out.start_logits, out.end_logits], -1)
-
-
-def _hidden(out):
-    for name in ("decoder_hidden_states", "hidden_states"):
-        h = getattr(out, name, None)
-        if h is not None:
-            return h
-    raise ValueError("the model returned no hidden states; layer distillation needs them")
 
 
 def _magnitude(model: nn.Module, structure, hidden: bool) -> dict[str, torch.Tensor]:

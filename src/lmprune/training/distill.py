@@ -37,6 +37,7 @@ from lmprune.errors import LmpruneError
 
 __all__ = [
     "LayerTransform", "distill_weights", "layer_distillation", "match_layers", "mu",
+    "output_hidden", "output_logits",
     "prediction_distillation", "snapshot_adapters", "teacher_layers", "teacher_mode",
     "total_loss", "TASK_TYPES",
 ]
@@ -100,6 +101,23 @@ def prediction_distillation(student_logits: Tensor, teacher_logits: Tensor,
     log_s = F.log_softmax(student_logits.reshape(-1, vocab).float() / tau, dim=-1)
     p_t = F.softmax(teacher_logits.detach().reshape(-1, vocab).float() / tau, dim=-1)
     return F.kl_div(log_s, p_t, reduction="batchmean") * tau ** 2
+
+
+def output_logits(out) -> Tensor:
+    """The logits to distil from a HF output: ``logits``, or QA's start/end logits stacked."""
+    if getattr(out, "logits", None) is not None:
+        return out.logits
+    return torch.stack([out.start_logits, out.end_logits], -1)
+
+
+def output_hidden(out) -> Sequence[Tensor]:
+    """Layer outputs for layer distillation: the decoder's for seq2seq models, else the model's."""
+    for name in ("decoder_hidden_states", "hidden_states"):
+        hidden = getattr(out, name, None)
+        if hidden is not None:
+            return hidden
+    raise LmpruneError("the model returned no hidden states; call it with "
+                       "output_hidden_states=True for layer distillation")
 
 
 # --------------------------------------------------------------------------- layer transform

@@ -52,11 +52,11 @@ class TeacherDistiller:
         return self.teacher(**batch, output_hidden_states=True)
 
     def loss(self, student_out, teacher_out) -> torch.Tensor:
-        from lmprune.training.apt import _hidden, _logits
-
-        pred = distill.prediction_distillation(_logits(student_out), _logits(teacher_out),
+        pred = distill.prediction_distillation(distill.output_logits(student_out),
+                                               distill.output_logits(teacher_out),
                                                self.temperature)
-        s_hidden, t_hidden = _hidden(student_out), _hidden(teacher_out)
+        s_hidden = distill.output_hidden(student_out)
+        t_hidden = distill.output_hidden(teacher_out)
         n_s, n_t = len(s_hidden) - 1, len(t_hidden) - 1
         if n_s != n_t:  # the student lost whole layers: compare the layers that exist
             return self.pred_weight * pred
