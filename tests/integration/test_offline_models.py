@@ -21,7 +21,9 @@ import torch
 from lmprune.arch import describe
 from lmprune.pruners.random import random_scores
 from lmprune.pruners.selection import select
+from lmprune.structures.kv_cache import cache_arguments, output_cache
 from lmprune.structures import Masks, remove
+from lmprune.structures.kv_cache import cache_arguments, output_cache
 from lmprune.structures.export import save_pretrained
 from lmprune.structures.plan import PLAN_FILE, PruningPlan, apply_plan
 from lmprune.zoo import load_model
@@ -272,8 +274,8 @@ def test_removed_first_attention_keeps_cache_length(smollm2):
     ids = prompt_ids(smollm2.tokenizer)["input_ids"]
     with torch.no_grad():
         prefix = model(ids[:, :-1], use_cache=True)
-        assert prefix.past_key_values.get_seq_length() == ids.shape[1] - 1
-        step = model(ids[:, -1:], past_key_values=prefix.past_key_values, use_cache=True)
+        assert output_cache(prefix).get_seq_length() == ids.shape[1] - 1
+        step = model(ids[:, -1:], **cache_arguments(model, output_cache(prefix)))
         full = model(ids)
     assert max_diff(step.logits[:, -1], full.logits[:, -1]) < 1e-2
     cached, uncached = generate_both(model, padded_batch(smollm2.tokenizer))

@@ -9,14 +9,19 @@ from lmprune.zoo import tiny_config
 AGGREGATIONS = ("sum", "mean", "max", "prod", "last")
 
 
-def one_layer_llama(num_kv_heads: int = 2, seed: int = 0, layers: int = 1):
-    """tiny-llama with ``layers`` layers (8 heads of 8 dims, hidden 64, FFN 96), fp32, eval."""
+def one_layer_llama(num_kv_heads: int = 2, seed: int = 0, layers: int = 1,
+                    dtype: torch.dtype = torch.float64):
+    """tiny-llama with ``layers`` layers (8 heads of 8 dims, hidden 64, FFN 96), eval.
+
+    float64 by default: the scorer and the references sum gradients in different orders, and
+    in float32 that alone moves a score with cancellation (the vector metric, prod) by ~1e-5.
+    """
     config = tiny_config("tiny-llama")
     config.num_hidden_layers = layers
     config.num_key_value_heads = num_kv_heads
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     return model.eval()
 
 
@@ -31,13 +36,13 @@ def reference_gradients(model, samples):
     params = dict(model.named_parameters())
     model.zero_grad(set_to_none=True)
     model(input_ids=samples, labels=samples).loss.backward()
-    grads = {n: p.grad.detach().float().clone() for n, p in params.items()}
-    hess = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    grads = {n: p.grad.detach().double().clone() for n, p in params.items()}
+    hess = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in params.items()}
     for sample in samples:
         model.zero_grad(set_to_none=True)
         model(input_ids=sample[None], labels=sample[None]).loss.backward()
         for n, p in params.items():
-            hess[n] += p.grad.detach().float() ** 2 / len(samples)
+            hess[n] += p.grad.detach().double() ** 2 / len(samples)
     model.zero_grad(set_to_none=True)
     return grads, hess
 

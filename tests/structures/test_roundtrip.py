@@ -13,6 +13,7 @@ from lmprune import load_pretrained
 from lmprune.arch import describe
 from lmprune.structures import Masks, remove
 from lmprune.structures.export import REMOTE_FILE, save_pretrained
+from lmprune.structures.kv_cache import cache_arguments, output_cache
 from lmprune.structures.plan import PruningPlan, apply_plan
 
 from mask_recipes import TINY, fresh, inputs_for, logits, random_masks
@@ -142,8 +143,8 @@ def test_generation_with_removed_attention_uses_cache_correctly(name, tmp_path):
         uncached = model.generate(prompt, use_cache=False, **kwargs)
         # the cache length is read from layer 0, whose attention is gone
         prefix = model(prompt[:, :-1], use_cache=True)
-        assert prefix.past_key_values.get_seq_length() == prompt.shape[1] - 1
-        step = model(prompt[:, -1:], past_key_values=prefix.past_key_values, use_cache=True)
+        assert output_cache(prefix).get_seq_length() == prompt.shape[1] - 1
+        step = model(prompt[:, -1:], **cache_arguments(model, output_cache(prefix)))
         full = model(prompt)
     assert torch.equal(cached, uncached)
     assert (step.logits[:, -1] - full.logits[:, -1]).abs().max() <= 1e-4

@@ -107,7 +107,8 @@ def backward_passes(model: nn.Module, samples: torch.Tensor, batch_size: int,
 
 
 class FloatSums:
-    """fp32 running sums, one buffer per watched weight, allocated on first use."""
+    """Running sums in fp32 (fp64 for fp64 weights), one buffer per watched weight,
+    allocated on first use."""
 
     def __init__(self, transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  scale: float = 1.0):
@@ -115,7 +116,7 @@ class FloatSums:
         self.buffers: dict[int, torch.Tensor] = {}
 
     def __call__(self, index: int, param: nn.Parameter, grad: torch.Tensor) -> None:
-        value = grad.float()
+        value = grad.to(torch.promote_types(grad.dtype, torch.float32))
         if self.transform is not None:
             value = self.transform(value)
         if self.scale != 1.0:

@@ -111,7 +111,7 @@ def taylor_metrics(model: nn.Module, structure: ModelStructure, samples: torch.T
 
     def score(index: int, grad: torch.Tensor) -> None:
         hess = hessian.pop(index) if hessian is not None else None
-        _score_tensor(tensors[index], index, grad.float(), hess, results)
+        _score_tensor(tensors[index], index, grad, hess, results)
         scored.add(index)
 
     batch = n if batch_size is None else batch_size
@@ -126,7 +126,7 @@ def taylor_metrics(model: nn.Module, structure: ModelStructure, samples: torch.T
             score(index, sums.pop(index))
     for index, tensor in enumerate(tensors):  # weights the loss does not depend on
         if index not in scored:
-            score(index, torch.zeros_like(tensor.param, dtype=torch.float32))
+            score(index, torch.zeros_like(tensor.param, dtype=_score_dtype(tensor.param)))
     return {m: results[m].scores(structure, aggregation) for m in metrics}
 
 
@@ -144,9 +144,16 @@ def salience(metric: str, weight: torch.Tensor, grad: torch.Tensor,
     return (first - 0.5 * weight * hessian * weight).abs()
 
 
+def _score_dtype(param: torch.Tensor) -> torch.dtype:
+    """fp32 for bf16/fp16/fp32 weights, fp64 for fp64 ones (exact references in tests)."""
+    return torch.promote_types(param.dtype, torch.float32)
+
+
 def _score_tensor(tensor: CoupledTensor, index: int, grad: torch.Tensor,
                   hessian: torch.Tensor | None, results: dict[str, GroupImportances]) -> None:
-    weight = tensor.param.detach().float()
+    dtype = _score_dtype(tensor.param)
+    weight, grad = tensor.param.detach().to(dtype), grad.to(dtype)
+    hessian = hessian.to(dtype) if hessian is not None else None
     for metric, collected in results.items():
         values = salience(metric, weight, grad, hessian)
         cache: dict[int, torch.Tensor] = {}

@@ -23,6 +23,26 @@ import transformers
 from torch import nn
 
 
+#: Keywords under which transformers versions pass the KV cache to a layer or an attention
+#: module: ``past_key_values`` (5.0-5.23), ``cache`` (5.24 on), ``past_key_value`` (4.x).
+CACHE_KEYWORDS = ("cache", "past_key_values", "past_key_value", "layer_past")
+
+
+def find_cache(kwargs: dict):
+    """The KV cache passed to a module, whatever keyword this transformers version uses.
+
+    Looks at the known keywords first, then at any argument that behaves like a cache (has
+    ``update`` and ``get_seq_length``), so a future rename does not silently drop it.
+    """
+    for key in CACHE_KEYWORDS:
+        if kwargs.get(key) is not None:
+            return kwargs[key]
+    for value in kwargs.values():
+        if hasattr(value, "get_seq_length") and hasattr(value, "update"):
+            return value
+    return None
+
+
 class Skipped(nn.Module):
     """A removed sublayer: passes the residual stream through with no matmul.
 
@@ -68,7 +88,7 @@ class Skipped(nn.Module):
         if kind in ("norm", "bert_intermediate"):
             return x
         if kind == "decoder_attention":
-            self._touch_cache(x, kwargs.get("past_key_values"))
+            self._touch_cache(x, find_cache(kwargs))
             return self._residual_delta(x), None
         if kind == "decoder_mlp":
             return self._residual_delta(x)
@@ -82,7 +102,7 @@ class Skipped(nn.Module):
         if kind == "t5_cross":
             return x, None, None
         if kind == "t5_self":
-            return x, self._t5_position_bias(x, kwargs.get("past_key_values")), None
+            return x, self._t5_position_bias(x, find_cache(kwargs)), None
         raise ValueError(f"unknown skipped-sublayer kind {kind!r}")
 
     def _touch_cache(self, x, cache):
@@ -128,7 +148,7 @@ def _t5_heads_pre_hook(module, args, kwargs):
     module._lmprune_full_bias = None
     if bias is None and module.has_relative_attention_bias:
         hidden = args[0] if args else kwargs["hidden_states"]
-        cache = kwargs.get("past_key_values")
+        cache = find_cache(kwargs)
         seen = 0
         if cache is not None:
             seen = getattr(cache, "self_attention_cache", cache).get_seq_length(module.layer_idx)
