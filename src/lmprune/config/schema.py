@@ -147,6 +147,14 @@ class AdaPrunerConfig(Section):
         {"vector": [1e5, 1e6, 1e7], "element1": [1e-2, 1e-3], "element2": [1e-4]},
         "estimation-metric alignment factors TPE chooses from, per metric")
     startup_trials: int = param(5, "random trials before TPE starts modelling")
+    sampler: Literal["tpe", "random"] = param("tpe", "search strategy: TPE (Bayesian) or "
+                                                     "uniform random search")
+    search_samples: bool = param(True, "search which calibration samples to use (false: one "
+                                       "fixed random draw of data.num_samples pool samples)")
+    search_mix: bool = param(True, "search the coarse/fine balance coefficients (false: fixed "
+                                   "equal weights of the aligned metrics)")
+    align: bool = param(True, "apply the estimation-metric alignment factors (false: the raw "
+                              "metrics are mixed)")
 
     def validate(self) -> list[str]:
         problems = _positive(self, "trials", "pool_size", "heldout")

@@ -96,6 +96,10 @@ class TrainConfig(Section):
 class APTConfig(Section):
     """APT (Zhao, Hajishirzi, Cao, ICML 2024); every component can be switched or replaced."""
 
+    adapter: Literal["lora", "none"] = param(
+        "lora", "lora: APT's masked low-rank adapters are tuned (the backbone frozen); none: no "
+                "adapters, the backbone itself is tuned (full fine-tuning) while salience, "
+                "schedule, budget and distillation still prune it")
     r: int = param(8, "initial adapter rank (paper: 8)")
     alpha: float = param(16.0, "adapter alpha; the scale alpha / r_init = 2 stays fixed")
     targets: list[str] = param(["q", "v", "ffn_up"], "adapted linears: roles q, k, v, o, "
@@ -112,8 +116,10 @@ class APTConfig(Section):
                    "per block kind to the mean of S~ (see docs/apt.md: the raw sum prunes "
                    "heads first on small models)")
     ema: float = param(0.85, "EMA weight of the previous salience (paper: 0.85)")
-    schedule: Literal["cubic", "late", "gradual", "oneshot", "none"] = param(
-        "cubic", "target keep-ratio schedule (replacements: late, gradual, oneshot, none)")
+    schedule: Literal["cubic", "late", "gradual", "oneshot", "after", "none"] = param(
+        "cubic", "target keep-ratio schedule: cubic (APT: early, adaptive), late, gradual "
+                 "(throughout training), oneshot (at initialisation, scored on calibration "
+                 "batches before step 0), after (once, when tuning ends), none")
     prune_start: int = param(200, "first pruning step (paper: after 200 steps)")
     prune_stop_epochs: float = param(3.0, "pruning ends after this many epochs (capped at 90% "
                                           "of training)")
@@ -125,9 +131,12 @@ class APTConfig(Section):
                                       "initial count by the last pruning event")
     max_rank: int = param(64, "rank cap of one adapter")
     distill: bool = param(True, "self-distillation from a frozen snapshot of the adapters")
-    teacher: Literal["best", "start"] = param(
-        "best", "teacher tuning parameters and masks: the best dev model since pruning started "
-                "(APT's self_momentum) or a copy taken when pruning starts")
+    teacher: Literal["best", "start", "separate"] = param(
+        "best", "self-distillation teacher: best / start share the student's frozen backbone "
+                "(tuning parameters and masks of the best dev model since pruning started, "
+                "APT's self_momentum, or a copy taken when pruning starts); separate: a whole "
+                "frozen copy of the model taken when pruning starts (no parameter sharing, its "
+                "memory counted)")
     temperature: float = param(4.0, "prediction-distillation temperature (issue: 4; the "
                                     "authors' scripts use 2/3)")
     teacher_layers: Literal["block", "static"] = param(
