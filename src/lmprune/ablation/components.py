@@ -31,6 +31,7 @@ class Option:
 @dataclass(frozen=True)
 class Component:
     name: str
+    short: str  # names its variants' run directories: <short>-remove, <short>-<option>
     aliases: tuple[str, ...]
     remove: tuple[str, ...] | None  # overrides of REMOVE; None: cannot be removed
     remove_meaning: str
@@ -74,14 +75,14 @@ APT = MethodTable(
     "APT: adaptive pruning and tuning while fine-tuning (lmprune train --method apt)",
     (
         Component(
-            "apt adapter",
+            "apt adapter", "adapter",
             ("apt adapter", "adapter", "apt adapters", "masked low rank adapter",
              "low rank adapter", "lora adapter", "tuning adapter", "parameter efficient tuning"),
             ("apt.adapter=none",),
             "no adapters: the backbone itself is fine-tuned (full fine-tuning) while APT's "
             "salience, schedule, budget and distillation still prune it"),
         Component(
-            "outlier-aware salience",
+            "outlier-aware salience", "salience",
             ("outlier aware salience", "outlier aware salience scoring", "salience scoring",
              "salience", "outlier salience", "kurtosis", "outlier term",
              "outlier aware importance", "importance scoring", "pruning criterion"),
@@ -101,13 +102,13 @@ APT = MethodTable(
                      "fisher", "fisher information", "mask gradient",
                      "first order taylor")))),
         Component(
-            "self-distillation",
+            "self-distillation", "distill",
             ("self distillation", "self knowledge distillation", "knowledge distillation",
              "distillation", "distillation loss", "self distillation loss"),
             ("apt.distill=false",),
             "no distillation: the task loss alone trains the pruned model"),
         Component(
-            "parameter sharing in self-distillation",
+            "parameter sharing in self-distillation", "teacher-sharing",
             ("parameter sharing in self distillation", "parameter sharing",
              "shared teacher", "teacher student parameter sharing",
              "shared parameters between teacher and student", "shared backbone teacher",
@@ -116,7 +117,7 @@ APT = MethodTable(
             "the teacher is a whole frozen copy of the model taken when pruning starts (no "
             "parameters shared with the student; its memory counted)"),
         Component(
-            "adaptive tuning",
+            "adaptive tuning", "rank-growth",
             ("adaptive tuning", "dynamic rank adjustment", "dynamic rank adjustment in apt "
              "adapter", "adaptive rank", "rank growth", "adaptive rank growth",
              "dynamic parameter addition", "dynamic parameter addition in salient layers",
@@ -134,7 +135,7 @@ APT = MethodTable(
                     ("uniform parameter addition", "uniform rank growth", "uniform growth",
                      "uniform allocation", "grow all adapters equally")))),
         Component(
-            "early-stage pruning",
+            "early-stage pruning", "schedule",
             ("early stage pruning", "early pruning", "adaptive pruning", "pruning schedule",
              "adaptive pruning schedule", "early stage adaptive pruning", "cubic schedule",
              "cubic pruning schedule"),
@@ -158,7 +159,7 @@ APT = MethodTable(
                     ("prune after training", "pruning after tuning", "post training pruning",
                      "prune after fine tuning", "post hoc pruning")))),
         Component(
-            "salience ema",
+            "salience ema", "ema",
             ("ema of salience", "ema of salience scores", "salience ema",
              "exponential moving average", "exponential moving average of salience",
              "moving average",
@@ -167,12 +168,26 @@ APT = MethodTable(
             "each pruning event uses the current salience only (no exponential moving "
             "average with earlier ones)"),
         Component(
-            "hidden-dimension pruning",
+            "hidden-dimension pruning", "hidden",
             ("hidden dimension pruning", "hidden channel pruning", "hidden state pruning",
              "pruning hidden dimensions", "hidden size pruning", "hidden dimension"),
             ("apt.structures=[heads,neurons]",),
             "only heads and FFN neurons are pruned, not hidden channels (identical to the "
             "reference unless the base config prunes hidden channels)"),
+        Component(
+            "APT as a whole", "apt",
+            ("adaptive pruning and tuning", "apt pipeline", "apt framework",
+             "pruning while tuning", "apt pruning and tuning"),
+            None,
+            "",
+            (Option("lora + prune", ("train.method=lora-prune",),
+                    "LoRA fine-tuning, then Kwon et al.'s mask search at the same sparsity",
+                    ("lora prune", "lora then prune", "lora plus pruning",
+                     "lora with kwon mask search", "two stage pruning", "prune after lora")),
+             Option("lora + prune + distill", ("train.method=lora-prune-distill",),
+                    "LoRA, Kwon pruning, then LoRA distilled from the dense LoRA model",
+                    ("lora prune distill", "lora prune and distill",
+                     "lora plus pruning plus distillation")))),
     ))
 
 LORA_PRUNE = MethodTable(
@@ -181,13 +196,13 @@ LORA_PRUNE = MethodTable(
     "LoRA, then Kwon et al.'s retraining-free mask search (lmprune train --method lora-prune)",
     (
         Component(
-            "mask rearrangement",
+            "mask rearrangement", "rearrange",
             ("mask rearrangement", "rearrangement", "fisher based mask rearrangement",
              "layer wise mask rearrangement"),
             ("mask_search.rearrange=false",),
             "the searched mask is used as found, without per-layer rearrangement"),
         Component(
-            "mask tuning",
+            "mask tuning", "mask-tuning",
             ("mask tuning", "mask value tuning", "least squares mask tuning",
              "layer wise reconstruction", "layer wise mask tuning"),
             ("mask_search.tune=false",),
@@ -200,7 +215,7 @@ SUBLAYER_RI = MethodTable(
     "heterogeneous sublayer pruning by relative impact (lmprune prune --method sublayer-ri)",
     (
         Component(
-            "normalization in ri",
+            "normalization in RI", "ri-normalization",
             ("normalization in ri metric", "normalization step in ri metric",
              "ri normalization", "normalized ri", "normalization", "parameter normalization",
              "normalization by parameter count", "per parameter normalization"),
@@ -208,7 +223,7 @@ SUBLAYER_RI = MethodTable(
             "raw relative impact (perplexity change), not divided by the sublayer's "
             "parameter count"),
         Component(
-            "progressive search",
+            "progressive search", "progressive",
             ("progressive search", "progressive search strategy", "progressive pruning",
              "iterative search", "progressive removal", "recomputed ri",
              "iterative ri recomputation"),
@@ -219,7 +234,7 @@ SUBLAYER_RI = MethodTable(
                     ("one shot pruning", "one shot", "one shot search", "single pass",
                      "one shot ranking", "oneshot")),)),
         Component(
-            "parameter budget",
+            "parameter budget", "budget",
             ("parameter budget", "parameter based budget", "budget in parameters"),
             None,
             "",
@@ -236,14 +251,14 @@ ADAPRUNER = MethodTable(
     "--method adapruner)",
     (
         Component(
-            "calibration sample search",
+            "calibration sample search", "sample-search",
             ("calibration sample search", "calibration data search", "sample search",
              "calibration sample selection", "adaptive calibration", "search over calibration "
              "samples", "calibration subset search"),
             ("adapruner.search_samples=false",),
             "one fixed random draw of data.num_samples calibration samples from the pool"),
         Component(
-            "coarse fine mix",
+            "coarse/fine alpha mix", "mix",
             ("coarse fine alpha mix", "coarse fine mix", "alpha mix", "importance mix",
              "metric mix", "mixing coefficients", "coarse and fine grained importance mix",
              "balance coefficients", "alpha"),
@@ -251,7 +266,7 @@ ADAPRUNER = MethodTable(
             "fixed equal weights of the aligned coarse and fine metrics instead of searched "
             "ones"),
         Component(
-            "fine-grained metric",
+            "fine-grained metric", "fine-metric",
             ("fine grained metric", "fine grained importance", "fine metric",
              "element wise importance choice"),
             None,
@@ -265,13 +280,13 @@ ADAPRUNER = MethodTable(
                     ("second order element wise", "element2", "second order taylor",
                      "element wise second order")))),
         Component(
-            "alignment factors",
+            "alignment factors", "alignment",
             ("alignment factors", "estimation metric alignment", "alignment",
              "metric alignment factors", "scale alignment", "alignment scales"),
             ("adapruner.align=false",),
             "the raw coarse and fine metrics are mixed, without the alignment factors"),
         Component(
-            "tpe search",
+            "TPE search", "tpe",
             ("tpe", "tpe search", "bayesian search", "bayesian optimization",
              "tree structured parzen estimator", "search algorithm", "hyperparameter search",
              "optuna search", "adaptive search"),
@@ -289,7 +304,7 @@ TAYLOR = MethodTable(
     "LLM-Pruner's Taylor importance (lmprune prune --method taylor)",
     (
         Component(
-            "importance metric",
+            "importance metric", "importance",
             ("importance metric", "taylor importance", "importance estimation",
              "importance criterion", "taylor expansion importance"),
             None,
@@ -306,7 +321,7 @@ TAYLOR = MethodTable(
                     ("element wise second order", "second order", "element2", "hessian",
                      "second order element wise")))),
         Component(
-            "importance aggregation",
+            "importance aggregation", "aggregation",
             ("importance aggregation", "aggregation", "group aggregation"),
             None,
             "",

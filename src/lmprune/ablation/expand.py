@@ -248,15 +248,16 @@ def build_ablation(plan: Plan, *, method: str | None = None, base: str | None = 
     base_name, base_reason = choose_base(table, base)
     user = list(overrides or [])
     head = [table.method_override, *user]
+    from lmprune.config import load_config
+
+    reference_config = load_config(base_name, head)  # a bad base or override: its own error
     problems: list[str] = []
-    reference_config = _resolve(base_name, head, f"base config {base_name}", problems)
-    if reference_config is None:
-        raise AblationPlanError(problems)
     reference = Variant("reference", ["reference (full method)"], [], [], reference_config)
     by_identity = {_identity(reference_config): reference}
     variants, same = [], []
     for s in sections:
-        for label, _, variant_overrides in s.variants:
+        for label, option, variant_overrides in s.variants:
+            slug = f"{s.component.short}-{option.name if option else 'remove'}"
             config = _resolve(base_name, [*head, *variant_overrides], label, problems)
             if config is None:
                 continue
@@ -269,7 +270,7 @@ def build_ablation(plan: Plan, *, method: str | None = None, base: str | None = 
                     known.labels.append(label)
                 known.sections.append(s.section.title)
             else:
-                variant = Variant(_unique_slug(label, variants), [label],
+                variant = Variant(_unique_slug(slug, variants), [label],
                                   list(variant_overrides), [s.section.title], config)
                 variants.append(variant)
                 by_identity[key] = variant
@@ -292,8 +293,8 @@ def build_ablation(plan: Plan, *, method: str | None = None, base: str | None = 
                     same, metrics, defaulted, quantities, plan.source)
 
 
-def _unique_slug(label: str, variants: list[Variant]) -> str:
-    slug = slugify(label.replace(": REMOVE", " remove").replace(" -> ", " to "))
+def _unique_slug(name: str, variants: list[Variant]) -> str:
+    slug = slugify(name)
     taken = {v.slug for v in variants} | {"reference"}
     candidate, n = slug, 2
     while candidate in taken:

@@ -24,6 +24,7 @@ A match is confident when the best candidate's alias is covered to at least
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 from collections.abc import Iterable
@@ -66,6 +67,7 @@ def words(text: str) -> list[str]:
     return [stem(t) for t in tokens if t not in FILLER and len(t) > 1 or t.isdigit()]
 
 
+@functools.lru_cache(maxsize=65536)
 def same_word(a: str, b: str) -> bool:
     if a == b:
         return True
@@ -115,10 +117,14 @@ class Matcher:
             for w in stems:
                 frequency.setdefault(w, set()).add(c.key)
         self._weight = {w: 1 / math.sqrt(len(keys)) for w, keys in frequency.items()}
+        self._weights: dict[str, float] = {}
 
     def weight(self, word: str) -> float:
-        known = [v for w, v in self._weight.items() if same_word(w, word)]
-        return min(known) if known else 1.0
+        """1/sqrt(number of candidates using the word), the smallest over its spellings."""
+        if word not in self._weights:
+            known = [v for w, v in self._weight.items() if same_word(w, word)]
+            self._weights[word] = min(known) if known else 1.0
+        return self._weights[word]
 
     def rank(self, phrase: str) -> list[Scored]:
         """Every candidate with its best alias's score, best first."""

@@ -275,7 +275,7 @@ METRIC_PHRASES = (
                  ("train_time",), ("prune_time",)),
     MetricPhrase("training efficiency",
                  ("training efficiency", "training throughput", "training speed",
-                  "step throughput", "tuning efficiency"),
+                  "steps per second", "tuning efficiency"),
                  ("train_time", "step_throughput"), ("prune_time",)),
     MetricPhrase("convergence speed",
                  ("convergence speed", "convergence", "time to accuracy", "steps to converge",
