@@ -139,11 +139,16 @@ def test_words_drop_filler_split_hyphens_and_stem():
     assert words("Magnitude-based strategies") == ["magnitud"]
 
 
-@pytest.mark.parametrize("phrase", ["Layer transformation", "energy consumption",
-                                    "the APT", "pruning"])
-def test_unmatched_parts_list_the_closest_names(phrase):
-    with pytest.raises(MatchError, match="matches no registered ablated part.*Closest: '"):
+@pytest.mark.parametrize("phrase, closest", [
+    ("Layer transformation", "'mask tuning'"), ("the APT", "'apt adapter', 'APT as a whole'"),
+    ("pruning", "'early-stage pruning'"), ("energy consumption", None)])
+def test_unmatched_parts_list_the_closest_names(phrase, closest):
+    with pytest.raises(MatchError) as info:
         ALL.match(phrase)
+    message = str(info.value)
+    assert f"ablated part {phrase!r} matches no registered ablated part" in message
+    assert "Registered: apt adapter, outlier-aware salience" in message
+    assert (f"Closest: {closest}" in message) if closest else ("Closest" not in message)
 
 
 def test_unknown_metric_is_an_error_naming_close_metrics():

@@ -141,11 +141,12 @@ def _variants(section: PlanSection, component: Component, problems: list[str]):
                         f"{section.quote()}")
         return []
     matcher = Matcher([Candidate(o.name, o.name, o.aliases) for o in component.replacements],
-                      f"replacement of {component.name!r}")
+                      "replacement")
     out = []
     for text in section.replacements:
         try:
-            option = component.option(matcher.match(text, where).candidate.key)
+            option = component.option(
+                matcher.match(text, f"{where} ({component.name})").candidate.key)
         except MatchError as exc:
             problems.append(f"{exc}:\n{section.quote()}")
             continue

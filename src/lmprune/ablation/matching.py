@@ -158,12 +158,13 @@ class Matcher:
     def _message(self, phrase: str, ranked: list[Scored], where: str, problem: str) -> str:
         close = [s.candidate.label for s in ranked if s.score > 0][:3]
         if not close:  # nothing shares a word: fall back to spelling
-            labels = {c.label: c for c in self.candidates}
-            close = difflib.get_close_matches(phrase.lower(), list(labels), n=3, cutoff=0.0)
+            close = difflib.get_close_matches(phrase.lower(), [c.label for c in self.candidates],
+                                              n=3)
         head = f"{where}: " if where else ""
         if problem == "is ambiguous between":
             return (f"{head}{self.kind} {phrase!r} is ambiguous between "
                     f"{' and '.join(repr(c) for c in close[:2])}; use more of the name")
+        closest = f" Closest: {', '.join(repr(c) for c in close)}." if close else ""
         return (f"{head}{self.kind} {phrase!r} matches no registered {self.kind} with "
-                f"confidence. Closest: {', '.join(repr(c) for c in close)}. Registered: "
-                f"{', '.join(c.label for c in self.candidates)}.")
+                f"confidence.{closest} Registered: "
+                f"{', '.join(c.label for c in self.candidates)}")

@@ -314,7 +314,9 @@ def parse_yaml(text: str, source: str = "") -> Plan:
     method = None
     if isinstance(data, dict):
         method = data.get("method")
-        data = next((data[k] for k in ("ablations", "plan", "sections") if k in data), None)
+        key = next((k for k in ("ablations", "plan", "sections") if k in data), None)
+        data = data[key] if key else {k: v for k, v in data.items()
+                                      if isinstance(v, dict) and k != "method"}
     if isinstance(data, dict):  # {name: {fields}}
         data = [{"name": k, **v} if isinstance(v, dict) else v for k, v in data.items()]
     if not isinstance(data, list):
