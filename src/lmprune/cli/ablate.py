@@ -46,7 +46,28 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("overrides", metavar="key=value", nargs="*",
                         help="config overrides for every run (reference and variants), e.g. "
                              "train.max_steps=100")
+    _intermixed(parser)
     return parser
+
+
+def _intermixed(parser: argparse.ArgumentParser) -> None:
+    """Let PLAN come first and key=value overrides after the options.
+
+    Plain argparse fills both positionals at the first positional word, so overrides after
+    ``--out DIR`` would be "unrecognized"; its intermixed mode parses options first. The
+    subcommand action calls ``parse_known_args``; route it through the intermixed parser
+    (which itself calls the plain one).
+    """
+    plain = parser.parse_known_args
+
+    def parse(args=None, namespace=None):
+        parser.parse_known_args = plain
+        try:
+            return parser.parse_known_intermixed_args(args, namespace)
+        finally:
+            parser.parse_known_args = parse
+
+    parser.parse_known_args = parse
 
 
 def run(args: argparse.Namespace) -> int:
