@@ -223,3 +223,33 @@ def test_ls_components(capsys):
         ("REMOVE", ["adapruner.search_samples=false", "adapruner.search_mix=false"]),
         ("REPLACE -> random search", ["adapruner.sampler=random"])]
     assert "random search" in tpe[1]["replacement_aliases"]
+
+
+def test_a_failing_variant_is_recorded_and_the_others_run(tmp_path, capsys, monkeypatch):
+    plan = tmp_path / "plan.md"
+    plan.write_text("### d\n- **Ablated Part**: self-distillation\n- **Action**: REMOVE\n"
+                    "### e\n- **Ablated Part**: EMA of salience\n- **Action**: REMOVE\n")
+    out = tmp_path / "out"
+    args = ["ablate", str(plan), "--out", str(out), "--seeds", "1", "--base",
+            "ablate-apt-cpu", *TINY_BERT, "train.measure=false"]
+    real = runner_mod.run_one
+
+    def broken(runner, config):
+        if not config.apt.distill:
+            raise RuntimeError("the distill switch is broken")
+        return real(runner, config)
+
+    monkeypatch.setattr(runner_mod, "run_one", broken)
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "FAILED (distill-remove, seed 0): RuntimeError: the distill switch is broken" in \
+        captured.out
+    assert "1 run(s) failed: distill-remove seed 0" in captured.err
+    error = out / "runs" / "distill-remove" / "seed0.error.txt"
+    assert "Traceback" in error.read_text()
+    assert (out / "runs" / "ema-remove" / "seed0" / "metrics.json").is_file()
+    table = (out / "results.md").read_text()
+    assert "**Partial: 2 of 3 runs finished**" in table and "## Failed runs" in table
+    monkeypatch.setattr(runner_mod, "run_one", real)
+    assert main(args) == 0  # retried; the others reused
+    assert not error.exists() and "Partial" not in (out / "results.md").read_text()

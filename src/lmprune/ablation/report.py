@@ -61,6 +61,11 @@ def write_results(ablation: Ablation, out: Path) -> Path:
         ""]
     for name, path in plots:
         lines += [f"![{name}]({path.name})", ""]
+    failed = sorted(out.glob("runs/*/seed*.error.txt"))
+    if failed:
+        lines += ["## Failed runs", "", "Rerun the same command to retry them.", ""]
+        lines += [f"- `{f.relative_to(out)}`: " + f.read_text(encoding="utf-8").splitlines()[0]
+                  for f in failed] + [""]
     lines += ["## Variants", ""] + variant_table(ablation) + [
         "", "Each run's own report is linked in the table (reports column); saved models "
         "are deleted after each run unless `--keep-models`.", "",

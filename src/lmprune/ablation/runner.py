@@ -8,19 +8,22 @@ Layout of the output directory::
     DIR/results.md, results.csv   the table (written by :mod:`.results`)
     DIR/<metric>.png              one plot per metric
 
-Runs go seed by seed (every variant at the first seed, then the next seed), so an
-interrupted ablation already has a whole table for its first seeds. A run is finished when
+Runs go seed by seed (every variant at the first seed, then the next seed), and the table is
+rewritten after each seed (marked partial until the end), so an interrupted ablation already
+has a whole table for its first seeds. A run is finished when
 its ``metrics.json`` exists: the recipes write into a staging directory and move it into
 place only on success, so a finished run is complete and is never redone; an interrupted one
 left nothing (or a stale staging directory, removed here) and restarts cleanly. A finished
 run whose saved config differs from the one this plan would run is an error naming the
-fields, not silently reused. Saved models are deleted after each run (the table needs only
-the metrics) unless ``keep_models``.
+fields, not silently reused. A run that fails is recorded (``seed<s>.error.txt`` beside its
+directory, listed in results.md) and the others go on; the next invocation retries it. Saved
+models are deleted after each run (the table needs only the metrics) unless ``keep_models``.
 """
 from __future__ import annotations
 
 import json
 import shutil
+import traceback
 from pathlib import Path
 
 import yaml
@@ -89,6 +92,11 @@ def is_finished(directory: Path) -> bool:
     return (directory / "metrics.json").is_file()
 
 
+def failure_file(directory: Path) -> Path:
+    """Where a failed run's error is kept (removed when the run is retried)."""
+    return directory.with_name(directory.name + ".error.txt")
+
+
 def _clean(directory: Path) -> None:
     """Remove what an interrupted run may have left: the directory, stale staging dirs."""
     if directory.exists():
@@ -101,9 +109,11 @@ class Runner:
     """Runs every (variant, seed) of an ablation that is not finished yet."""
 
     def __init__(self, ablation: Ablation, out: Path, log=print, keep_models: bool = False,
-                 progress: bool = True):
+                 progress: bool = True, after_seed=None):
         self.ablation, self.out, self.log = ablation, Path(out), log
         self.keep_models, self.progress = keep_models, progress
+        self.after_seed = after_seed  # called after every variant ran at a seed (partial tables)
+        self.failures: list[tuple[Variant, int, str]] = []
         self._dense: dict[str, dict] = {}  # dense measurements reused within this process
 
     def run(self) -> list[tuple[Variant, int, Path]]:
@@ -121,13 +131,31 @@ class Runner:
                     self.log(f"{line}: finished before, reused")
                 else:
                     self.log(f"{line}: {variant.label}")
-                    _clean(directory)
-                    directory.parent.mkdir(parents=True, exist_ok=True)
-                    run_one(self, config)
-                    if not self.keep_models:
-                        shutil.rmtree(directory / "model", ignore_errors=True)
+                    if not self._attempt(config, directory, variant, seed):
+                        continue
                 done.append((variant, seed, directory))
+            if self.after_seed is not None:
+                self.after_seed(seed)
         return done
+
+    def _attempt(self, config, directory: Path, variant: Variant, seed: int) -> bool:
+        """One run; a failure is recorded (``seed<s>.error.txt``) and the others go on."""
+        _clean(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        error_file = failure_file(directory)
+        error_file.unlink(missing_ok=True)
+        try:
+            run_one(self, config)
+        except Exception as exc:  # noqa: BLE001 - one broken variant must not stop the rest
+            message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, LmpruneError) \
+                else str(exc)
+            error_file.write_text(message + "\n\n" + traceback.format_exc(), encoding="utf-8")
+            self.log(f"[ablate]   FAILED ({variant.slug}, seed {seed}): {message.splitlines()[0]}")
+            self.failures.append((variant, seed, message))
+            return False
+        if not self.keep_models:
+            shutil.rmtree(directory / "model", ignore_errors=True)
+        return True
 
     def _config(self, variant: Variant, seed: int, directory: Path):
         from lmprune.config import load_config

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +94,18 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     print()
-    Runner(ablation, out, keep_models=args.keep_models).run()
-    path = write_results(ablation, out)
+    # the table is rewritten after each seed, so a stopped ablation has one for its first seeds
+    runner = Runner(ablation, out, keep_models=args.keep_models,
+                    after_seed=lambda seed: write_results(ablation, out))
+    runner.run()
     print()
     for line in summary_lines(ablation, out):
         print(line)
-    print(f"results: {path} and {out / 'results.csv'}")
+    print(f"results: {out / 'results.md'} and {out / 'results.csv'}")
+    if runner.failures:
+        print(f"error: {len(runner.failures)} run(s) failed: " + "; ".join(
+            f"{v.slug} seed {s}: {m.splitlines()[0]}" for v, s, m in runner.failures)
+            + " (errors in DIR/runs/*/seed*.error.txt; rerun the same command to retry them)",
+            file=sys.stderr)
+        return 1
     return 0
