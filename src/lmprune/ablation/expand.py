@@ -156,13 +156,17 @@ def _variants(section: PlanSection, component: Component, problems: list[str]):
 
 def _metrics(section: PlanSection, recipe: str, problems: list[str]) -> list[tuple[str, str]]:
     out = []
+    where = f"section {section.title!r}"
     for text in section.metrics:
         try:
-            name = METRIC_MATCHER.match(text, f"section {section.title!r}").candidate.key
+            name = METRIC_MATCHER.match(text, where).candidate.key
+        except MatchError as exc:
+            problems.append(str(exc))
+            continue
+        try:
             quantities_for(PHRASES[name], recipe)
         except LmpruneError as exc:
-            problems.append(f"section {section.title!r}: {exc}" if "section" not in str(exc)
-                            else str(exc))
+            problems.append(f"{where}: {exc}")
             continue
         out.append((text, name))
     return out
@@ -240,30 +244,17 @@ def _identity(config) -> str:
     return repr(data)
 
 
-def build_ablation(plan: Plan, *, method: str | None = None, base: str | None = None,
-                   overrides: list[str] | None = None, seeds: int = 3) -> Ablation:
-    """Everything needed to run ``plan``, checked; nothing is run."""
-    if seeds < 1:
-        raise LmpruneError(f"--seeds must be at least 1, got {seeds}")
-    table, reason, sections = understand(plan, method)
-    base_name, base_reason = choose_base(table, base)
-    user = list(overrides or [])
-    head = [table.method_override, *user]
-    from lmprune.config import load_config
-
-    reference_config = load_config(base_name, head)  # a bad base or override: its own error
-    problems: list[str] = []
-    reference = Variant("reference", ["reference (full method)"], [], [], reference_config)
-    by_identity = {_identity(reference_config): reference}
+def _expand(sections: list[UnderstoodSection], base: str, head: list[str],
+            reference: Variant, problems: list[str]) -> tuple[list[Variant], list[str]]:
+    """Variants with equal resolved configs merged; labels of those equal to the reference."""
+    by_identity = {_identity(reference.config): reference}
     variants, same = [], []
     for s in sections:
-        for label, option, variant_overrides in s.variants:
-            slug = f"{s.component.short}-{option.name if option else 'remove'}"
-            config = _resolve(base_name, [*head, *variant_overrides], label, problems)
+        for label, option, overrides in s.variants:
+            config = _resolve(base, [*head, *overrides], label, problems)
             if config is None:
                 continue
-            key = _identity(config)
-            known = by_identity.get(key)
+            known = by_identity.get(_identity(config))
             if known is reference:
                 same.append(label)
             elif known is not None:
@@ -271,10 +262,29 @@ def build_ablation(plan: Plan, *, method: str | None = None, base: str | None = 
                     known.labels.append(label)
                 known.sections.append(s.section.title)
             else:
-                variant = Variant(_unique_slug(slug, variants), [label],
-                                  list(variant_overrides), [s.section.title], config)
+                slug = f"{s.component.short}-{option.name if option else 'remove'}"
+                variant = Variant(_unique_slug(slug, variants), [label], list(overrides),
+                                  [s.section.title], config)
                 variants.append(variant)
-                by_identity[key] = variant
+                by_identity[_identity(config)] = variant
+    return variants, same
+
+
+def build_ablation(plan: Plan, *, method: str | None = None, base: str | None = None,
+                   overrides: list[str] | None = None, seeds: int = 3) -> Ablation:
+    """Everything needed to run ``plan``, checked; nothing is run."""
+    from lmprune.config import load_config
+
+    if seeds < 1:
+        raise LmpruneError(f"--seeds must be at least 1, got {seeds}")
+    table, reason, sections = understand(plan, method)
+    base_name, base_reason = choose_base(table, base)
+    user = list(overrides or [])
+    head = [table.method_override, *user]
+    reference_config = load_config(base_name, head)  # a bad base or override: its own error
+    reference = Variant("reference", ["reference (full method)"], [], [], reference_config)
+    problems: list[str] = []
+    variants, same = _expand(sections, base_name, head, reference, problems)
     metrics = list(dict.fromkeys(name for s in sections for _, name in s.metrics))
     defaulted = not metrics
     if defaulted:
@@ -288,10 +298,10 @@ def build_ablation(plan: Plan, *, method: str | None = None, base: str | None = 
                             f"{base_name} (pass it as key=value)")
     if problems:
         raise AblationPlanError(problems)
-    first_seed = reference_config.seed
+    first = reference_config.seed
     return Ablation(table, reason, base_name, base_reason, user,
-                    list(range(first_seed, first_seed + seeds)), sections, reference, variants,
-                    same, metrics, defaulted, quantities, plan.source)
+                    list(range(first, first + seeds)), sections, reference, variants, same,
+                    metrics, defaulted, quantities, plan.source)
 
 
 def _unique_slug(name: str, variants: list[Variant]) -> str:

@@ -5,9 +5,9 @@ words ("self-distillation" -> self, distillation), Greek letters spelled out, fi
 dropped (articles, prepositions, "-based", "mechanism", "strategy", "step", ...), and light
 stemming (plurals, "-ing", "-ed", a final "e"). Two stems are the same word when equal, when
 one is a prefix of the other of at least 5 letters (``distill`` ~ ``distillation``) or of 4
-letters and half the longer (``norm`` ~ ``normal``), when they are spelling variants (difflib ratio >= 0.85:
-normalisation ~ normalization), or when two adjacent words of one side are one word of the
-other (``one shot`` ~ ``oneshot``). Word order does not matter.
+letters and half the longer (``norm`` ~ ``normal``), when they are spelling variants (difflib
+ratio >= 0.85: normalisation ~ normalization), or when two adjacent words of one side are one
+word of the other (``one shot`` ~ ``oneshot``). Word order does not matter.
 
 Words are weighted by how specific they are among the candidates: a stem in the aliases of
 ``k`` different candidates weighs ``1/sqrt(k)`` ("pruning" weighs little, "kurtosis" fully).

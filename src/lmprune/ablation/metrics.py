@@ -131,16 +131,22 @@ def _convergence(m: dict, ctx: Context):
             (Column("conv_steps", "steps to 97% of ref best", ".0f", False), steps)]
 
 
-def _train_inference(m: dict, _: Context):
-    pruned, dense = batch_results(m.get("inference")), batch_results(m.get("dense_inference"))
+def _speed_ratios(pruned: dict[int, dict], dense: dict[int, dict], rate: tuple[str, str],
+                  latency: tuple[str, str]):
+    """Per measured batch size: (key, label) ``rate`` and ``latency`` over the dense model's."""
     out = []
     for b in sorted(pruned):
         d = dense.get(b, {})
-        out.append((Column(f"speedup_bs{b}", f"throughput vs dense, batch {b}", ".2f", True),
-                    relative(pruned[b].get("samples_per_s"), d.get("samples_per_s"))))
-        out.append((Column(f"latency_bs{b}", f"latency vs dense, batch {b}", ".2f", False),
-                    relative(pruned[b].get("latency_ms"), d.get("latency_ms"))))
+        out.append((Column(f"speedup_bs{b}", f"{rate[1]} vs dense, batch {b}", ".2f", True),
+                    relative(pruned[b].get(rate[0]), d.get(rate[0]))))
+        out.append((Column(f"latency_bs{b}", f"{latency[1]} vs dense, batch {b}", ".2f", False),
+                    relative(pruned[b].get(latency[0]), d.get(latency[0]))))
     return out
+
+
+def _train_inference(m: dict, _: Context):
+    return _speed_ratios(batch_results(m.get("inference")), batch_results(m.get("dense_inference")),
+                         ("samples_per_s", "throughput"), ("latency_ms", "latency"))
 
 
 def _train_memory(m: dict, _: Context):
@@ -183,15 +189,8 @@ def _speed_by_batch(side) -> dict[int, dict]:
 
 
 def _prune_inference(m: dict, _: Context):
-    pruned, dense = _speed_by_batch(m.get("after")), _speed_by_batch(m.get("before"))
-    out = []
-    for b in sorted(pruned):
-        d = dense.get(b, {})
-        out.append((Column(f"speedup_bs{b}", f"tokens/s vs dense, batch {b}", ".2f", True),
-                    relative(pruned[b].get("tokens_per_s"), d.get("tokens_per_s"))))
-        out.append((Column(f"latency_bs{b}", f"ms/token vs dense, batch {b}", ".2f", False),
-                    relative(pruned[b].get("ms_per_token"), d.get("ms_per_token"))))
-    return out
+    return _speed_ratios(_speed_by_batch(m.get("after")), _speed_by_batch(m.get("before")),
+                         ("tokens_per_s", "tokens/s"), ("ms_per_token", "ms/token"))
 
 
 def _generation_memory(m: dict, _: Context):

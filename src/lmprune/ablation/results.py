@@ -144,7 +144,8 @@ def delta_text(comparison: Comparison, column: Column) -> str:
 
 
 def write_csv(path: Path, table: Table) -> Path:
-    rows, columns = table.rows, table.columns
+    """One row per configuration; report paths relative to the CSV's directory."""
+    rows, columns, out = table.rows, table.columns, path.parent
     reference = rows[0]
     header = ["variant", "label", "overrides", "seeds"]
     for c in columns:
@@ -165,7 +166,7 @@ def write_csv(path: Path, table: Table) -> Path:
                 line += [_raw(cell.mean), _raw(cell.std if cell.present else None),
                          len(cell.present), _raw(comp.delta), _raw(comp.noise),
                          "" if comp.beyond is None else str(comp.beyond).lower()]
-            line.append(" ".join(str(d / "report.md") for d in row.dirs))
+            line.append(" ".join(str(d.relative_to(out) / "report.md") for d in row.dirs))
             writer.writerow(line)
     tmp.replace(path)
     return path

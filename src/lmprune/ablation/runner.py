@@ -78,12 +78,15 @@ def _flat(data, prefix: str = "") -> dict:
 
 
 def config_difference(saved: Path, config) -> list[str]:
-    """Fields (except output.*) where a finished run's config.yaml differs from ``config``."""
+    """Fields (except output.*) where a finished run's config.yaml differs from ``config``.
+
+    Fields only one side has (added to the schema since the run) are not compared.
+    """
     from lmprune.config import dumps_yaml
 
     old = _flat(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
     new = _flat(yaml.safe_load(dumps_yaml(config)))
-    keys = sorted(k for k in set(old) | set(new) if not k.startswith("output."))
+    keys = sorted(k for k in set(old) & set(new) if not k.startswith("output."))
     return [f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in keys
             if old.get(k) != new.get(k)]
 
