@@ -73,6 +73,12 @@ def test_inline_replacements_and_plain_field_names():
     assert plan.sections[0].replacements == ["random search", "grid search"]
 
 
+def test_replacement_saying_none_under_remove_is_no_replacement():
+    plan = parse_markdown("### A\n- **Ablated Part**: EMA\n- **Action**: REMOVE\n"
+                          "- **Replacement**: N/A\n- **Metrics**: accuracy\n")
+    assert plan.sections[0].replacements == [] and plan.sections[0].metrics == ["accuracy"]
+
+
 def test_yaml_plan_with_method_and_mixed_field_spellings():
     plan = parse_yaml("""
 method: adapruner

@@ -122,7 +122,7 @@ APT = MethodTable(
              "adapter", "adaptive rank", "rank growth", "adaptive rank growth",
              "dynamic parameter addition", "dynamic parameter addition in salient layers",
              "adaptive parameter allocation", "dynamic rank", "rank increase",
-             "adaptive adapter growth"),
+             "adaptive adapter growth", "rank adaptation"),
             ("apt.rank_growth=static",),
             "adapter ranks stay at their initial value (no tuning parameters are added)",
             (Option("static", ("apt.rank_growth=static",),

@@ -227,6 +227,14 @@ def _fields(lines: list[str]) -> dict[str, tuple[str, list[str]]]:
     return found
 
 
+#: Values that say "nothing" (``- **Replacement**: N/A`` under a REMOVE).
+EMPTY = {"none", "n/a", "na", "-", "—", "nothing", "not applicable", "no replacement"}
+
+
+def _meaningful(items: list[str]) -> list[str]:
+    return [item for item in items if item.lower() not in EMPTY]
+
+
 def _split(values: list[str], words: bool = False) -> list[str]:
     """Items separated by commas or semicolons (and by 'and' / '&' with ``words``)."""
     pattern = r"\s*(?:[,;]|\band\b|&)\s*" if words else r"\s*[,;]\s*"
@@ -238,6 +246,7 @@ def _section(title: str, part: str, action_text: str, replacements: list[str],
              metrics: list[str], text: str, problems: list[str]) -> PlanSection | None:
     """A checked section, or None after adding its problems (each quoting ``text``)."""
     name = title or "(untitled section)"
+    replacements, metrics = _meaningful(replacements), _meaningful(metrics)
     action_words = re.findall(r"[a-z]+", action_text.lower())
     action = action_words[0] if action_words else ""
     mine = []

@@ -117,7 +117,7 @@ class Runner:
         self.keep_models, self.progress = keep_models, progress
         self.after_seed = after_seed  # called after every variant ran at a seed (partial tables)
         self.failures: list[tuple[Variant, int, str]] = []
-        self._dense: dict[str, dict] = {}  # dense measurements reused within this process
+        self.dense: dict[str, dict] = {}  # dense measurements reused within this process
 
     def run(self) -> list[tuple[Variant, int, Path]]:
         prepare(self.out, self.ablation)
@@ -197,13 +197,13 @@ def run_one(runner: Runner, config) -> dict:
     if runner.ablation.recipe == "train":
         from lmprune.recipes.train import run_train
 
-        outcome = run_train(config, log=log, dense_inference=runner._dense.get(key))
+        outcome = run_train(config, log=log, dense_inference=runner.dense.get(key))
         if outcome.metrics.get("dense_inference"):
-            runner._dense.setdefault(key, outcome.metrics["dense_inference"])
+            runner.dense.setdefault(key, outcome.metrics["dense_inference"])
         return outcome.metrics
     from lmprune.recipes.prune import run_prune
 
     outcome = run_prune(config, progress=runner.progress, log=log,
-                        dense_eval=runner._dense.get(key))
-    runner._dense.setdefault(key, outcome.metrics["before"])
+                        dense_eval=runner.dense.get(key))
+    runner.dense.setdefault(key, outcome.metrics["before"])
     return outcome.metrics
