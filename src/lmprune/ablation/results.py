@@ -134,10 +134,7 @@ def mean_std(cell: Cell, column: Column, n_seeds: int) -> str:
 def delta_text(comparison: Comparison, column: Column) -> str:
     if comparison.delta is None:
         return "-"
-    fmt = column.fmt if column.fmt.endswith("%") else "+" + column.fmt
-    text = format(comparison.delta, fmt)
-    if column.fmt.endswith("%") and comparison.delta >= 0:
-        text = "+" + text
+    text = format(comparison.delta, "+" + column.fmt)  # percentages: percentage points
     if comparison.beyond is None:
         return text
     return text + (" (beyond noise)" if comparison.beyond else " (within noise)")
