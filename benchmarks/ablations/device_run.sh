@@ -15,11 +15,13 @@
 #     apt.prune_stop_epochs=0.5 apt.events=2 mask_search.num_samples=32
 #     mask_search.tune_samples=32" EXTRA_sublayer_ri="--base ablate-llm-cpu $TINY_LLAMA" ...
 # Staging of the offline models and wheels is the same as benchmarks/apt_offline (minilm-l6:
-# .stage/apt0 + .stage/apt1) and benchmarks/llm_offline (wheels in .stage/w, SmolLM2 in
-# ~/stage/site); whatever of it is present is installed once into ~/site.
+# .stage/apt0 + .stage/apt1, too large for one transfer: a first call `device_run.sh --stage`
+# carrying .stage/apt0 only copies it) and benchmarks/llm_offline (wheels in .stage/w, SmolLM2
+# in ~/stage/site); whatever of it is present is installed once into ~/site.
 set -u
 mkdir -p ~/stage
 for d in .stage/apt0 .stage/apt1; do [ -d "$d" ] && cp -r "$d"/. ~/stage/; done
+if [ "${1:-}" = "--stage" ]; then ls -la ~/stage; exit 0; fi  # a call that only carries files
 if [ ! -d ~/site ]; then
   for w in .stage/w ~/stage/w; do
     ls "$w"/*.whl >/dev/null 2>&1 && python3 -m pip install -q --no-index --no-deps \
