@@ -13,6 +13,8 @@ from lmprune.cli._common import add_command, print_table
 from lmprune.errors import LmpruneError
 
 SECTIONS = ("models", "datasets", "methods", "configs")
+#: Listed only when asked for by name (long tables): `lmprune ls components`.
+EXTRA_SECTIONS = ("components",)
 
 # Table columns per section: (record key, header). JSON output has every field.
 COLUMNS: dict[str, list[tuple[str, str]]] = {
@@ -22,6 +24,8 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
                  ("offline", "OFFLINE"), ("source", "SOURCE"), ("description", "DESCRIPTION")],
     "methods": [("name", "NAME"), ("description", "DESCRIPTION")],
     "configs": [("name", "NAME"), ("description", "DESCRIPTION")],
+    "components": [("method", "METHOD"), ("component", "COMPONENT"), ("action", "ACTION"),
+                   ("overrides", "OVERRIDES"), ("meaning", "MEANING")],
 }
 
 
@@ -74,9 +78,16 @@ def list_configs() -> list[dict[str, Any]]:
             for c in shipped_configs()]
 
 
+def list_components() -> list[dict[str, Any]]:
+    """Each method's ablatable components: what REMOVE and each REPLACE run (lmprune ablate)."""
+    from lmprune.ablation.components import component_rows
+
+    return component_rows()
+
+
 LISTERS: dict[str, Callable[[], list[dict[str, Any]]]] = {
     "models": list_models, "datasets": list_datasets, "methods": list_methods,
-    "configs": list_configs,
+    "configs": list_configs, "components": list_components,
 }
 
 
@@ -85,9 +96,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         subparsers, "ls", help="list models, datasets, methods and shipped configs",
         description="List what lmprune knows by name: model aliases (the zoo), datasets, "
                     "pruning methods and the configs shipped with the package. Without an "
-                    "argument, all four.",
-        examples=["lmprune ls", "lmprune ls models", "lmprune ls methods --json"])
-    parser.add_argument("what", nargs="?", choices=SECTIONS, metavar="{" + ",".join(SECTIONS) + "}",
+                    "argument, all four. `components` lists each method's ablatable "
+                    "components (what `lmprune ablate` plans can name) and what REMOVE and "
+                    "each REPLACE run.",
+        examples=["lmprune ls", "lmprune ls models", "lmprune ls methods --json",
+                  "lmprune ls components"])
+    choices = SECTIONS + EXTRA_SECTIONS
+    parser.add_argument("what", nargs="?", choices=choices, metavar="{" + ",".join(choices) + "}",
                         help="the one section to list (default: all)")
     parser.add_argument("--json", action="store_true",
                         help="print JSON ({section: [records]}) instead of tables")

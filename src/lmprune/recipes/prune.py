@@ -119,7 +119,10 @@ def run_prune(run: RunConfig, progress: bool = True, log=print,
         t0 = time.perf_counter()
         # methods with a search (adapruner, sublayer-ri) write their history and plots here
         extra_args = {"report_dir": stage} if "report_dir" in inspect.signature(method).parameters else {}
-        result = method(model, structure, run, calibration, **extra_args)
+        from lmprune.evaluation.memory import track_peak_memory
+
+        with track_peak_memory(next(model.parameters()).device) as prune_memory:
+            result = method(model, structure, run, calibration, **extra_args)
         masks: Masks = result if isinstance(result, Masks) else result.masks
         plan = PruningPlan.from_masks(structure, masks, {
             "method": run.prune.method, "sparsity": run.prune.sparsity, "model": run.model.name,
@@ -134,7 +137,8 @@ def run_prune(run: RunConfig, progress: bool = True, log=print,
                                           stage / "layer_widths.png",
                                           f"{run.prune.method}: kept widths"))
         metrics = _metrics(run, calibration, before, after, saved, out, prune_seconds,
-                           time.perf_counter() - start, {})
+                           time.perf_counter() - start,
+                           {"memory": {"prune": prune_memory.result.as_dict()}})
         dump_yaml(run, stage / "config.yaml")
         write_report(stage, metrics, plots)
     log(f"[prune] done: {out}/report.md")
