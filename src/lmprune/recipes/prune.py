@@ -23,6 +23,7 @@ import torch
 from lmprune.arch import describe
 from lmprune.config import dump_yaml
 from lmprune.config.schema import RunConfig
+from lmprune.device import announce, describe_device, resolve_device, resolve_dtype
 from lmprune.errors import LmpruneError
 from lmprune.registry import load_builtin_methods
 from lmprune.reporting.plots import layer_widths, plot_layer_widths
@@ -33,7 +34,6 @@ from lmprune.structures.plan import PruningPlan
 
 #: Extra calibration windows per method: (held-out windows for objectives, candidate pool).
 NEEDS = {"adapruner": ("heldout", "pool"), "sublayer-ri": ("heldout",)}
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -98,11 +98,14 @@ def run_prune(run: RunConfig, progress: bool = True, log=print,
     out = prepare_output(run)
     methods = load_builtin_methods()
     method = methods.get(run.prune.method)
+    device = resolve_device(run.device)
+    dtype = resolve_dtype(run.model.dtype, device, "inference")
     seed_everything(run.seed)
     log(f"[prune] loading {run.model.name}")
     loaded = load_model(run.model.name, run.model.task, num_labels=run.model.num_labels,
-                        dtype=DTYPES[run.model.dtype])
-    model, tokenizer = loaded.model.eval(), loaded.tokenizer
+                        dtype=dtype)
+    model, tokenizer = loaded.model.to(device).eval(), loaded.tokenizer
+    announce("prune", device, dtype, log)
     structure = describe(model)
     if tokenizer is None:
         raise LmpruneError(f"{run.model.name} has no tokenizer; calibration and evaluation need one")
@@ -133,8 +136,13 @@ def run_prune(run: RunConfig, progress: bool = True, log=print,
         plots.insert(0, plot_layer_widths(widths_before, layer_widths(describe(model)),
                                           stage / "layer_widths.png",
                                           f"{run.prune.method}: kept widths"))
+        if saved.unaligned:
+            log(f"[prune] warning: {len(saved.unaligned)} exported width(s) are not multiples "
+                f"of 8 (e.g. {saved.unaligned[0]}); prune.round_to=auto aligns them")
+        extra = {"device": describe_device(device), "dtype": str(dtype).removeprefix("torch."),
+                 "alignment": {"round_to": run.prune.round_to, "unaligned": saved.unaligned}}
         metrics = _metrics(run, calibration, before, after, saved, out, prune_seconds,
-                           time.perf_counter() - start, {})
+                           time.perf_counter() - start, extra)
         dump_yaml(run, stage / "config.yaml")
         write_report(stage, metrics, plots)
     log(f"[prune] done: {out}/report.md")

@@ -16,7 +16,7 @@ import copy
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from torch import nn
 
 from lmprune.errors import LmpruneError
 from lmprune.structures import hf_code
+from lmprune.structures.alignment import warn_if_unaligned
 from lmprune.structures.hf_code import Skipped
 
 REMOTE_FILE = "lmprune_pruned.py"
@@ -46,8 +47,9 @@ AUTO_CLASSES = {
 @dataclass
 class SaveResult:
     path: Path
-    format: str  # "stock" or "remote-code"
+    format: str  # "stock", "remote-code" or "decilm"
     load_hint: str
+    unaligned: list[str] = field(default_factory=list)  # widths GPUs multiply slowly
 
 
 def stock_class(model: nn.Module) -> type:
@@ -156,6 +158,7 @@ def save_pretrained(model: nn.Module, path, *, tokenizer=None, plan=None,
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         result = _write(model, tmp, tokenizer, plan)
+        result.unaligned = warn_if_unaligned(model, f"the model saved to {path}")
         if path.exists():
             shutil.rmtree(path)
         tmp.rename(path)
