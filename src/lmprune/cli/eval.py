@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
 from lmprune.cli._common import add_command, print_table
 from lmprune.cli._device import add_device_argument, device_overrides
+from lmprune.errors import LmpruneError
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -50,7 +52,9 @@ def load_any(name: str, device=None, dtype=None):
         import lmprune
 
         options = {} if dtype is None else {"dtype": dtype}
-        model, tokenizer = lmprune.load_pretrained(path, **options), AutoTokenizer.from_pretrained(path)
+        model, tokenizer = lmprune.load_pretrained(path, **options), None
+        with contextlib.suppress(OSError, ValueError, TypeError):  # weights without a tokenizer
+            tokenizer = AutoTokenizer.from_pretrained(path)
     else:
         loaded = load_model(name, "causal-lm", **({} if dtype is None else {"dtype": dtype}))
         model, tokenizer = loaded.model.eval(), loaded.tokenizer
@@ -75,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(run_config.device)
     dtype = resolve_dtype(run_config.model.dtype, device, "inference")
     model, tokenizer = load_any(args.model, device, dtype)
+    if tokenizer is None:
+        raise LmpruneError(f"{args.model} has no tokenizer; evaluation needs one (save the "
+                           f"model with its tokenizer)")
     announce("eval", device, dtype)
     result = evaluate(model, tokenizer, eval_config, speed=not args.no_speed)
     result["model"] = args.model

@@ -194,6 +194,11 @@ class SublayerConfig(Section):
 class OutputConfig(Section):
     dir: str = param("runs/latest", "directory for the run's report, plan and model")
     overwrite: bool = param(False, "replace the directory's contents if it is not empty")
+    format: Literal["auto", "decilm"] = param(
+        "auto", "how the pruned model is saved: auto (stock transformers when its config can "
+                "express the widths, else with lmprune's remote code); decilm (the Nemotron-NAS "
+                "per-layer format vLLM and llama.cpp serve; decoders whose layers fit it, else "
+                "auto and the report says why)")
 
     def validate(self) -> list[str]:
         return [] if self.dir.strip() else ["dir: must not be empty"]

@@ -106,6 +106,11 @@ def run_prune(run: RunConfig, progress: bool = True, log=print,
                         dtype=dtype)
     model, tokenizer = loaded.model.to(device).eval(), loaded.tokenizer
     announce("prune", device, dtype, log)
+    if run.output.format == "decilm":
+        from lmprune.structures.decilm import decilm_family_problems
+
+        if decilm_family_problems(model):  # before any expensive work
+            raise LmpruneError(f"output.format=decilm: {decilm_family_problems(model)[0]}")
     structure = describe(model)
     if tokenizer is None:
         raise LmpruneError(f"{run.model.name} has no tokenizer; calibration and evaluation need one")
@@ -131,7 +136,7 @@ def run_prune(run: RunConfig, progress: bool = True, log=print,
         prune_seconds = time.perf_counter() - t0
         log("[prune] evaluating the pruned model")
         after = evaluate(model, tokenizer, run.eval, progress=progress)
-        saved = save_pretrained(model, stage / "model", tokenizer=tokenizer, plan=plan)
+        saved = save_model(model, stage / "model", tokenizer, plan, run.output.format, log)
         plots = sorted(stage.glob("*.png"))
         plots.insert(0, plot_layer_widths(widths_before, layer_widths(describe(model)),
                                           stage / "layer_widths.png",
@@ -149,6 +154,23 @@ def run_prune(run: RunConfig, progress: bool = True, log=print,
     return PruneOutcome(out, metrics, model, tokenizer)
 
 
+def save_model(model, path: Path, tokenizer, plan, format: str, log=print):
+    """Save in ``format`` (output.format); a model that does not fit DeciLM is saved in the
+    automatic format instead, with the reasons logged and kept in ``SaveResult.notes``."""
+    if format == "decilm":
+        from lmprune.structures.decilm import decilm_fit, save_decilm
+
+        fit = decilm_fit(model)
+        if fit.fits:
+            return save_decilm(model, path, tokenizer=tokenizer, plan=plan)
+        log("[prune] the pruned model does not fit the DeciLM format; saved in the automatic "
+            "format instead:\n" + "\n".join(f"  - {p}" for p in fit.problems))
+        saved = save_pretrained(model, path, tokenizer=tokenizer, plan=plan)
+        saved.notes = [f"not DeciLM: {p}" for p in fit.problems]
+        return saved
+    return save_pretrained(model, path, tokenizer=tokenizer, plan=plan)
+
+
 def _metrics(run, calibration, before, after, saved, out, prune_seconds, total, extra) -> dict:
     from lmprune.evaluation.speed import SpeedResult, speedup
 
@@ -158,7 +180,8 @@ def _metrics(run, calibration, before, after, saved, out, prune_seconds, total, 
         "before": before, "after": after,
         "params_removed_fraction": {
             key: 1 - after["params"][key] / before["params"][key] for key in ("total", "body")},
-        "saved": {"path": str(out / "model"), "format": saved.format, "load": saved.load_hint},
+        "saved": {"path": str(out / "model"), "format": saved.format, "load": saved.load_hint,
+                  "notes": saved.notes},
         "seconds": {"prune": prune_seconds, "total": total},
         "protocols": {name: r["protocol"] for name, r in after.get("perplexity", {}).items()},
         **extra,

@@ -50,6 +50,7 @@ class SaveResult:
     format: str  # "stock", "remote-code" or "decilm"
     load_hint: str
     unaligned: list[str] = field(default_factory=list)  # widths GPUs multiply slowly
+    notes: list[str] = field(default_factory=list)  # what some readers of the format lack
 
 
 def stock_class(model: nn.Module) -> type:
@@ -225,6 +226,10 @@ def load_pretrained(path, *, auto_class: str | None = None, **kwargs) -> nn.Modu
     if not config_file.exists():
         raise LmpruneError(f"{path} is not a saved model directory (no config.json)")
     config = json.loads(config_file.read_text())
+    if config.get("lmprune_format") == "decilm":
+        from lmprune.structures.decilm import load_decilm
+
+        return load_decilm(path, **kwargs)
     architecture = (config.get("architectures") or [None])[0]
     if auto_class is not None:
         from transformers.models.auto import modeling_auto
