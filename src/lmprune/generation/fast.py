@@ -98,7 +98,10 @@ def compiled_step():
         for name in ("cache_size_limit", "recompile_limit"):
             if hasattr(config, name):
                 setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
-        _compiled_step = torch.compile(_decode_step, mode="reduce-overhead", fullgraph=True)
+        # dynamic=False: every (model, batch size) gets a graph specialised to its shapes,
+        # as a served model would; automatic dynamic shapes would make pruned widths symbolic
+        _compiled_step = torch.compile(_decode_step, mode="reduce-overhead", fullgraph=True,
+                                       dynamic=False)
     return _compiled_step
 
 
