@@ -58,7 +58,7 @@ def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def select(structure: ModelStructure, scores: Scores, sparsity: float, structures: list[str],
-           round_to: int | str = 1, layer_range: list[int] | None = None) -> Masks:
+           round_to: int | str = "auto", layer_range: list[int] | None = None) -> Masks:
     """Binary masks keeping the top-scored units of each requested kind."""
     if not 0.0 <= sparsity < 1.0:
         raise LmpruneError(f"sparsity must be in [0, 1), got {sparsity}")
