@@ -19,13 +19,9 @@ import traceback
 
 import torch
 
+from lmprune.device import synchronize as sync
 from lmprune.evaluation.efficiency import measure_inference
 from lmprune.generation.bench import measure_decoding
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def free(device: torch.device) -> None:

@@ -110,6 +110,12 @@ def accelerator_kwargs(name: str) -> dict:
     return {"cpu": device.type == "cpu"}
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (timings must end there); a no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def describe_device(device: torch.device) -> str:
     """``cuda:0 (NVIDIA H200)`` or ``cpu``: what a command prints about where it runs."""
     if device.type == "cuda":

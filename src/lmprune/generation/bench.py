@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from lmprune.device import synchronize
 from lmprune.errors import LmpruneError
 from lmprune.evaluation.memory import track_peak_memory
 from lmprune.generation.fast import MODES, Decoder
@@ -50,11 +51,6 @@ class DecodeSpeed:
         return asdict(self)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _prompt(model: nn.Module, batch: int, length: int, seed: int, device) -> torch.Tensor:
     vocab = int(model.config.vocab_size)
     generator = torch.Generator().manual_seed(seed)
@@ -64,13 +60,13 @@ def _prompt(model: nn.Module, batch: int, length: int, seed: int, device) -> tor
 def _run(decoder: Decoder, prompt: torch.Tensor, new_tokens: int) -> tuple[float, float]:
     """(prefill seconds, decode seconds) of one generation, synchronised."""
     device = prompt.device
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     state = decoder.prefill(prompt, new_tokens)
-    _sync(device)
+    synchronize(device)
     middle = time.perf_counter()
     decoder.decode(state, new_tokens - 1)
-    _sync(device)
+    synchronize(device)
     return middle - start, time.perf_counter() - middle
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,19 +159,14 @@ def decilm_fit(model: nn.Module) -> DecilmFit:
 
 def save_decilm(model: nn.Module, path, *, tokenizer=None, plan=None, overwrite: bool = False):
     """Write ``model`` as a DeciLM-format directory, atomically; raises when it does not fit."""
-    from lmprune.structures.export import SaveResult
+    from lmprune.structures.export import SaveResult, atomic_directory
 
     fit = decilm_fit(model)
     if not fit.fits:
         raise LmpruneError("this model does not fit the DeciLM format:\n"
                            + "\n".join(f"  - {p}" for p in fit.problems))
     path = Path(path)
-    if path.exists() and any(path.iterdir()) and not overwrite:
-        raise LmpruneError(f"{path} already exists and is not empty; choose another directory "
-                           "or pass overwrite=True")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_directory(path, overwrite) as tmp:
         model.save_pretrained(tmp)  # weights (LLaMA names; no-op sublayers have none)
         (tmp / "config.json").write_text(json.dumps(fit.config, indent=2, sort_keys=True) + "\n")
         shutil.copyfile(decilm_code.__file__, tmp / MODEL_FILE)
@@ -181,12 +175,6 @@ def save_decilm(model: nn.Module, path, *, tokenizer=None, plan=None, overwrite:
             tokenizer.save_pretrained(tmp)
         if plan is not None:
             plan.save(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     hint = ("vllm serve PATH --trust-remote-code; AutoModelForCausalLM.from_pretrained(PATH, "
             "trust_remote_code=True); lmprune.load_pretrained(PATH)")
     return SaveResult(path, "decilm", hint, notes=fit.notes)

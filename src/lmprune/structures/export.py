@@ -12,6 +12,7 @@ Two formats, chosen automatically by :func:`save_pretrained`:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import shutil
@@ -152,19 +153,27 @@ def save_pretrained(model: nn.Module, path, *, tokenizer=None, plan=None,
     end, so a failure leaves ``path`` untouched.
     """
     path = Path(path)
+    with atomic_directory(path, overwrite) as tmp:
+        result = _write(model, tmp, tokenizer, plan)
+        result.unaligned = warn_if_unaligned(model, f"the model saved to {path}")
+    result.path = path
+    return result
+
+
+@contextlib.contextmanager
+def atomic_directory(path: Path, overwrite: bool = False):
+    """A temporary directory beside ``path``, moved to ``path`` when the block succeeds and
+    deleted otherwise: a failure leaves ``path`` untouched."""
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise LmpruneError(f"{path} already exists and is not empty; choose another directory "
                            "or pass overwrite=True (CLI: output.overwrite=true)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        result = _write(model, tmp, tokenizer, plan)
-        result.unaligned = warn_if_unaligned(model, f"the model saved to {path}")
+        yield tmp
         if path.exists():
             shutil.rmtree(path)
         tmp.rename(path)
-        result.path = path
-        return result
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
