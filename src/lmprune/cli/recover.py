@@ -118,9 +118,8 @@ def _tokenizer(directory: str):
 def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
+    from lmprune.device import accelerator_kwargs, announce, resolve_device, resolve_dtype
     from lmprune.recovery import recover
-
-    from lmprune.device import announce, resolve_device, resolve_dtype
 
     cfg = _load_config(args)
     out = Path(args.out or cfg.output.dir)
@@ -130,8 +129,6 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer, plan = _load_model(args.model, args.tokenizer, dtype)
     if tokenizer is None:
         raise LmpruneError(f"{args.model} comes without a tokenizer; pass --tokenizer DIR")
-    from lmprune.device import accelerator_kwargs
-
     # one process, or one of several under `accelerate launch`
     state = PartialState(**accelerator_kwargs(cfg.device))
     if state.is_main_process:

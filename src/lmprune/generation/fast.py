@@ -164,9 +164,10 @@ class Decoder:
         token, device = state.token, state.token.device
         out = torch.empty(token.shape[0], steps + 1, dtype=token.dtype, device=device)
         out[:, :1] = token
-        done = _is_eos(token, eos)
+        eos_ids = torch.tensor(sorted(eos), device=device) if eos else None  # copied once
+        done = _is_eos(token, eos_ids)
         for i in range(steps):
-            if eos and i % check_every == check_every - 1 and bool(done.all()):
+            if eos_ids is not None and i % check_every == check_every - 1 and bool(done.all()):
                 return out[:, :i + 1]
             position = torch.full((token.shape[0], 1), state.position + i, device=device)
             if self.mode == "compile" and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
@@ -174,16 +175,15 @@ class Decoder:
             extra = self._extra(state.cache, state.position + i, 1, device)
             token = self.step(self.model, token, position, extra).clone()
             out[:, i + 1:i + 2] = token
-            if eos:
-                done = done | _is_eos(token, eos)
+            if eos_ids is not None:
+                done = done | _is_eos(token, eos_ids)
         return out
 
 
-def _is_eos(token: torch.Tensor, eos: set[int] | None) -> torch.Tensor:
-    if not eos:
+def _is_eos(token: torch.Tensor, eos: torch.Tensor | None) -> torch.Tensor:
+    if eos is None:
         return torch.zeros(token.shape[0], dtype=torch.bool, device=token.device)
-    ids = torch.tensor(sorted(eos), device=token.device)
-    return torch.isin(token[:, 0], ids)
+    return torch.isin(token[:, 0], eos)
 
 
 def _check_decoder(model: nn.Module) -> None:
