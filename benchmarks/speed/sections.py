@@ -126,6 +126,7 @@ def _build_variants(ctx, shape: str, dense, structure, s: dict, results: dict) -
         entry = {"name": name, "target": target}
         if name not in s["variants"] or not ctx.budget.allows(f"{shape}_variant", entry, results):
             continue
+        start = time.perf_counter()
         pruned = models.apply(dense, plan())
         entry.update(removed_share=models.body_share_removed(dense, pruned),
                      widths=models.widths(pruned), weight_bytes=weight_bytes(pruned),
@@ -134,6 +135,8 @@ def _build_variants(ctx, shape: str, dense, structure, s: dict, results: dict) -
         if reload:
             pruned, entry["format"] = _reload(ctx, pruned)
         entry["hooks"] = measure.hooks(pruned)
+        entry["build_seconds"] = round(time.perf_counter() - start, 1)
+        ctx.budget.observe(f"{shape}_variant", entry["build_seconds"])
         built.append((entry, pruned))
     return built
 
