@@ -243,12 +243,12 @@ def test_validate_reports_every_problem_without_traceback(capsys, methods, tmp_p
     assert code == 2 and out == ""
     assert err.startswith(f"error: 7 problem(s) in config {path}:\n")
     for fragment in [
-        "model.dtype: expected one of 'float32', 'bfloat16', 'float16', got string 'fp16'",
+        "model.dtype: expected one of 'auto', 'float32', 'bfloat16', 'float16', got string 'fp16'",
         "prune.sparsity: must be in [0, 1)",
         "prune.methd: unknown key. Did you mean 'method'?",
         "prune.structures[1]: unknown structure 'neuron'. Did you mean 'neurons'?",
         "data.seq_len: must be a positive integer, got 0",
-        "prune.round_to: must be >= 1, got 0 (set by override 'prune.round_to=0')",
+        "prune.round_to: must be auto or an integer >= 1, got 0 (set by override 'prune.round_to=0')",
         "output.dirr: unknown key. Did you mean 'dir'?",
     ]:
         assert fragment in err, fragment

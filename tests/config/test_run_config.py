@@ -40,7 +40,8 @@ def test_defaults(methods):
     assert cfg == RunConfig()
     assert (cfg.model.name, cfg.model.dtype, cfg.data.calibration, cfg.prune.method,
             cfg.prune.sparsity, cfg.prune.structures, cfg.output.dir) == (
-        "tiny-llama", "float32", "austen", "random", 0.2, ["heads", "neurons"], "runs/latest")
+        "tiny-llama", "auto", "austen", "random", 0.2, ["heads", "neurons"], "runs/latest")
+    assert (cfg.device, cfg.prune.round_to) == ("auto", "auto")
 
 
 @pytest.mark.parametrize("value", ["1", "1.5", "-0.1"])
@@ -77,15 +78,30 @@ def test_other_numeric_checks(methods):
         "data.seq_len: must be a positive integer, got -4 (set by override 'data.seq_len=-4')",
         "prune.layer_range: must be [start, end) with 0 <= start < end, got [4, 2] "
         "(set by override 'prune.layer_range=[4, 2]')",
-        "prune.round_to: must be >= 1, got 0 (set by override 'prune.round_to=0')",
+        "prune.round_to: must be auto or an integer >= 1, got 0 (set by override "
+        "'prune.round_to=0')",
     ]
     assert problems("prune.layer_range=[0, 3]", "prune.round_to=8") == []
+    assert problems("prune.round_to=auto") == []
+    (problem,) = problems("prune.round_to=fast")
+    assert problem.startswith("prune.round_to: ")
 
 
 def test_dtype_is_a_closed_choice(methods):
     (problem,) = problems("model.dtype=fp16")
-    assert "expected one of 'float32', 'bfloat16', 'float16'" in problem
+    assert "expected one of 'auto', 'float32', 'bfloat16', 'float16'" in problem
     assert problems("model.dtype=bfloat16", "model.task=classification") == []
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps"])
+def test_device_names_are_accepted(methods, device):
+    assert problems(f"device={device}") == []
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "cuda1", "tpu"])
+def test_device_names_are_checked(methods, device):
+    (problem,) = problems(f"device={device}")
+    assert problem.startswith(f"device: must be one of auto, cpu, cuda, cuda:N, mps, got '{device}'")
 
 
 def test_method_is_checked_against_the_registry(methods):

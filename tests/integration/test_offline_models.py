@@ -180,7 +180,7 @@ def test_uniform_saves_stock_format_with_plan(uniform):
     assert "auto_map" not in config and "lmprune_structure" not in config
     assert not (path / "lmprune_pruned.py").exists()
     assert (config["num_attention_heads"], config["num_key_value_heads"]) == (6, 3)
-    assert config["intermediate_size"] == 1229
+    assert config["intermediate_size"] == 1216  # 0.8 x 1536 rounded to a multiple of 32
     assert (path / PLAN_FILE).exists() and (path / "tokenizer.json").exists()
     assert PruningPlan.load(path).to_dict() == uniform["plan"].to_dict()
 
@@ -287,7 +287,7 @@ def test_removed_first_attention_keeps_cache_length(smollm2):
 def test_minilm_classifier_reloads_identically(minilm, tmp_path):
     structure = minilm["structure"]
     assert {s.num_heads for s in structure.attention} == {8}  # 12 -> 8
-    assert {s.width for s in structure.ffn} == {1075}  # 1536 -> 1075
+    assert {s.width for s in structure.ffn} == {1088}  # 0.7 x 1536 = 1075, aligned to 32
     assert minilm["saved"].format == "remote-code"
     report, tensors = reload_in_fresh_process(
         tmp_path, minilm["path"], "AutoModelForSequenceClassification", REVIEW,

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from lmprune.cli._common import add_command, print_table
+from lmprune.cli._device import add_device_argument, device_overrides
 
 DEFAULT_MODELS = ("minilm-l6", "smollm2-135m")
 
@@ -39,6 +40,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--part", choices=("all", "structures", "apt", "llm"), default="all",
                         help="which part to run (default: all)")
+    add_device_argument(parser)
     parser.add_argument("overrides", metavar="key=value", nargs="*",
                         help="overrides of the APT part's config (shipped `demo-apt`) with "
                              "--part apt, of the LLM part's (shipped `demo-llm`) with --part llm")
@@ -46,6 +48,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lmprune.device import announce, resolve_device
+
+    announce("demo", resolve_device(args.device or "auto"))
     code = 0
     if args.part in ("all", "structures"):
         code = _structures(args)
@@ -61,7 +66,7 @@ def _apt(args: argparse.Namespace) -> int:
     from lmprune.reporting.compare import (SUMMARY_COLUMNS, format_row, format_summary,
                                            relative_accuracy_by_method, table_columns)
 
-    overrides = list(args.overrides or []) if args.part == "apt" else []
+    overrides = device_overrides(args) + (list(args.overrides or []) if args.part == "apt" else [])
     rows = run_apt_demo(Path(args.out) / "apt", overrides)
     print()
     print_table([format_row(r) for r in rows], table_columns(rows))
@@ -75,7 +80,7 @@ def _apt(args: argparse.Namespace) -> int:
 def _llm(args: argparse.Namespace) -> int:
     from lmprune.recipes.llm_demo import run_llm_demo
 
-    overrides = list(args.overrides or []) if args.part == "llm" else []
+    overrides = device_overrides(args) + (list(args.overrides or []) if args.part == "llm" else [])
     rows = run_llm_demo(Path(args.out) / "llm", overrides)
     print()
     speed_columns = [(k, k.replace("bs", "THROUGHPUT BS")) for k in rows[0] if k.startswith("bs")]
@@ -91,7 +96,8 @@ def _structures(args: argparse.Namespace) -> int:
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         print(f"[demo] {name}: loading, pruning {args.sparsity:.0%} of heads and neurons at random, "
               "saving, reloading ...", flush=True)
-        r = run_roundtrip(name, Path(args.out), sparsity=args.sparsity, seed=args.seed)
+        r = run_roundtrip(name, Path(args.out), sparsity=args.sparsity, seed=args.seed,
+                          device=args.device or "auto")
         rows.append({"model": r.model, "before": f"{r.params_before / 1e6:.2f}M",
                      "after": f"{r.params_after / 1e6:.2f}M",
                      "body": f"{r.body_before / 1e6:.2f}M -> {r.body_after / 1e6:.2f}M",

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
 from lmprune.cli._common import add_command, print_table
+from lmprune.cli._device import add_device_argument, device_overrides
+from lmprune.errors import LmpruneError
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -28,6 +31,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--config", default="prune", help="config whose `eval` section is used "
                         "(default: the shipped `prune` config)")
     parser.add_argument("--out", required=True, help="JSON file to write")
+    add_device_argument(parser)
     parser.add_argument("overrides", metavar="key=value", nargs="*", help="e.g. eval.seq_len=2048")
     return parser
 
@@ -36,8 +40,9 @@ def _split(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def load_any(name: str):
-    """(model, tokenizer) from a saved directory (any lmprune format) or a zoo alias / hub id."""
+def load_any(name: str, device=None, dtype=None):
+    """(model, tokenizer) from a saved directory (any lmprune format) or a zoo alias / hub id,
+    on ``device`` (default: where it loads) in ``dtype`` (default: as saved / float32)."""
     from lmprune.zoo import load_model
 
     path = Path(name)
@@ -46,13 +51,19 @@ def load_any(name: str):
 
         import lmprune
 
-        return lmprune.load_pretrained(path), AutoTokenizer.from_pretrained(path)
-    loaded = load_model(name, "causal-lm")
-    return loaded.model.eval(), loaded.tokenizer
+        options = {} if dtype is None else {"dtype": dtype}
+        model, tokenizer = lmprune.load_pretrained(path, **options), None
+        with contextlib.suppress(OSError, ValueError, TypeError):  # weights without a tokenizer
+            tokenizer = AutoTokenizer.from_pretrained(path)
+    else:
+        loaded = load_model(name, "causal-lm", **({} if dtype is None else {"dtype": dtype}))
+        model, tokenizer = loaded.model.eval(), loaded.tokenizer
+    return (model if device is None else model.to(device)), tokenizer
 
 
 def run(args: argparse.Namespace) -> int:
     from lmprune.config import load_config
+    from lmprune.device import announce, resolve_device, resolve_dtype
     from lmprune.evaluation.suite import evaluate
     from lmprune.reporting.report import flatten
 
@@ -63,10 +74,18 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"eval.perplexity=[{','.join(_split(args.perplexity))}]")
     if args.limit is not None:
         overrides.append(f"eval.limit={args.limit}")
-    eval_config = load_config(args.config, overrides).eval
-    model, tokenizer = load_any(args.model)
+    run_config = load_config(args.config, device_overrides(args) + overrides)
+    eval_config = run_config.eval
+    device = resolve_device(run_config.device)
+    dtype = resolve_dtype(run_config.model.dtype, device, "inference")
+    model, tokenizer = load_any(args.model, device, dtype)
+    if tokenizer is None:
+        raise LmpruneError(f"{args.model} has no tokenizer; evaluation needs one (save the "
+                           f"model with its tokenizer)")
+    announce("eval", device, dtype)
     result = evaluate(model, tokenizer, eval_config, speed=not args.no_speed)
     result["model"] = args.model
+    result["device"] = str(device)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str))

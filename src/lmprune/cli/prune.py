@@ -5,9 +5,10 @@ import argparse
 from typing import Any
 
 from lmprune.cli._common import add_command, overrides_from_flags
+from lmprune.cli._device import add_device_argument
 
 FLAGS = {"method": "prune.method", "model": "model.name", "sparsity": "prune.sparsity",
-         "calibration": "data.calibration", "out": "output.dir"}
+         "calibration": "data.calibration", "out": "output.dir", "device": "device"}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -28,6 +29,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--sparsity", type=float, help="fraction of units to remove, in [0, 1)")
     parser.add_argument("--calibration", help="calibration text dataset (offline: austen)")
     parser.add_argument("--out", help="output directory")
+    add_device_argument(parser)
     parser.add_argument("overrides", metavar="key=value", nargs="*",
                         help="any config field, e.g. prune.structures=[heads,neurons]")
     return parser

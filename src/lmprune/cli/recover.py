@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lmprune.cli._common import add_command
+from lmprune.cli._device import add_device_argument, device_overrides
 from lmprune.errors import LmpruneError
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json",
@@ -65,13 +66,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--max-samples", type=int, metavar="N",
                         help="train on a seeded random subset of N examples")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_argument(parser)
     return parser
 
 
 def _load_config(args: argparse.Namespace):
     from lmprune.config import load_config
 
-    overrides = list(args.overrides or [])
+    overrides = device_overrides(args) + list(args.overrides or [])
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise LmpruneError(f"expected key=value overrides, got {bad[0]!r} (the config file goes "
@@ -81,10 +83,8 @@ def _load_config(args: argparse.Namespace):
     return load_config(args.config, overrides)
 
 
-def _load_model(name: str, tokenizer_dir: str | None, dtype: str):
-    """(model, tokenizer, plan or None) from a directory or an alias."""
-    import torch
-
+def _load_model(name: str, tokenizer_dir: str | None, dtype):
+    """(model, tokenizer, plan or None) from a directory or an alias, in ``dtype``."""
     from lmprune.structures.export import load_pretrained
     from lmprune.structures.plan import PLAN_FILE, PruningPlan
     from lmprune.zoo.registry import is_alias
@@ -101,7 +101,7 @@ def _load_model(name: str, tokenizer_dir: str | None, dtype: str):
                            "`lmprune ls models`); give the directory a pruned model was saved to")
     if not (path / "config.json").exists():
         raise LmpruneError(f"--model {name}: not a saved model directory (no config.json)")
-    model = load_pretrained(path, auto_class="AutoModelForCausalLM", dtype=getattr(torch, dtype))
+    model = load_pretrained(path, auto_class="AutoModelForCausalLM", dtype=dtype)
     plan = PruningPlan.load(path) if (path / PLAN_FILE).exists() else None
     return model, _tokenizer(tokenizer_dir or str(path)), plan
 
@@ -118,15 +118,21 @@ def _tokenizer(directory: str):
 def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
+    from lmprune.device import accelerator_kwargs, announce, resolve_device, resolve_dtype
     from lmprune.recovery import recover
 
     cfg = _load_config(args)
     out = Path(args.out or cfg.output.dir)
-    model, tokenizer, plan = _load_model(args.model, args.tokenizer, cfg.model.dtype)
+    device = resolve_device(cfg.device)
+    # the frozen base may be bfloat16 on a GPU: peft keeps the LoRA weights in float32
+    dtype = resolve_dtype(cfg.model.dtype, device, "inference")
+    model, tokenizer, plan = _load_model(args.model, args.tokenizer, dtype)
     if tokenizer is None:
         raise LmpruneError(f"{args.model} comes without a tokenizer; pass --tokenizer DIR")
-    state = PartialState()  # one process, or one of several under `accelerate launch`
+    # one process, or one of several under `accelerate launch`
+    state = PartialState(**accelerator_kwargs(cfg.device))
     if state.is_main_process:
+        announce("recover", state.device, dtype)
         print(f"[recover] {args.model}: LoRA r={cfg.recovery.r} on "
               f"{', '.join(cfg.recovery.targets)}; data {cfg.recovery.data}; -> {out}", flush=True)
     result = recover(model, tokenizer, cfg, out, resume=args.resume, plan=plan,

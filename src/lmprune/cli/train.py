@@ -5,10 +5,12 @@ import argparse
 from typing import Any
 
 from lmprune.cli._common import add_command, overrides_from_flags
+from lmprune.cli._device import add_device_argument
 
 FLAGS = {"method": "train.method", "model": "model.name", "task": "train.task",
          "sparsity": "train.sparsity", "epochs": "train.epochs", "reference": "train.reference",
-         "init_from": "train.init_from", "teacher": "train.teacher", "out": "output.dir"}
+         "init_from": "train.init_from", "teacher": "train.teacher", "out": "output.dir",
+         "device": "device"}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -42,6 +44,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="reuse a fine-tuned run (lora-prune*: lora run; mask-tuning: ft run)")
     parser.add_argument("--teacher", help="dense fine-tuned run used as teacher (cofi)")
     parser.add_argument("--out", help="output directory")
+    add_device_argument(parser)
     parser.add_argument("overrides", metavar="key=value", nargs="*",
                         help="any config field, e.g. apt.schedule=late train.lr=1e-3")
     return parser

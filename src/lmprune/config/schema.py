@@ -29,8 +29,9 @@ class ModelConfig(Section):
                                     "local directory")
     task: str | None = param(None, "task head to load (e.g. causal-lm, sequence-classification); "
                                    "null: the model's default task")
-    dtype: Literal["float32", "bfloat16", "float16"] = param(
-        "float32", "dtype the weights are loaded in")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = param(
+        "auto", "dtype the weights are loaded in; auto: bfloat16 on a GPU, float32 on the CPU "
+                "(lmprune train: float32 weights everywhere, see lmprune/device.py)")
     num_labels: int = param(2, "number of labels of a classification head")
 
     def validate(self) -> list[str]:
@@ -61,8 +62,11 @@ class PruneConfig(Section):
                                   "structure kinds to prune: " + ", ".join(STRUCTURES))
     layer_range: list[int] | None = param(None, "[start, end): prune only these layers "
                                                 "(null: all layers)")
-    round_to: int = param(1, "keep a multiple of this many units per group kind (hardware-"
-                             "friendly shapes)")
+    round_to: int | Literal["auto"] = param(
+        "auto", "kept units per site are a multiple of this (hardware-friendly widths); auto: "
+                "chosen per width (FFN neurons and hidden channels: 64 from 2048 units, 32 from "
+                "1024, 16 from 512, 8 from 256, else 1; heads: whatever keeps heads x head_dim a "
+                "multiple of that); 1: exact counts (exported widths may be slow on GPUs)")
     seed: int = param(0, "seed for randomized methods")
 
     def validate(self) -> list[str]:
@@ -76,8 +80,8 @@ class PruneConfig(Section):
             if len(lr) != 2 or lr[0] < 0 or lr[0] >= lr[1]:
                 problems.append(f"layer_range: must be [start, end) with 0 <= start < end, "
                                 f"got {lr}")
-        if self.round_to < 1:
-            problems.append(f"round_to: must be >= 1, got {self.round_to}")
+        if self.round_to != "auto" and self.round_to < 1:
+            problems.append(f"round_to: must be auto or an integer >= 1, got {self.round_to}")
         problems += self._check_method()
         return problems
 
@@ -190,6 +194,11 @@ class SublayerConfig(Section):
 class OutputConfig(Section):
     dir: str = param("runs/latest", "directory for the run's report, plan and model")
     overwrite: bool = param(False, "replace the directory's contents if it is not empty")
+    format: Literal["auto", "decilm"] = param(
+        "auto", "how the pruned model is saved: auto (stock transformers when its config can "
+                "express the widths, else with lmprune's remote code); decilm (the Nemotron-NAS "
+                "per-layer format vLLM and llama.cpp serve; decoders whose layers fit it, else "
+                "auto and the report says why)")
 
     def validate(self) -> list[str]:
         return [] if self.dir.strip() else ["dir: must not be empty"]
@@ -272,3 +281,11 @@ class RunConfig(Section):
     cofi: CoFiConfig = section(CoFiConfig, "CoFi L0 pruning (train.method: cofi)")
     output: OutputConfig = section(OutputConfig, "where results go")
     seed: int = param(0, "global seed (torch, numpy, random)")
+    device: str = param("auto", "where models run: auto (the GPU when there is one), cpu, cuda, "
+                                "cuda:N, mps")
+
+    def validate(self) -> list[str]:
+        from lmprune.device import device_problem
+
+        problem = device_problem(self.device)
+        return [f"device: {problem}"] if problem else []

@@ -15,6 +15,7 @@ import torch
 from lmprune.arch import ModelStructure
 from lmprune.errors import LmpruneError
 from lmprune.structures import Masks
+from lmprune.structures.alignment import rounding_for
 
 
 @dataclass
@@ -57,7 +58,7 @@ def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def select(structure: ModelStructure, scores: Scores, sparsity: float, structures: list[str],
-           round_to: int = 1, layer_range: list[int] | None = None) -> Masks:
+           round_to: int | str = "auto", layer_range: list[int] | None = None) -> Masks:
     """Binary masks keeping the top-scored units of each requested kind."""
     if not 0.0 <= sparsity < 1.0:
         raise LmpruneError(f"sparsity must be in [0, 1), got {sparsity}")
@@ -69,16 +70,21 @@ def select(structure: ModelStructure, scores: Scores, sparsity: float, structure
         if not in_range(site.layer, layer_range):
             continue
         if "heads" in structures:
-            masks.heads[site.name] = _select_heads(site, scores.heads[site.name], sparsity)
+            masks.heads[site.name] = _select_heads(site, scores.heads[site.name], sparsity,
+                                                   round_to)
         if "kv_groups" in structures and site.group_size > 1:
-            k = keep_count(site.num_kv_heads, sparsity)
+            r = rounding_for(round_to, "kv_groups", site.num_kv_heads,
+                             site.group_size * site.head_dim)
+            k = keep_count(site.num_kv_heads, sparsity, r)
             masks.kv_groups[site.name] = _top(scores.kv_groups[site.name], k)
     for site in structure.ffn:
         if "neurons" in structures and in_range(site.layer, layer_range):
-            k = keep_count(site.width, sparsity, round_to)
+            k = keep_count(site.width, sparsity, rounding_for(round_to, "neurons", site.width))
             masks.neurons[site.name] = _top(scores.neurons[site.name], k)
     if "hidden" in structures:
-        masks.hidden = _top(scores.hidden, keep_count(structure.hidden.size, sparsity, round_to))
+        size = structure.hidden.size
+        masks.hidden = _top(scores.hidden,
+                            keep_count(size, sparsity, rounding_for(round_to, "hidden", size)))
     for kind, sites in (("attention", structure.attention), ("ffn", structure.ffn),
                         ("layers", structure.layers)):
         if kind in structures:
@@ -88,12 +94,16 @@ def select(structure: ModelStructure, scores: Scores, sparsity: float, structure
     return masks
 
 
-def _select_heads(site, scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+def _select_heads(site, scores: torch.Tensor, sparsity: float,
+                  round_to: int | str = 1) -> torch.Tensor:
     """Multi-head: the top heads. Grouped-query: the same number of top query heads in every
     key/value group, which is what keeps the grouping valid after removal."""
     if site.group_size == 1:
-        return _top(scores, keep_count(site.num_heads, sparsity))
-    per_group = keep_count(site.group_size, sparsity)
+        r = rounding_for(round_to, "heads", site.num_heads, site.head_dim)
+        return _top(scores, keep_count(site.num_heads, sparsity, r))
+    # per-group counts: one more head per group adds num_kv_heads * head_dim columns
+    r = rounding_for(round_to, "heads", site.group_size, site.num_kv_heads * site.head_dim)
+    per_group = keep_count(site.group_size, sparsity, r)
     return torch.cat([_top(group, per_group) for group in scores.view(site.num_kv_heads, site.group_size)])
 
 

@@ -4,7 +4,7 @@
 
 * ``block``: attention heads (or key/value groups, if ``prune.structures`` lists
   ``kv_groups``) and FFN neurons of every layer inside ``prune.layer_range``, each site at
-  ``prune.sparsity`` (``prune.round_to`` applies to neurons). LLM-Pruner's LLaMA-7B recipe
+  ``prune.sparsity`` (``prune.round_to`` keeps the widths aligned). LLM-Pruner's LLaMA-7B recipe
   prunes only layers 4..29 of 32 (``--block_*_layer_start 4 --block_*_layer_end 30``: the
   first 4 and the last 2 layers are kept); lmprune's default ``layer_range: null`` prunes
   every layer: set ``prune.layer_range=[4,30]`` to follow LLM-Pruner on a 32-layer model.

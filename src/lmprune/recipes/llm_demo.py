@@ -24,14 +24,17 @@ METHODS = {
 
 def run_llm_demo(out_dir: Path, overrides: list[str] | None = None, log=print) -> list[dict]:
     """Prune with each method; returns one row per model state (dense, then each method)."""
+    from lmprune.device import describe_device, resolve_device, resolve_dtype
     from lmprune.evaluation.suite import evaluate
     from lmprune.recipes.prune import run_prune
     from lmprune.zoo import load_model
 
     base = load_config("demo-llm", list(overrides or []))
-    log(f"[demo] evaluating dense {base.model.name}")
-    dense = load_model(base.model.name, "causal-lm")
-    dense_eval = evaluate(dense.model, dense.tokenizer, base.eval, progress=False)
+    device = resolve_device(base.device)
+    dtype = resolve_dtype(base.model.dtype, device, "inference")
+    log(f"[demo] evaluating dense {base.model.name} on {describe_device(device)}")
+    dense = load_model(base.model.name, "causal-lm", dtype=dtype)
+    dense_eval = evaluate(dense.model.to(device), dense.tokenizer, base.eval, progress=False)
     del dense
     rows = [_row("dense", dense_eval, dense_eval, 0.0, {})]
     for method, extra in METHODS.items():

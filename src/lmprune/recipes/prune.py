@@ -23,6 +23,7 @@ import torch
 from lmprune.arch import describe
 from lmprune.config import dump_yaml
 from lmprune.config.schema import RunConfig
+from lmprune.device import announce, describe_device, resolve_device, resolve_dtype
 from lmprune.errors import LmpruneError
 from lmprune.registry import load_builtin_methods
 from lmprune.reporting.plots import layer_widths, plot_layer_widths
@@ -33,7 +34,6 @@ from lmprune.structures.plan import PruningPlan
 
 #: Extra calibration windows per method: (held-out windows for objectives, candidate pool).
 NEEDS = {"adapruner": ("heldout", "pool"), "sublayer-ri": ("heldout",)}
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -98,11 +98,19 @@ def run_prune(run: RunConfig, progress: bool = True, log=print,
     out = prepare_output(run)
     methods = load_builtin_methods()
     method = methods.get(run.prune.method)
+    device = resolve_device(run.device)
+    dtype = resolve_dtype(run.model.dtype, device, "inference")
     seed_everything(run.seed)
     log(f"[prune] loading {run.model.name}")
     loaded = load_model(run.model.name, run.model.task, num_labels=run.model.num_labels,
-                        dtype=DTYPES[run.model.dtype])
-    model, tokenizer = loaded.model.eval(), loaded.tokenizer
+                        dtype=dtype)
+    model, tokenizer = loaded.model.to(device).eval(), loaded.tokenizer
+    announce("prune", device, dtype, log)
+    if run.output.format == "decilm":
+        from lmprune.structures.decilm import decilm_family_problems
+
+        if decilm_family_problems(model):  # before any expensive work
+            raise LmpruneError(f"output.format=decilm: {decilm_family_problems(model)[0]}")
     structure = describe(model)
     if tokenizer is None:
         raise LmpruneError(f"{run.model.name} has no tokenizer; calibration and evaluation need one")
@@ -131,18 +139,40 @@ def run_prune(run: RunConfig, progress: bool = True, log=print,
         prune_seconds = time.perf_counter() - t0
         log("[prune] evaluating the pruned model")
         after = evaluate(model, tokenizer, run.eval, progress=progress)
-        saved = save_pretrained(model, stage / "model", tokenizer=tokenizer, plan=plan)
+        saved = save_model(model, stage / "model", tokenizer, plan, run.output.format, log)
         plots = sorted(stage.glob("*.png"))
         plots.insert(0, plot_layer_widths(widths_before, layer_widths(describe(model)),
                                           stage / "layer_widths.png",
                                           f"{run.prune.method}: kept widths"))
+        if saved.unaligned:
+            log(f"[prune] warning: {len(saved.unaligned)} exported width(s) are not multiples "
+                f"of 8 (e.g. {saved.unaligned[0]}); prune.round_to=auto aligns them")
+        extra = {"device": describe_device(device), "dtype": str(dtype).removeprefix("torch."),
+                 "alignment": {"round_to": run.prune.round_to, "unaligned": saved.unaligned}}
         metrics = _metrics(run, calibration, before, after, saved, out, prune_seconds,
                            time.perf_counter() - start,
-                           {"memory": {"prune": prune_memory.result.as_dict()}})
+                           {**extra, "memory": {"prune": prune_memory.result.as_dict()}})
         dump_yaml(run, stage / "config.yaml")
         write_report(stage, metrics, plots)
     log(f"[prune] done: {out}/report.md")
     return PruneOutcome(out, metrics, model, tokenizer)
+
+
+def save_model(model, path: Path, tokenizer, plan, format: str, log=print):
+    """Save in ``format`` (output.format); a model that does not fit DeciLM is saved in the
+    automatic format instead, with the reasons logged and kept in ``SaveResult.notes``."""
+    if format == "decilm":
+        from lmprune.structures.decilm import decilm_fit, save_decilm
+
+        fit = decilm_fit(model)
+        if fit.fits:
+            return save_decilm(model, path, tokenizer=tokenizer, plan=plan)
+        log("[prune] the pruned model does not fit the DeciLM format; saved in the automatic "
+            "format instead:\n" + "\n".join(f"  - {p}" for p in fit.problems))
+        saved = save_pretrained(model, path, tokenizer=tokenizer, plan=plan)
+        saved.notes = [f"not DeciLM: {p}" for p in fit.problems]
+        return saved
+    return save_pretrained(model, path, tokenizer=tokenizer, plan=plan)
 
 
 def _metrics(run, calibration, before, after, saved, out, prune_seconds, total, extra) -> dict:
@@ -154,7 +184,8 @@ def _metrics(run, calibration, before, after, saved, out, prune_seconds, total, 
         "before": before, "after": after,
         "params_removed_fraction": {
             key: 1 - after["params"][key] / before["params"][key] for key in ("total", "body")},
-        "saved": {"path": str(out / "model"), "format": saved.format, "load": saved.load_hint},
+        "saved": {"path": str(out / "model"), "format": saved.format, "load": saved.load_hint,
+                  "notes": saved.notes},
         "seconds": {"prune": prune_seconds, "total": total},
         "protocols": {name: r["protocol"] for name, r in after.get("perplexity", {}).items()},
         **extra,

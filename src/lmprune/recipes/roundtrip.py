@@ -13,6 +13,7 @@ import torch
 
 from lmprune.arch import describe
 from lmprune.config.schema import PruneConfig, RunConfig
+from lmprune.device import resolve_device
 from lmprune.pruners.random import prune_random
 from lmprune.structures import apply_masks, remove
 from lmprune.structures.counting import count_parameters
@@ -62,16 +63,18 @@ def _logits(model, inputs) -> torch.Tensor:
 
 
 def run_roundtrip(name: str, out_dir: Path, sparsity: float = 0.3, seed: int = 0,
-                  structures=("heads", "neurons"), overwrite: bool = True) -> RoundTrip:
+                  structures=("heads", "neurons"), overwrite: bool = True,
+                  device: str = "auto") -> RoundTrip:
     """Randomly prune model ``name`` at ``sparsity``, save to ``out_dir/name`` and reload."""
     start = time.perf_counter()
+    where = resolve_device(device)
     loaded = load_model(name)
-    model, structure = loaded.model.eval(), describe(loaded.model)
+    model, structure = loaded.model.to(where).eval(), describe(loaded.model)
     before = count_parameters(model, structure)
     run = RunConfig(prune=PruneConfig(method="random", sparsity=sparsity,
                                        structures=list(structures), seed=seed))
     masks = prune_random(model, structure, run)
-    inputs = _inputs(loaded, structure.family)
+    inputs = {k: v.to(where) for k, v in _inputs(loaded, structure.family).items()}
     # The equivalence check runs in float64, where masked and removed agree exactly; in
     # float32 they differ by summation-order rounding (~1e-5 of the logit scale).
     model.double()
@@ -86,7 +89,7 @@ def run_roundtrip(name: str, out_dir: Path, sparsity: float = 0.3, seed: int = 0
     after = count_parameters(model)
     result = save_pretrained(model, Path(out_dir) / name, tokenizer=loaded.tokenizer, plan=plan,
                              overwrite=overwrite)
-    reloaded = _logits(load_pretrained(result.path), inputs)
+    reloaded = _logits(load_pretrained(result.path).to(where), inputs)
     return RoundTrip(name, before.total, after.total, before.body, after.body,
                      float((masked - exact).abs().max()), float((pruned - reloaded).abs().max()),
                      result.format, str(result.path), time.perf_counter() - start)

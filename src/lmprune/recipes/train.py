@@ -20,7 +20,9 @@ import torch
 from lmprune.arch import describe
 from lmprune.config import dump_yaml
 from lmprune.errors import LmpruneError
-from lmprune.recipes.prune import DTYPES, prepare_output, seed_everything, staged_output
+from lmprune.device import (accelerator_kwargs, announce, describe_device, resolve_device,
+                             resolve_dtype)
+from lmprune.recipes.prune import prepare_output, seed_everything, staged_output
 from lmprune.structures.counting import count_parameters
 
 
@@ -94,6 +96,8 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
         raise LmpruneError(f"train.init_from works with {', '.join(REUSES)}, not {cfg.method}")
     started = time.perf_counter()
     out = prepare_output(run)
+    device = resolve_device(run.device)
+    dtype = resolve_dtype(run.model.dtype, device, "training")
     seed_everything(run.seed)
     family = model_family(run.model.name)
     task = load_task(cfg.task, family, data_files=cfg.data_files)
@@ -101,15 +105,16 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
     log(f"[train] {cfg.method} on {run.model.name} / {cfg.task} ({task.kind}, metric "
         f"{task.metric}), sparsity {cfg.sparsity if cfg.method in PRUNING else 0}")
     loaded = load_model(source, task.head, num_labels=task.num_labels or None,
-                        dtype=DTYPES[run.model.dtype], seed=run.seed)
+                        dtype=dtype, seed=run.seed)
     model, tokenizer = loaded.model, loaded.tokenizer
     if tokenizer is None:
         raise LmpruneError(f"{run.model.name} has no tokenizer; training needs one")
     task.prepare_model(model, tokenizer)
     train = task.encode(tokenizer, "train", cfg.max_len, cfg.max_train_samples, run.seed)
     dev = task.encode(tokenizer, cfg.eval_split, cfg.max_len, cfg.max_eval_samples, run.seed)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(**accelerator_kwargs(run.device))
     model.to(accelerator.device)
+    announce("train", accelerator.device, dtype, log)
     ctx = TrainContext(run, task, tokenizer, train, dev, accelerator, family,
                        extra_seconds=reused_seconds)
     dense = count_parameters(model)
@@ -201,8 +206,7 @@ def _metrics(run, task, ctx, dense, after, dev, test, inference, dense_inference
         "inference": inference, "dense_inference": dense_inference,
         "memory": {"train": memory.as_dict() if memory else None,
                    "inference": _inference_memory(inference)},
-        "device": str(ctx.device) + (f" ({torch.cuda.get_device_name()})"
-                                     if torch.cuda.is_available() else ""),
+        "device": describe_device(ctx.device),
         "phases": ctx.phases, "info": info, "saved_format": saved,
         "config": {"lr": cfg.learning_rate(), "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                    "max_len": cfg.max_len, "max_train_samples": cfg.max_train_samples},

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from lmprune import __version__
+from lmprune.device import accelerator_kwargs
 from lmprune.errors import LmpruneError
 from lmprune.recovery.checkpoint import load_checkpoint, save_checkpoint
 from lmprune.recovery.instruct_data import (
@@ -178,7 +179,7 @@ def recover(model: nn.Module, tokenizer: Any, run: Any, out_dir: str | Path, dat
     rows, data_name = _rows(data, rc.data, _option(rc, "max_samples", max_samples), run.seed)
     examples, dropped = build_examples(tokenizer, rows, max_len=rc.max_len, template=template,
                                        train_on_inputs=train_on_inputs)
-    accelerator = Accelerator()
+    accelerator = Accelerator(**accelerator_kwargs(getattr(run, "device", "auto")))
     out = Path(out_dir)
     checkpoint = prepare_output(out, resume=resume, overwrite=run.output.overwrite,
                                 is_main=accelerator.is_main_process)

@@ -41,6 +41,23 @@ def flatten(evaluation: dict) -> dict:
     return flat
 
 
+def _outcome_lines(metrics: dict) -> list[str]:
+    """The share actually removed, the width alignment, and what the saved format lacks."""
+    lines = []
+    removed = metrics.get("params_removed_fraction")
+    alignment = metrics.get("alignment") or {}
+    if removed:
+        lines.append(f"- removed: {removed['body']:.1%} of the non-embedding parameters "
+                     f"({removed['total']:.1%} of all), widths rounded with prune.round_to="
+                     f"{alignment.get('round_to', '-')}")
+    for width in alignment.get("unaligned") or []:
+        lines.append(f"- warning: unaligned width (not a multiple of 8, slow on GPUs): {width}")
+    if metrics.get("device"):
+        lines.append(f"- device: {metrics['device']}, {metrics.get('dtype', '-')}")
+    lines += [f"- saved-format note: {n}" for n in metrics.get("saved", {}).get("notes") or []]
+    return lines
+
+
 def write_report(out: Path, metrics: dict, plots: list[Path]) -> Path:
     """metrics.json plus report.md (before/after table, speedups, protocol, plots)."""
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
@@ -50,6 +67,7 @@ def write_report(out: Path, metrics: dict, plots: list[Path]) -> Path:
              f"- calibration: {metrics.get('calibration', '-')}",
              f"- saved model: `{metrics.get('saved', {}).get('path', '-')}` "
              f"({metrics.get('saved', {}).get('format', '-')} format)",
+             *_outcome_lines(metrics),
              f"- wall time: pruning {metrics['seconds']['prune']:.1f} s, "
              f"total {metrics['seconds']['total']:.1f} s", "",
              "## Before and after", "", *comparison_table(before, after), ""]

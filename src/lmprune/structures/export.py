@@ -12,11 +12,12 @@ Two formats, chosen automatically by :func:`save_pretrained`:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from torch import nn
 
 from lmprune.errors import LmpruneError
 from lmprune.structures import hf_code
+from lmprune.structures.alignment import warn_if_unaligned
 from lmprune.structures.hf_code import Skipped
 
 REMOTE_FILE = "lmprune_pruned.py"
@@ -46,8 +48,10 @@ AUTO_CLASSES = {
 @dataclass
 class SaveResult:
     path: Path
-    format: str  # "stock" or "remote-code"
+    format: str  # "stock", "remote-code" or "decilm"
     load_hint: str
+    unaligned: list[str] = field(default_factory=list)  # widths GPUs multiply slowly
+    notes: list[str] = field(default_factory=list)  # what some readers of the format lack
 
 
 def stock_class(model: nn.Module) -> type:
@@ -149,18 +153,27 @@ def save_pretrained(model: nn.Module, path, *, tokenizer=None, plan=None,
     end, so a failure leaves ``path`` untouched.
     """
     path = Path(path)
+    with atomic_directory(path, overwrite) as tmp:
+        result = _write(model, tmp, tokenizer, plan)
+        result.unaligned = warn_if_unaligned(model, f"the model saved to {path}")
+    result.path = path
+    return result
+
+
+@contextlib.contextmanager
+def atomic_directory(path: Path, overwrite: bool = False):
+    """A temporary directory beside ``path``, moved to ``path`` when the block succeeds and
+    deleted otherwise: a failure leaves ``path`` untouched."""
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise LmpruneError(f"{path} already exists and is not empty; choose another directory "
                            "or pass overwrite=True (CLI: output.overwrite=true)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        result = _write(model, tmp, tokenizer, plan)
+        yield tmp
         if path.exists():
             shutil.rmtree(path)
         tmp.rename(path)
-        result.path = path
-        return result
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -222,6 +235,10 @@ def load_pretrained(path, *, auto_class: str | None = None, **kwargs) -> nn.Modu
     if not config_file.exists():
         raise LmpruneError(f"{path} is not a saved model directory (no config.json)")
     config = json.loads(config_file.read_text())
+    if config.get("lmprune_format") == "decilm":
+        from lmprune.structures.decilm import load_decilm
+
+        return load_decilm(path, **kwargs)
     architecture = (config.get("architectures") or [None])[0]
     if auto_class is not None:
         from transformers.models.auto import modeling_auto

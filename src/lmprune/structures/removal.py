@@ -5,6 +5,7 @@ with fewer parameters and FLOPs; ``sync_config`` then writes the new widths into
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -138,6 +139,7 @@ def remove(model: nn.Module, masks: Masks, structure: ModelStructure | None = No
     """Physically remove what the binary ``masks`` zero out; returns ``model`` (changed in place)."""
     structure = structure or describe(model)
     decisions = decide(structure, masks)
+    own_config(model)
     remember_original_config(model, structure)
     slicer = _Slicer()
     for site in structure.attention:
@@ -273,6 +275,22 @@ def _drop_layers(model, structure: ModelStructure, dropped) -> None:
         layer_types = getattr(model.config, "layer_types", None)
         if layer_types is not None and len(layer_types) == len(stack):
             model.config.layer_types = [t for i, t in enumerate(layer_types) if i not in gone]
+
+
+def own_config(model: nn.Module) -> None:
+    """Give ``model`` its own copy of its config before removal writes the new widths into it.
+
+    Models built from one config object share it (``Model(config)`` twice, or a model and the
+    config a caller keeps); changing it in place would give the other models, and every model
+    built from it later, the pruned widths.
+    """
+    old = getattr(model, "config", None)
+    if old is None:
+        return
+    new = copy.deepcopy(old)
+    for module in model.modules():
+        if getattr(module, "config", None) is old:
+            module.config = new
 
 
 def remember_original_config(model: nn.Module, structure: ModelStructure) -> None:
