@@ -29,7 +29,7 @@ def _train(tmp_path: Path, method: str, model: str, *extra: str, task: str = "fo
     return json.loads((out / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("model", ["tiny-bert", "tiny-t5", "tiny-llama"])
+@pytest.mark.parametrize("model", ["tiny-bert", "tiny-mpnet", "tiny-t5", "tiny-llama"])
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_runs_end_to_end(tmp_path, method, model):
     m = _train(tmp_path, method, model)
@@ -45,17 +45,18 @@ def test_every_method_runs_end_to_end(tmp_path, method, model):
     assert (tmp_path / f"{model}-{method}" / "report.md").is_file()
 
 
-def test_saved_model_reloads_with_the_same_predictions(tmp_path):
-    m = _train(tmp_path, "apt", "tiny-bert", "train.measure=true",
+@pytest.mark.parametrize("model", ["tiny-bert", "tiny-mpnet"])
+def test_saved_model_reloads_with_the_same_predictions(tmp_path, model):
+    m = _train(tmp_path, "apt", model, "train.measure=true",
                "train.measure_batch_sizes=[2,4]", "train.measure_seq_len=16",
                "train.reference=0.5")
-    out = tmp_path / "tiny-bert-apt"
+    out = tmp_path / f"{model}-apt"
     reloaded = load_pretrained(out / "model")
     from lmprune.tasks import load_task
-    from lmprune.zoo import build_tiny_tokenizer
+    from lmprune.zoo import build_tiny_tokenizer, load_model
 
-    task = load_task("foods", "bert")
-    split = task.encode(build_tiny_tokenizer("tiny-bert"), "validation", 128, 16, 0)
+    task = load_task("foods", load_model(model).model.config.model_type)
+    split = task.encode(build_tiny_tokenizer(model), "validation", 128, 16, 0)
     assert task.evaluate(reloaded, split)["accuracy"] == pytest.approx(m["metric"])
     assert set(m["inference"]) >= {"2", "4"} and m["dense_inference"]["4"]["samples_per_s"] > 0
     assert m["memory"]["train"]["kind"] in ("cpu_rss_peak", "cuda_max_allocated")

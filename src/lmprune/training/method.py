@@ -66,7 +66,8 @@ class TrainMethod:
 
 
 #: LoRA target module names per family (q and v, as LoRA / APT's LoRA baselines).
-LORA_TARGETS = {"bert": ["query", "value"], "roberta": ["query", "value"], "t5": ["q", "v"],
+LORA_TARGETS = {"bert": ["query", "value"], "roberta": ["query", "value"], "mpnet": ["q", "v"],
+                "t5": ["q", "v"],
                 "llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"],
                 "mistral": ["q_proj", "v_proj"]}
 #: Task-head modules that train with the adapters (new heads are randomly initialised; BERT's
