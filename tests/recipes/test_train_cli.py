@@ -69,8 +69,23 @@ def test_init_from_reuses_a_finetuned_run_and_counts_its_time(tmp_path):
     lora = _train(tmp_path, "lora", "tiny-bert")
     pruned = _train(tmp_path, "lora-prune", "tiny-bert",
                     f"train.init_from={tmp_path / 'tiny-bert-lora'}")
-    assert pruned["train_seconds"] >= lora["train_seconds"]
+    assert pruned["train_seconds"] == pytest.approx(
+        lora["train_seconds"] + pruned["own_train_seconds"], abs=2e-3)
     assert pruned["kept_params_ratio"] < 0.47
+    assert [u["role"] for u in pruned["upstream"]] == ["init_from"]
+    memory = pruned["memory"]
+    assert memory["pipeline"]["mb"] == max(memory["train"]["mb"], lora["memory"]["train"]["mb"])
+
+
+def test_cofi_counts_its_teacher_run_as_a_stage(tmp_path):
+    ft = _train(tmp_path, "ft", "tiny-bert")
+    cofi = _train(tmp_path, "cofi", "tiny-bert", f"train.teacher={tmp_path / 'tiny-bert-ft'}")
+    assert [u["role"] for u in cofi["upstream"]] == ["teacher"]
+    assert cofi["train_seconds"] == pytest.approx(
+        ft["train_seconds"] + cofi["own_train_seconds"], abs=2e-3)
+    assert cofi["curve"][0]["seconds"] >= ft["train_seconds"]  # its clock starts after FT's
+    report = (tmp_path / "tiny-bert-cofi" / "report.md").read_text()
+    assert "of teacher tiny-bert-ft" in report and "whole pipeline" in report
 
 
 def test_compare_reads_train_runs(tmp_path, capsys):
