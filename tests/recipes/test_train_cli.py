@@ -35,7 +35,15 @@ def test_every_method_runs_end_to_end(tmp_path, method, model):
     m = _train(tmp_path, method, model)
     assert m["method"] == method and 0.0 <= m["metric"] <= 1.0
     assert m["curve"][0]["phase"] == "start" and m["curve"][-1]["phase"] == "final"
-    assert all(b["seconds"] >= a["seconds"] for a, b in zip(m["curve"], m["curve"][1:]))
+    clock = [p for p in m["curve"] if p["phase"] != "probe"]  # probes add their search time
+    assert all(b["seconds"] >= a["seconds"] for a, b in zip(clock, clock[1:]))
+    probes = [p for p in m["curve"] if p["phase"] == "probe"]
+    assert len(probes) == (1 if method in ("lora-prune", "mask-tuning") else 0)
+    for probe in probes:  # at step 3 of 6: the pruned model as it would be if stopped there
+        assert probe["step"] == 3 and abs(probe["keep_ratio"] - m["kept_params_ratio"]) < 0.02
+        before = next(p for p in m["curve"] if p["step"] == 3 and p["phase"] != "probe")
+        assert probe["seconds"] == pytest.approx(before["seconds"] + probe["search_seconds"],
+                                                 abs=2e-3)
     if method in PRUNING:  # 60% of the body removed (k/v of grouped heads stay: up to ~46%)
         assert 0.3 < m["kept_params_ratio"] <= 0.47
     elif method == "cofi":  # 6 steps of Lagrangian warm-up only start pruning
@@ -75,6 +83,15 @@ def test_init_from_reuses_a_finetuned_run_and_counts_its_time(tmp_path):
     assert [u["role"] for u in pruned["upstream"]] == ["init_from"]
     memory = pruned["memory"]
     assert memory["pipeline"]["mb"] == max(memory["train"]["mb"], lora["memory"]["train"]["mb"])
+
+
+def test_lora_prune_time_to_accuracy_is_measured_along_its_run(tmp_path):
+    """With a reference every model reaches, the first model at the final sparsity is the
+    probe at step 3 (LoRA so far plus one search), not the end of the run."""
+    m = _train(tmp_path, "lora-prune", "tiny-bert", "train.reference=0.01")
+    probe = next(p for p in m["curve"] if p["phase"] == "probe")
+    assert m["time_to_accuracy"]["seconds"] == probe["seconds"] < m["train_seconds"]
+    assert m["info"]["mask_search"]["probes"][0]["step"] == 3
 
 
 def test_cofi_counts_its_teacher_run_as_a_stage(tmp_path):

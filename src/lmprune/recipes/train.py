@@ -98,6 +98,7 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
     ctx = TrainContext(run, task, tokenizer, train, dev, accelerator, family,
                        extra_seconds=sum(u.train_seconds for u in upstream))
     dense = count_parameters(model)
+    ctx.dense_body = dense.body
     if cfg.measure and dense_inference is None:
         dense_inference = _measure(model, run, log, "dense")
     log(f"[train] {len(train)} training and {len(dev)} dev features; dense dev "

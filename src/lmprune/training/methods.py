@@ -46,14 +46,25 @@ def _dense_then_prune(dense: Callable) -> Callable:
     """A runner: the dense fine-tuning (or the ``train.init_from`` model), then Kwon pruning."""
 
     def run(ctx, model):
-        from lmprune.training.baselines import kwon_prune
+        from lmprune.training.baselines import PruneProbe, kwon_prune, probe_steps
 
-        if ctx.config.train.init_from is None:
-            model, _ = dense(ctx, model)
+        cfg, keep = ctx.config.train, 1.0 - ctx.config.train.sparsity
+        probes = []
+        if cfg.init_from is None:
+            total = ctx.settings(cfg.epochs, "dense").total_steps
+            steps = probe_steps(total, cfg.eval_every, ctx.config.mask_search.probes)
+            if steps and ctx.dense_body:
+                ctx.probe = PruneProbe(ctx, keep, steps)
+            try:
+                model, _ = dense(ctx, model)
+            finally:
+                probes, ctx.probe = (ctx.probe.log if ctx.probe else []), None
         model.to(ctx.device)
         ctx.clock.start()
-        model, info = kwon_prune(model, ctx, keep=1.0 - ctx.config.train.sparsity)
+        model, info = kwon_prune(model, ctx, keep=keep)
         ctx.clock.stop()
+        info["probes"] = [{k: p[k] for k in ("step", "seconds", "metric", "search_seconds")}
+                          for p in probes]
         return model, {"mask_search": info}
 
     return run
