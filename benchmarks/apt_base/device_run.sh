@@ -13,7 +13,7 @@ STAGE=~/stage/mpnet
 MODEL=~/models/mpnet-base
 mkdir -p "$STAGE"
 for d in .stage/mpnet/part*; do [ -d "$d" ] && cp -r "$d"/. "$STAGE"/; done
-python3 benchmarks/apt_base/stage.py --assemble "$STAGE" "$MODEL"
+PYTHONPATH=$PWD/src python3 benchmarks/apt_base/stage.py --assemble "$STAGE" "$MODEL"
 ready=$?
 if [ "${1:-}" = "--stage" ]; then exit 0; fi
 if [ "$ready" -ne 0 ]; then echo "mpnet-base is not complete on this machine: carry the missing parts"; exit 0; fi

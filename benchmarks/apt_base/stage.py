@@ -21,25 +21,18 @@ naming what is missing, until then.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+from lmprune.zoo.cache import file_sha256
+
 MANIFEST = "lmprune_stage_manifest.json"
 SHARD_BYTES = 55 * 2**20
 PART_LIMIT = 60 * 2**20
 DONE = ".assembled"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def stage(out: Path, model: str = "mpnet-base") -> list[Path]:
@@ -68,7 +61,7 @@ def stage(out: Path, model: str = "mpnet-base") -> list[Path]:
                 raise SystemExit(f"part{i} would hold {size / 2**20:.1f} MiB (limit 60)")
             for p in group:
                 shutil.copyfile(p, folder / p.name)
-                manifest["files"][p.name] = {"sha256": _sha256(p), "bytes": p.stat().st_size,
+                manifest["files"][p.name] = {"sha256": file_sha256(p), "bytes": p.stat().st_size,
                                              "part": i}
         (out / "part0" / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return sorted(out.glob("part*"))
@@ -90,7 +83,7 @@ def assemble(staged: Path, target: Path) -> int:
     if missing:
         print(f"{staged}: still missing {', '.join(missing)}")
         return 3
-    bad = [name for name, e in files.items() if _sha256(staged / name) != e["sha256"]]
+    bad = [name for name, e in files.items() if file_sha256(staged / name) != e["sha256"]]
     if bad:
         print(f"{staged}: corrupt {', '.join(bad)}; carry those parts again")
         return 3

@@ -62,18 +62,22 @@ def upstream_runs(run) -> list[Upstream]:
     return list(unique.values())
 
 
+def model_dir(value: str, option: str) -> Path:
+    """The model directory of a run directory (its ``model/``) or a model directory itself,
+    else an error naming the ``option`` that gave ``value``."""
+    directory = Path(value)
+    if (directory / "model").is_dir():
+        directory = directory / "model"
+    if not directory.is_dir():
+        raise LmpruneError(f"{option}={value!r} is neither a run directory with a saved model "
+                           f"nor a model directory")
+    return directory
+
+
 def source_model(run) -> str:
     """The model to start from: ``train.init_from``'s saved model, or ``model.name``."""
     init = run.train.init_from
-    if init is None:
-        return run.model.name
-    directory = Path(init)
-    if (directory / "metrics.json").is_file():
-        directory = directory / "model"
-    if not directory.is_dir():
-        raise LmpruneError(f"train.init_from={init!r} is not a run directory with a saved model "
-                           f"nor a model directory")
-    return str(directory)
+    return run.model.name if init is None else str(model_dir(init, "train.init_from"))
 
 
 def pipeline_memory(own: dict | None, upstream: list[Upstream]) -> dict | None:

@@ -7,11 +7,9 @@ merged and physically pruned; the recipe evaluates, measures and saves it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from torch import nn
 
-from lmprune.errors import LmpruneError
 from lmprune.training.method import LoRAMethod, TrainMethod
 
 
@@ -116,15 +114,10 @@ def _cofi(ctx, model):
 
 def load_teacher(path: str, ctx) -> nn.Module:
     """A frozen dense teacher from a run directory (its ``model/``) or a model directory."""
+    from lmprune.recipes.upstream import model_dir
     from lmprune.zoo import load_model
 
-    directory = Path(path)
-    if (directory / "model").is_dir():
-        directory = directory / "model"
-    if not directory.is_dir():
-        raise LmpruneError(f"train.teacher={path!r} is neither a run directory with a saved "
-                           f"model nor a model directory; pass the directory of an ft run")
-    return load_model(str(directory), ctx.task.head).model
+    return load_model(str(model_dir(path, "train.teacher")), ctx.task.head).model
 
 
 RUNNERS: dict[str, Callable] = {
