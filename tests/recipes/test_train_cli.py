@@ -29,13 +29,21 @@ def _train(tmp_path: Path, method: str, model: str, *extra: str, task: str = "fo
     return json.loads((out / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("model", ["tiny-bert", "tiny-t5", "tiny-llama"])
+@pytest.mark.parametrize("model", ["tiny-bert", "tiny-mpnet", "tiny-t5", "tiny-llama"])
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_runs_end_to_end(tmp_path, method, model):
     m = _train(tmp_path, method, model)
     assert m["method"] == method and 0.0 <= m["metric"] <= 1.0
     assert m["curve"][0]["phase"] == "start" and m["curve"][-1]["phase"] == "final"
-    assert all(b["seconds"] >= a["seconds"] for a, b in zip(m["curve"], m["curve"][1:]))
+    clock = [p for p in m["curve"] if p["phase"] != "probe"]  # probes add their search time
+    assert all(b["seconds"] >= a["seconds"] for a, b in zip(clock, clock[1:]))
+    probes = [p for p in m["curve"] if p["phase"] == "probe"]
+    assert len(probes) == (1 if method in ("lora-prune", "mask-tuning") else 0)
+    for probe in probes:  # at step 3 of 6: the pruned model as it would be if stopped there
+        assert probe["step"] == 3 and abs(probe["keep_ratio"] - m["kept_params_ratio"]) < 0.02
+        before = next(p for p in m["curve"] if p["step"] == 3 and p["phase"] != "probe")
+        assert probe["seconds"] == pytest.approx(before["seconds"] + probe["search_seconds"],
+                                                 abs=2e-3)
     if method in PRUNING:  # 60% of the body removed (k/v of grouped heads stay: up to ~46%)
         assert 0.3 < m["kept_params_ratio"] <= 0.47
     elif method == "cofi":  # 6 steps of Lagrangian warm-up only start pruning
@@ -45,17 +53,18 @@ def test_every_method_runs_end_to_end(tmp_path, method, model):
     assert (tmp_path / f"{model}-{method}" / "report.md").is_file()
 
 
-def test_saved_model_reloads_with_the_same_predictions(tmp_path):
-    m = _train(tmp_path, "apt", "tiny-bert", "train.measure=true",
+@pytest.mark.parametrize("model", ["tiny-bert", "tiny-mpnet"])
+def test_saved_model_reloads_with_the_same_predictions(tmp_path, model):
+    m = _train(tmp_path, "apt", model, "train.measure=true",
                "train.measure_batch_sizes=[2,4]", "train.measure_seq_len=16",
                "train.reference=0.5")
-    out = tmp_path / "tiny-bert-apt"
+    out = tmp_path / f"{model}-apt"
     reloaded = load_pretrained(out / "model")
     from lmprune.tasks import load_task
-    from lmprune.zoo import build_tiny_tokenizer
+    from lmprune.zoo import build_tiny_tokenizer, load_model
 
-    task = load_task("foods", "bert")
-    split = task.encode(build_tiny_tokenizer("tiny-bert"), "validation", 128, 16, 0)
+    task = load_task("foods", load_model(model).model.config.model_type)
+    split = task.encode(build_tiny_tokenizer(model), "validation", 128, 16, 0)
     assert task.evaluate(reloaded, split)["accuracy"] == pytest.approx(m["metric"])
     assert set(m["inference"]) >= {"2", "4"} and m["dense_inference"]["4"]["samples_per_s"] > 0
     assert m["memory"]["train"]["kind"] in ("cpu_rss_peak", "cuda_max_allocated")
@@ -68,8 +77,32 @@ def test_init_from_reuses_a_finetuned_run_and_counts_its_time(tmp_path):
     lora = _train(tmp_path, "lora", "tiny-bert")
     pruned = _train(tmp_path, "lora-prune", "tiny-bert",
                     f"train.init_from={tmp_path / 'tiny-bert-lora'}")
-    assert pruned["train_seconds"] >= lora["train_seconds"]
+    assert pruned["train_seconds"] == pytest.approx(
+        lora["train_seconds"] + pruned["own_train_seconds"], abs=2e-3)
     assert pruned["kept_params_ratio"] < 0.47
+    assert [u["role"] for u in pruned["upstream"]] == ["init_from"]
+    memory = pruned["memory"]
+    assert memory["pipeline"]["mb"] == max(memory["train"]["mb"], lora["memory"]["train"]["mb"])
+
+
+def test_lora_prune_time_to_accuracy_is_measured_along_its_run(tmp_path):
+    """With a reference every model reaches, the first model at the final sparsity is the
+    probe at step 3 (LoRA so far plus one search), not the end of the run."""
+    m = _train(tmp_path, "lora-prune", "tiny-bert", "train.reference=0.01")
+    probe = next(p for p in m["curve"] if p["phase"] == "probe")
+    assert m["time_to_accuracy"]["seconds"] == probe["seconds"] < m["train_seconds"]
+    assert m["info"]["mask_search"]["probes"][0]["step"] == 3
+
+
+def test_cofi_counts_its_teacher_run_as_a_stage(tmp_path):
+    ft = _train(tmp_path, "ft", "tiny-bert")
+    cofi = _train(tmp_path, "cofi", "tiny-bert", f"train.teacher={tmp_path / 'tiny-bert-ft'}")
+    assert [u["role"] for u in cofi["upstream"]] == ["teacher"]
+    assert cofi["train_seconds"] == pytest.approx(
+        ft["train_seconds"] + cofi["own_train_seconds"], abs=2e-3)
+    assert cofi["curve"][0]["seconds"] >= ft["train_seconds"]  # its clock starts after FT's
+    report = (tmp_path / "tiny-bert-cofi" / "report.md").read_text()
+    assert "of teacher tiny-bert-ft" in report and "whole pipeline" in report
 
 
 def test_compare_reads_train_runs(tmp_path, capsys):

@@ -9,7 +9,8 @@ from compare_fakes import fake_run, write_run
 
 from lmprune.errors import LmpruneError
 from lmprune.reporting.compare import (compare_runs, format_row, load_run,
-                                       relative_accuracy_by_method, write_comparison)
+                                       relative_accuracy_by_method, table_columns,
+                                       write_comparison)
 
 
 def two_tasks():
@@ -95,6 +96,29 @@ def test_time_to_accuracy_is_recomputed_against_the_reference():
     assert compare_runs([apt], reference=0.95)[0]["tta_seconds"] is None  # 0.9215 never
     alone = compare_runs([apt])[0]  # no reference: the run's recorded value
     assert (alone["tta_seconds"], alone["tta_reference"]) == (99.0, 0.93)
+
+
+def test_never_reached_is_a_lower_bound_not_a_time():
+    curve = [{"step": 0, "seconds": 0.0, "metric": 0.5, "keep_ratio": 1.0},
+             {"step": 20, "seconds": 42.5, "metric": 0.6, "keep_ratio": 0.4}]
+    rows = compare_runs([fake_run("ft", "A", 0.80),
+                         fake_run("lora-prune", "A", 0.6, curve=curve, train_seconds=42.5)])
+    assert rows[1]["tta_seconds"] is None and rows[1]["tta_lower_bound"] == 42.5
+    assert format_row(rows[1])["tta_seconds"] == "> 42.5 s (not reached)"
+
+
+def test_pipeline_memory_column_for_runs_that_build_on_others():
+    gpu = {"kind": "cuda_max_allocated", "label": "GPU peak"}
+    own, whole = {"mb": 700.0, **gpu}, {"mb": 990.0, **gpu}
+    upstream = [{"role": "init_from", "run": "runs/lora", "train_seconds": 6.0, "memory": whole}]
+    rows = compare_runs([fake_run("ft", "A", 0.8, memory={"train": whole}),
+                         fake_run("lora-prune", "A", 0.78, upstream=upstream,
+                                  memory={"train": own, "pipeline": whole})])
+    assert (rows[1]["peak_train_mb"], rows[1]["peak_pipeline_mb"]) == (700.0, 990.0)
+    assert rows[0]["peak_pipeline_mb"] == 990.0  # no upstream: its own stage is the pipeline
+    headers = [h for _, h in table_columns(rows)]
+    assert headers[-2:] == ["PEAK TRAIN MEM", "PIPELINE MEM"]
+    assert "PIPELINE MEM" not in [h for _, h in table_columns(rows[:1])]
 
 
 def test_throughput_speedup_and_memory():

@@ -12,9 +12,13 @@ CURVE = [{"step": 0, "seconds": 0.0, "metric": 0.50, "keep_ratio": 1.0},
          {"step": 100, "seconds": 25.0, "metric": 0.88, "keep_ratio": 0.4}]
 
 
+PROBE = {"step": 50, "seconds": 14.0, "metric": 0.7, "keep_ratio": 0.4, "phase": "probe"}
+
+
 @pytest.mark.parametrize("reference", [None, 0.9])
-def test_writes_a_png(tmp_path, reference):
-    path = plot_training_curve(CURVE, tmp_path / "plots" / "curve.png", "accuracy",
+@pytest.mark.parametrize("curve", [CURVE, CURVE + [PROBE]])
+def test_writes_a_png(tmp_path, reference, curve):
+    path = plot_training_curve(curve, tmp_path / "plots" / "curve.png", "accuracy",
                                reference=reference, title="apt on foods")
     data = path.read_bytes()
     assert path == tmp_path / "plots" / "curve.png"

@@ -7,7 +7,7 @@ from lmprune.arch import describe
 from lmprune.structures import Masks
 from lmprune.zoo import build_tiny
 
-TINY = ["tiny-bert", "tiny-roberta", "tiny-t5", "tiny-t5-gated", "tiny-llama", "tiny-qwen2", "tiny-mistral"]
+TINY = ["tiny-bert", "tiny-roberta", "tiny-mpnet", "tiny-t5", "tiny-t5-gated", "tiny-llama", "tiny-qwen2", "tiny-mistral"]
 
 
 def inputs_for(model, batch: int = 2, seq: int = 12, seed: int = 0) -> dict:

@@ -107,7 +107,7 @@ def test_unknown_model_alias():
 
 def test_unsupported_architecture_names_model_type_and_supported_list():
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
-    with pytest.raises(UnsupportedModelError, match=r"'gpt2'.*bert, llama, mistral, qwen2, roberta, t5"):
+    with pytest.raises(UnsupportedModelError, match=r"'gpt2'.*bert, llama, mistral, mpnet, qwen2, roberta, t5"):
         describe(model)
 
 

@@ -22,7 +22,7 @@ def closed_form(config, model_type: str, task_head: int) -> int:
         ffn = 3 * d * c.intermediate_size
         layer = attn + ffn + 2 * d
         return c.vocab_size * d + c.num_hidden_layers * layer + d + task_head
-    if model_type in ("bert", "roberta"):
+    if model_type in ("bert", "roberta", "mpnet"):
         d, f = c.hidden_size, c.intermediate_size
         # BERT's head size is fixed by the *original* hidden size / heads
         original = getattr(c, "lmprune_original", None) or {}
@@ -30,7 +30,12 @@ def closed_form(config, model_type: str, task_head: int) -> int:
             * c.num_attention_heads
         attn = 3 * (d * inner + inner) + inner * d + d + 2 * d
         ffn = 2 * d * f + f + d + 2 * d
-        emb = (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * d + 2 * d
+        if model_type == "mpnet":  # no token types; one [buckets, original heads] bias table
+            emb = (c.vocab_size + c.max_position_embeddings) * d + 2 * d
+            emb += c.relative_attention_num_buckets * original.get("num_attention_heads",
+                                                                   c.num_attention_heads)
+        else:
+            emb = (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * d + 2 * d
         return emb + c.num_hidden_layers * (attn + ffn) + task_head
     raise ValueError(model_type)
 
@@ -40,7 +45,8 @@ def task_head_params(model) -> int:
     return count_parameters(model, structure).heads
 
 
-@pytest.mark.parametrize("name", ["tiny-llama", "tiny-qwen2", "tiny-mistral", "tiny-bert", "tiny-roberta"])
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-qwen2", "tiny-mistral", "tiny-bert",
+                                  "tiny-roberta", "tiny-mpnet"])
 def test_uniform_pruned_count_matches_config_formula(name):
     model, structure = fresh(name)
     masks = Masks.ones(structure, ("neurons", "hidden", "layers"))

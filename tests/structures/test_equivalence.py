@@ -55,7 +55,7 @@ def test_removal_shrinks_parameters(name):
     assert sum(p.numel() for p in model.parameters()) < before
 
 
-@pytest.mark.parametrize("name", ["tiny-t5", "tiny-llama", "tiny-bert"])
+@pytest.mark.parametrize("name", ["tiny-t5", "tiny-llama", "tiny-bert", "tiny-mpnet"])
 def test_first_sublayers_removed(name):
     """T5's first self-attention owns the position bias: removing it must keep the bias."""
     model, structure = fresh(name)

@@ -20,6 +20,7 @@ from mask_recipes import TINY, fresh, inputs_for, logits, random_masks
 
 EVERYTHING = ("heads", "kv_groups", "neurons", "hidden", "attention", "ffn", "layers")
 AUTO = {"t5": "AutoModelForSeq2SeqLM", "bert": "AutoModelForSequenceClassification",
+        "mpnet": "AutoModelForSequenceClassification",
         "roberta": "AutoModelForSequenceClassification"}
 
 FRESH_PROCESS = """
@@ -84,7 +85,7 @@ def test_fresh_process_stock_load(saved, tmp_path):
 def test_formats(saved):
     formats = {case["name"]: case["format"] for case in saved}
     # uniform pruning of decoders is expressible with stock configs: no remote code at all
-    for name in ("tiny-llama", "tiny-qwen2", "tiny-mistral", "tiny-bert"):
+    for name in ("tiny-llama", "tiny-qwen2", "tiny-mistral", "tiny-bert", "tiny-mpnet"):
         assert formats[f"{name}-uniform"] == "stock"
     for case in saved:
         assert (Path(case["path"]) / REMOTE_FILE).exists() == case["remote"]
@@ -92,6 +93,7 @@ def test_formats(saved):
         assert ("auto_map" in config) == case["remote"]
     # BERT head pruning changes hidden/heads, from which stock BERT derives the head size
     assert formats["tiny-bert-random"] == "remote-code"
+    assert formats["tiny-mpnet-random"] == "remote-code"
 
 
 @pytest.mark.parametrize("name", TINY)

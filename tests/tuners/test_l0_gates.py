@@ -334,3 +334,34 @@ def test_expected_params_match_removed_parameters():
     remove(model, gates.deterministic_masks(binary=True))
     assert before - count_parameters(model).body == pytest.approx(
         gates.full_params - _f(gates.expected_params()), abs=0.1)
+
+
+# --- deterministic size and fitting it to a target ------------------------------------------
+def test_deterministic_keep_ratio_counts_the_eval_masks(structure):
+    """Hand count: layer 0 keeps 3 heads and 16 neurons, layer 1's FFN sublayer is closed,
+    half the hidden channels stay; costs from the structure's estimate (weights only)."""
+    gates = L0Gates(structure)
+    _set(gates, "heads", [9.0, 9.0, 9.0, -9.0] + [9.0] * 4)
+    _set(gates, "neurons", [9.0] * 16 + [-9.0] * 48 + [9.0] * 64)
+    _set(gates, "attention", [9.0, 9.0])
+    _set(gates, "ffn", [9.0, -9.0])
+    _set(gates, "hidden", [9.0] * 16 + [-9.0] * 16)
+    head, neuron = 4 * 8 * 32, 2 * 32  # q, k, v rows and o columns; a row in, a column out
+    kept = 0.5 * (3 * head + 4 * head + 16 * neuron)
+    assert gates.deterministic_keep_ratio() == pytest.approx(kept / gates.full_params)
+
+
+def test_fit_shift_keeps_at_most_the_target_and_is_maximal(structure):
+    gates = L0Gates(structure)
+    g = torch.Generator().manual_seed(3)
+    for kind in ("heads", "neurons"):
+        _set(gates, kind, torch.randn(gates.log_alpha[kind].shape, generator=g))
+    neuron = 2 * 32 / gates.full_params  # one neuron's share
+    for target in (0.2, 0.4, 0.7):
+        shift = gates.fit_shift(target)
+        assert target - 2 * neuron < gates.deterministic_keep_ratio(shift) <= target
+        assert gates.deterministic_keep_ratio({**shift, "neurons": shift["neurons"] + 1e-3}) \
+            > target
+    kept = gates.deterministic_masks(shift=gates.fit_shift(0.4)).neurons["layers.0.ffn"] != 0
+    order = gates.site_log_alpha("neurons")["layers.0.ffn"]
+    assert order[kept].min() > order[~kept].max()  # still CoFi's order within the layer

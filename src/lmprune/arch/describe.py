@@ -43,7 +43,8 @@ def describe(model: nn.Module) -> ModelStructure:
     if table is None:
         raise UnsupportedModelError(
             f"model_type {model_type!r} is not supported by lmprune. Supported model types: "
-            f"{', '.join(SUPPORTED_MODEL_TYPES)} (BERT, RoBERTa, T5, LLaMA, Mistral, Qwen2)."
+            f"{', '.join(SUPPORTED_MODEL_TYPES)} (BERT, RoBERTa, MPNet, T5, LLaMA, Mistral, "
+            "Qwen2)."
         )
     prefix = base_prefix(model)
     attention, ffn, layers = [], [], []
@@ -93,7 +94,8 @@ def _attention_sites(model, table, stack_name, layer_name, root, block, index):
             name=f"{layer_name}.{row['tag']}", layer=layer_name, block=block_path, norm=norm,
             post_norm=post, num_heads=q.weight.shape[0] // head_dim,
             num_kv_heads=k.weight.shape[0] // head_dim, head_dim=head_dim,
-            position_bias=bool(row.get("position_bias_first")) and index == 0, **paths))
+            position_bias=bool(row.get("position_bias_first")) and index == 0,
+            shared_position_bias=bool(row.get("shared_position_bias")), **paths))
     return sites
 
 

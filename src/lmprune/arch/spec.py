@@ -27,6 +27,9 @@ class AttentionSite:
     norm: str | None  # norm that only feeds this sublayer (pre-norm), removed with it
     post_norm: str | None = None  # norm after the residual add (BERT), kept on removal
     position_bias: bool = False  # T5: owns the relative position bias of its stack
+    # T5, MPNet: the scores get a position bias computed over all original heads; removal
+    # records the kept heads (``lmprune_kept_heads``) so the site takes its own slice of it
+    shared_position_bias: bool = False
 
     @property
     def group_size(self) -> int:

@@ -58,6 +58,30 @@ ENCODER = {
     "head_norms": ("cls.predictions.transform.LayerNorm", "lm_head.layer_norm"),
 }
 
+# MPNet: a post-norm BERT-family encoder whose q, k, v, o linears sit in ``attention.attn``
+# and whose attention LayerNorm is ``attention.LayerNorm``. The encoder computes one relative
+# position bias over all original heads (``encoder.relative_attention_bias``: [buckets, heads])
+# and adds it to every layer's scores, so each layer records its kept heads
+# (``shared_position_bias``) and takes its own slice of the bias (structures/hf_code.py).
+MPNET = {
+    "family": "bert",
+    "stacks": {"layers": "encoder.layer"},
+    "attention": [
+        {"tag": "attn", "q": "attention.attn.q", "k": "attention.attn.k", "v": "attention.attn.v",
+         "o": "attention.attn.o", "block": "attention", "norm": None,
+         "post_norm": "attention.LayerNorm", "head_dim_attr": "attention_head_size",
+         "head_dim_module": "attention.attn", "shared_position_bias": True},
+    ],
+    "ffn": ENCODER["ffn"],
+    "base_entries": (),
+    "base_embeddings": ("embeddings.word_embeddings", "embeddings.position_embeddings"),
+    "base_norms": ("embeddings.LayerNorm",),
+    "head_readers": ("pooler.dense", "mpnet.pooler.dense", "classifier", "classifier.dense",
+                     "classifier.out_proj", "qa_outputs", "lm_head.dense", "lm_head.decoder"),
+    "head_writers": ("pooler.dense", "mpnet.pooler.dense", "classifier.dense", "lm_head.dense"),
+    "head_norms": ("lm_head.layer_norm",),
+}
+
 # T5: pre-norm encoder-decoder with relative position bias owned by the first block of
 # each stack; encoder self, decoder self and decoder cross attention are separate sites.
 T5 = {
@@ -67,11 +91,13 @@ T5 = {
         {"tag": "self", "q": "layer.0.SelfAttention.q", "k": "layer.0.SelfAttention.k",
          "v": "layer.0.SelfAttention.v", "o": "layer.0.SelfAttention.o", "block": "layer.0",
          "norm": "layer.0.layer_norm", "head_dim_attr": "key_value_proj_dim",
-         "head_dim_module": "layer.0.SelfAttention", "position_bias_first": True},
+         "head_dim_module": "layer.0.SelfAttention", "position_bias_first": True,
+         "shared_position_bias": True},
         {"tag": "cross", "stacks": ("decoder",), "q": "layer.1.EncDecAttention.q",
          "k": "layer.1.EncDecAttention.k", "v": "layer.1.EncDecAttention.v",
          "o": "layer.1.EncDecAttention.o", "block": "layer.1", "norm": "layer.1.layer_norm",
-         "head_dim_attr": "key_value_proj_dim", "head_dim_module": "layer.1.EncDecAttention"},
+         "head_dim_attr": "key_value_proj_dim", "head_dim_module": "layer.1.EncDecAttention",
+         "shared_position_bias": True},
     ],
     "ffn": [
         {"tag": "ffn", "ins": ("layer.-1.DenseReluDense.wi", "layer.-1.DenseReluDense.wi_0",
@@ -92,6 +118,7 @@ MODEL_TYPES = {
     "qwen2": DECODER,
     "bert": ENCODER,
     "roberta": ENCODER,
+    "mpnet": MPNET,
     "t5": T5,
 }
 
@@ -106,8 +133,9 @@ CONFIG_KEYS = {
            "head_dim": "d_kv", "layers": {"encoder": "num_layers", "decoder": "num_decoder_layers"}},
 }
 
-# How a removed sublayer is replaced, per family and site kind: {module suffix: skip kind}.
-# "block" is the site's block path, "norm" its pre-norm.
+# How a removed sublayer is replaced, per family (or per model_type where it differs from its
+# family) and site kind: {module suffix: skip kind}. "block" is the site's block path, "norm"
+# its pre-norm.
 SKIPS = {
     "llama": {"attention": {"block": "decoder_attention", "norm": "norm"},
               "ffn": {"block": "decoder_mlp", "norm": "norm"}},
@@ -115,6 +143,8 @@ SKIPS = {
              "ffn": {"intermediate": "bert_intermediate", "output": "bert_output"}},
     "t5": {"attention": {"block": "t5_self"}, "cross": {"block": "t5_cross"},
            "ffn": {"block": "t5_ff"}},
+    "mpnet": {"attention": {"block": "mpnet_attention"},
+              "ffn": {"intermediate": "bert_intermediate", "output": "bert_output"}},
 }
 
 # Layers of these families can be deleted from their ModuleList (the config's layer count then

@@ -173,9 +173,18 @@ class MaskSearchConfig(Section):
     tune_samples: int = param(512, "examples for mask tuning")
     distill_epochs: float = param(2.0, "lora-prune-distill: epochs of LoRA training with "
                                        "distillation after pruning")
+    round_to: int = param(8, "kept FFN widths are rounded to multiples of this, by APT's rule "
+                             "(as apt.round_to; 1: off)")
+    probes: int = param(3, "lora-prune / mask-tuning: times during the dense stage (evenly "
+                           "spaced dev evaluations) the search prunes the current model and "
+                           "the pruned model is evaluated; the point's time is the training so "
+                           "far plus the search, so time to accuracy is measured along the run "
+                           "(0: only the end)")
 
     def validate(self) -> list[str]:
-        problems = _positive(self, "num_samples", "tune_samples")
+        problems = _positive(self, "num_samples", "tune_samples", "round_to")
+        if self.probes < 0:
+            problems.append(f"probes: must be >= 0, got {self.probes}")
         if self.distill_epochs <= 0:
             problems.append("distill_epochs: must be > 0")
         return problems
@@ -188,10 +197,25 @@ class CoFiConfig(Section):
     kinds: list[str] = param(list(COFI_KINDS), "gated structures: " + ", ".join(COFI_KINDS))
     droprate_init: float = param(0.5, "initial drop rate of the gates (CoFi: 0.5)")
     temperature: float = param(2.0 / 3.0, "hard-concrete temperature (CoFi: 2/3)")
-    reg_lr: float = param(0.1, "learning rate of log-alpha and the Lagrange multipliers "
-                               "(CoFi: reg_learning_rate 0.1; the multipliers ascend)")
+    reg_lr: float = param(0.01, "constant learning rate of log-alpha and the Lagrange "
+                                "multipliers, outside the main warm-up/decay schedule and "
+                                "gradient clipping (CoFi's scripts: reg_learning_rate 0.01; "
+                                "the multipliers ascend)")
+    finetune_steps: int = param(100, "steps of fine-tuning (adapters, head, distillation) "
+                                     "before the gates and the Lagrangian start; pruning then "
+                                     "restarts the main optimizer and its linear schedule "
+                                     "(CoFi's trainer: prepruning_finetune_steps = 100); "
+                                     "capped at a third of the run")
     warmup_fraction: float = param(0.3, "target sparsity ramps linearly over this fraction of "
-                                        "training (CoFi: lagrangian_warmup)")
+                                        "training, counted from the start of pruning (CoFi: "
+                                        "lagrangian_warmup_epochs)")
+    round_to: int = param(8, "kept FFN widths are rounded to multiples of this, by APT's rule "
+                             "(as apt.round_to; 1: off)")
+    fit_target: bool = param(True, "the final masks keep at most the target's parameters: "
+                                   "CoFi's per-layer rule, with the kept head and neuron "
+                                   "counts moved together in log-alpha order (gates that have "
+                                   "not saturated, as on short schedules, otherwise keep more "
+                                   "or less than the target); false: CoFi's masks as they are")
     distill_temperature: float = param(2.0, "prediction-distillation temperature (CoFi: 2)")
     pred_weight: float = param(0.1, "weight of the prediction (KL) loss (CoFi: 0.1)")
     layer_weight: float = param(0.9, "weight of the layer loss (CoFi: 0.9)")
@@ -207,4 +231,7 @@ class CoFiConfig(Section):
             problems.append("temperature, reg_lr and distill_temperature: must be > 0")
         if not 0.0 <= self.warmup_fraction <= 1.0:
             problems.append("warmup_fraction: must be in [0, 1]")
+        if self.finetune_steps < 0:
+            problems.append(f"finetune_steps: must be >= 0, got {self.finetune_steps}")
+        problems += _positive(self, "round_to")
         return problems

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from lmprune.arch import ModelStructure, describe
 from lmprune.errors import LmpruneError, MaskError
+from lmprune.pruners.widths import round_kept_rows
 from lmprune.structures.counting import head_cost, neuron_cost
 from lmprune.structures.masks import Masks
 
@@ -322,10 +323,13 @@ def search_units(model: nn.Module, structure: ModelStructure, grads: MaskGradien
 def mask_search(model: nn.Module, batches: Iterable[dict], keep_ratio: float,
                 structure: ModelStructure | None = None, max_samples: int = DEFAULT_SAMPLES,
                 rearrange: bool = True, progress: bool = False,
-                loss_fn: LossFn | None = None) -> Masks:
+                loss_fn: LossFn | None = None, round_to: int = 1) -> Masks:
     """Gradients -> Fisher -> search -> rearrangement -> binary :class:`Masks` (Kwon, Sec. 4).
 
     The budget is ``keep_ratio`` times the parameters of every head and FFN neuron.
+    ``round_to > 1`` rounds each FFN's kept neurons to a multiple of it after the search, by
+    APT's rule (:func:`lmprune.pruners.widths.round_kept_rows`; never more parameters), before
+    the rearrangement picks which neurons fill those counts.
     """
     if not 0.0 < keep_ratio <= 1.0:
         raise LmpruneError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
@@ -335,6 +339,9 @@ def mask_search(model: nn.Module, batches: Iterable[dict], keep_ratio: float,
     head_imp, neuron_imp = fisher_importance(units)
     total = float((h_cost * head_imp.shape[1]).sum() + (n_cost * neuron_imp.shape[1]).sum())
     selection = search_masks(head_imp, neuron_imp, h_cost, n_cost, keep_ratio * total)
+    if round_to > 1:
+        selection["neurons"] = round_kept_rows(selection["neurons"], neuron_imp, n_cost[:, 0],
+                                               round_to)
     if rearrange:
         device = next(model.parameters()).device
         selection = rearrange_masks(selection, units, device)

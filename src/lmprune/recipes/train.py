@@ -23,6 +23,7 @@ from lmprune.errors import LmpruneError
 from lmprune.device import (accelerator_kwargs, announce, describe_device, resolve_device,
                              resolve_dtype)
 from lmprune.recipes.prune import prepare_output, seed_everything, staged_output
+from lmprune.recipes.upstream import pipeline_memory, source_model, upstream_runs
 from lmprune.structures.counting import count_parameters
 
 
@@ -61,22 +62,6 @@ def resolve_reference(reference: str | None) -> float | None:
     return float(json.loads(path.read_text())["metric"])
 
 
-def _source(run) -> tuple[str, float]:
-    """The model to start from, and the training seconds already spent on it (init_from)."""
-    init = run.train.init_from
-    if init is None:
-        return run.model.name, 0.0
-    directory = Path(init)
-    seconds = 0.0
-    if (directory / "metrics.json").is_file():
-        seconds = float(json.loads((directory / "metrics.json").read_text())["train_seconds"])
-        directory = directory / "model"
-    if not directory.is_dir():
-        raise LmpruneError(f"train.init_from={init!r} is not a run directory with a saved model "
-                           f"nor a model directory")
-    return str(directory), seconds
-
-
 def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutcome:
     """Run ``lmprune train`` for the validated :class:`~lmprune.config.RunConfig` ``run``.
 
@@ -101,7 +86,7 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
     seed_everything(run.seed)
     family = model_family(run.model.name)
     task = load_task(cfg.task, family, data_files=cfg.data_files)
-    source, reused_seconds = _source(run)
+    source, upstream = source_model(run), upstream_runs(run)
     log(f"[train] {cfg.method} on {run.model.name} / {cfg.task} ({task.kind}, metric "
         f"{task.metric}), sparsity {cfg.sparsity if cfg.method in PRUNING else 0}")
     loaded = load_model(source, task.head, num_labels=task.num_labels or None,
@@ -116,8 +101,9 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
     model.to(accelerator.device)
     announce("train", accelerator.device, dtype, log)
     ctx = TrainContext(run, task, tokenizer, train, dev, accelerator, family,
-                       extra_seconds=reused_seconds)
+                       extra_seconds=sum(u.train_seconds for u in upstream))
     dense = count_parameters(model)
+    ctx.dense_body = dense.body
     if cfg.measure and dense_inference is None:
         dense_inference = _measure(model, run, log, "dense")
     log(f"[train] {len(train)} training and {len(dev)} dev features; dense dev "
@@ -142,7 +128,7 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
 
             saved = save_pretrained(model, stage / "model", tokenizer=tokenizer).format
         metrics = _metrics(run, task, ctx, dense, after, dev_metrics, test_metrics, inference,
-                           dense_inference, train_memory.result, info, saved)
+                           dense_inference, train_memory.result, info, saved, upstream)
         metrics["wall_seconds"] = round(time.perf_counter() - started, 1)
         dump_yaml(run, stage / "config.yaml")
         from lmprune.reporting.train_report import write_train_report
@@ -179,7 +165,7 @@ def _measure(model, run, log, what: str) -> dict:
 
 
 def _metrics(run, task, ctx, dense, after, dev, test, inference, dense_inference, memory, info,
-             saved) -> dict:
+             saved, upstream) -> dict:
     from lmprune.evaluation.efficiency import at_final_sparsity, time_to_accuracy
     from lmprune.training.methods import PRUNING
 
@@ -191,6 +177,7 @@ def _metrics(run, task, ctx, dense, after, dev, test, inference, dense_inference
         tta = {"reference": reference, "fraction": 0.97, "target": 0.97 * reference,
                "seconds": time_to_accuracy(at_target, reference, 0.97)}
     with_emb = (after.total - after.heads) / max(1, dense.total - dense.heads)
+    own_memory = memory.as_dict() if memory else None
     return {
         "method": cfg.method, "model": run.model.name, "task": cfg.task, "kind": task.kind,
         "sparsity": cfg.sparsity if cfg.method in PRUNING else 0.0, "seed": run.seed,
@@ -202,9 +189,12 @@ def _metrics(run, task, ctx, dense, after, dev, test, inference, dense_inference
         "kept_params_ratio": after.body / dense.body,
         "kept_params_ratio_with_embeddings": with_emb,
         "train_seconds": round(ctx.seconds, 3), "steps": ctx.steps_done,
+        "own_train_seconds": round(ctx.clock.seconds, 3),
+        "upstream": [u.as_dict() for u in upstream],
         "curve": ctx.curve, "time_to_accuracy": tta,
         "inference": inference, "dense_inference": dense_inference,
-        "memory": {"train": memory.as_dict() if memory else None,
+        "memory": {"train": own_memory,
+                   "pipeline": pipeline_memory(own_memory, upstream) if upstream else own_memory,
                    "inference": _inference_memory(inference)},
         "device": describe_device(ctx.device),
         "phases": ctx.phases, "info": info, "saved_format": saved,

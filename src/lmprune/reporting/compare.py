@@ -11,7 +11,11 @@ model and method.
 
 Time to accuracy is recomputed from each run's curve against the same reference
 (:func:`lmprune.evaluation.efficiency.time_to_accuracy`, 97% of it); without a reference
-the run's own recorded value is shown with the reference it was recorded against.
+the run's own recorded value is shown with the reference it was recorded against. A run that
+never reached the target gets its whole training time as a lower bound (``tta_lower_bound``,
+shown as "> T s"), never a time. Training time and time to accuracy include the runs a run
+builds on (``train.init_from``, CoFi's teacher); memory is shown for the run's own stage and,
+when it builds on others, for the whole pipeline.
 Speedups are only taken from the dense model measured in the same run (``dense_inference``),
 never across runs, which may have run on other machines.
 """
@@ -96,10 +100,13 @@ def _name(run: dict) -> str:
 def _time_to_target(run: dict, reference: float | None) -> dict:
     curve = run.get("curve") or []
     if reference is not None and curve:
-        return {"tta_seconds": time_to_accuracy(at_final_sparsity(curve), reference, FRACTION),
-                "tta_reference": reference}
-    stored = run.get("time_to_accuracy") or {}
-    return {"tta_seconds": stored.get("seconds"), "tta_reference": stored.get("reference")}
+        seconds = time_to_accuracy(at_final_sparsity(curve), reference, FRACTION)
+    else:
+        stored = run.get("time_to_accuracy") or {}
+        seconds, reference = stored.get("seconds"), stored.get("reference")
+    never = reference is not None and seconds is None
+    return {"tta_seconds": seconds, "tta_reference": reference,
+            "tta_lower_bound": run.get("train_seconds") if never else None}
 
 
 def _throughput(run: dict) -> dict:
@@ -113,8 +120,12 @@ def _throughput(run: dict) -> dict:
 
 
 def _memory(run: dict) -> dict:
-    train = (run.get("memory") or {}).get("train") or {}
-    return {"peak_train_mb": train.get("mb"), "peak_train_kind": train.get("kind")}
+    memory = run.get("memory") or {}
+    train = memory.get("train") or {}
+    pipeline = memory.get("pipeline") or {} if run.get("upstream") else train
+    return {"peak_train_mb": train.get("mb"), "peak_train_kind": train.get("kind"),
+            "peak_pipeline_mb": pipeline.get("mb"),
+            "upstream": ", ".join(u["role"] for u in run.get("upstream") or []) or None}
 
 
 def _reading_order(runs: list[dict]) -> list[dict]:
@@ -180,7 +191,10 @@ def table_columns(rows: list[dict]) -> list[tuple[str, str]]:
                ("kept_params_ratio", "KEPT PARAMS"), ("train_seconds", "TRAIN TIME"),
                ("tta_seconds", f"TIME TO {FRACTION:.0%}")]
     columns += [(f"throughput_bs{b}", f"THROUGHPUT BS{b}") for b in _batch_sizes(rows)]
-    return columns + [("peak_train_mb", "PEAK TRAIN MEM")]
+    columns.append(("peak_train_mb", "PEAK TRAIN MEM"))
+    if any(row.get("upstream") for row in rows):
+        columns.append(("peak_pipeline_mb", "PIPELINE MEM"))
+    return columns
 
 
 def _num(value, spec: str, suffix: str = "") -> str:
@@ -197,13 +211,15 @@ def format_row(row: dict) -> dict[str, str]:
     out["train_seconds"] = _num(row.get("train_seconds"), ".1f", " s")
     out["tta_seconds"] = _num(row.get("tta_seconds"), ".1f", " s")
     if row.get("tta_seconds") is None and row.get("tta_reference") is not None:
-        out["tta_seconds"] = "not reached"
+        bound = row.get("tta_lower_bound")
+        out["tta_seconds"] = "not reached" if bound is None else f"> {bound:.1f} s (not reached)"
     for batch in _batch_sizes([row]):
         text = _num(row.get(f"throughput_bs{batch}"), ".4g", "/s")
         speedup = row.get(f"speedup_bs{batch}")
         out[f"throughput_bs{batch}"] = text + (f" ({speedup:.2f}x)" if speedup else "")
     kind = _MEMORY_SHORT.get(row.get("peak_train_kind"), row.get("peak_train_kind") or "")
     out["peak_train_mb"] = _num(row.get("peak_train_mb"), ".0f", f" MB {kind}".rstrip())
+    out["peak_pipeline_mb"] = _num(row.get("peak_pipeline_mb"), ".0f", f" MB {kind}".rstrip())
     return out
 
 
@@ -234,7 +250,12 @@ def _notes(rows: list[dict]) -> list[str]:
     notes = [f"- relative accuracy = metric / reference metric; references: "
              f"{'; '.join(sources) or 'none (no ft run among the compared runs)'}",
              f"- time to {FRACTION:.0%}: training seconds until the metric first reached "
-             f"{FRACTION:.0%} of the reference (recomputed from each run's curve)",
+             f"{FRACTION:.0%} of the reference (recomputed from each run's curve, points at the "
+             "final sparsity only); \"> T s\": never reached, T the whole training time (a "
+             "lower bound)",
+             "- training time includes the runs a run builds on (train.init_from, CoFi's "
+             "teacher); PIPELINE MEM: the largest peak over those runs and the run's own stage "
+             "(PEAK TRAIN MEM)",
              "- throughput: forward passes, samples/s; (Nx) = speedup over the dense model "
              "measured in the same run"]
     notes += [f"- memory {_MEMORY_SHORT.get(k, k)}: {LABELS.get(k, k)}" for k in kinds]

@@ -3,7 +3,9 @@
 Top panel: the evaluation metric against wall-clock seconds, with the training step of the
 evaluated points on a secondary x axis above it, and a dashed line at ``fraction`` of the
 reference (the target of time-to-accuracy) when a reference is given. Bottom panel: the
-kept-parameter ratio against the same seconds, which shows when pruning happened.
+kept-parameter ratio against the same seconds, which shows when pruning happened. Probe
+points (phase ``"probe"``: a two-stage pipeline pruned along its run, see
+:class:`lmprune.training.baselines.PruneProbe`) are drawn apart, as markers at their time.
 """
 from __future__ import annotations
 
@@ -57,8 +59,14 @@ def plot_training_curve(curve: list[dict], path: Path, metric_name: str,
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True,
                                       gridspec_kw={"height_ratios": [3, 2]})
+    probes = [e for e in curve if e.get("phase") == "probe"]
+    curve = [e for e in curve if e.get("phase") != "probe"]
     seconds, values = _series(curve, "metric")
     top.plot(seconds, values, marker="o", markersize=3, color="#1f77b4", label=metric_name)
+    if probes:
+        seconds, values = _series(probes, "metric")
+        top.plot(seconds, values, linestyle="none", marker="x", color="#ff7f0e",
+                 label="pruned at this point (search time added)")
     if reference is not None:
         target = fraction * reference
         top.axhline(target, linestyle="--", color="#d62728", linewidth=1,
@@ -68,6 +76,9 @@ def plot_training_curve(curve: list[dict], path: Path, metric_name: str,
     top.legend(loc="lower right", fontsize=8)
     seconds, ratios = _series(curve, "keep_ratio")
     bottom.plot(seconds, ratios, drawstyle="steps-post", color="#2ca02c")
+    if probes:
+        seconds, ratios = _series(probes, "keep_ratio")
+        bottom.plot(seconds, ratios, linestyle="none", marker="x", color="#ff7f0e")
     bottom.set_ylabel("kept params ratio")
     bottom.set_ylim(0, 1.05)
     bottom.set_xlabel("training time (s)")

@@ -32,6 +32,32 @@ def _efficiency_lines(m: dict) -> list[str]:
     return lines + [""]
 
 
+def _upstream_note(m: dict, upstream: list[dict]) -> str:
+    if not upstream:
+        return ""
+    parts = ", ".join(f"{u['train_seconds']:.1f} s of {u['role']} {Path(u['run']).name}"
+                      for u in upstream)
+    return f" (this stage {m.get('own_train_seconds', 0):.1f} s + {parts})"
+
+
+def _tta_text(m: dict, tta: dict) -> str:
+    if tta.get("reference") is None:
+        return "-"
+    if tta.get("seconds") is None:  # never reached: all we know is a lower bound
+        return f"not reached: > {m['train_seconds']:.1f} s (the whole training)"
+    return f"{tta['seconds']:.1f} s"
+
+
+def _pipeline_memory_rows(m: dict, upstream: list[dict]) -> list[str]:
+    if not upstream:
+        return []
+    pipe = (m.get("memory") or {}).get("pipeline")
+    text = f"{pipe['mb']:.1f} MB ({pipe['label']})" if pipe else \
+        "- (the stages were measured differently: GPU and CPU peaks do not compare)"
+    return [f"| peak training memory (whole pipeline, with "
+            f"{', '.join(u['role'] for u in upstream)}) | {text} |"]
+
+
 def write_train_report(out: Path, metrics: dict) -> Path:
     """Write ``metrics.json``, the curve plot and ``report.md`` into ``out``."""
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
@@ -46,6 +72,7 @@ def write_train_report(out: Path, metrics: dict) -> Path:
                                          title=f"{m['method']} on {m['model']} / {m['task']}"))
     tta = m.get("time_to_accuracy") or {}
     mem = (m.get("memory") or {}).get("train") or {}
+    upstream = m.get("upstream") or []
     lines = [f"# lmprune train: {m['method']} on {m['model']} / {m['task']}", "",
              "| quantity | value |", "| --- | --- |",
              f"| dev {m['metric_name']} | {_f(m['metric'])} |",
@@ -54,11 +81,13 @@ def write_train_report(out: Path, metrics: dict) -> Path:
              f"| kept body parameters | {m['kept_params_ratio']:.1%} "
              f"({m['params']['kept_body']:,} of {m['params']['dense_body']:,}) |",
              f"| kept parameters with embeddings | {m['kept_params_ratio_with_embeddings']:.1%} |",
-             f"| training time (clock, evaluations excluded) | {m['train_seconds']:.1f} s |",
+             f"| training time (clock, evaluations excluded) | {m['train_seconds']:.1f} s"
+             f"{_upstream_note(m, upstream)} |",
              f"| steps | {m['steps']} |",
-             f"| time to 97% of reference {_f(tta.get('reference'))} | "
-             f"{_f(tta.get('seconds'), 1)} s |",
-             f"| peak training memory | {_f(mem.get('mb'), 1)} MB ({mem.get('label', '-')}) |",
+             f"| time to 97% of reference {_f(tta.get('reference'))} | {_tta_text(m, tta)} |",
+             f"| peak training memory{' (this stage)' if upstream else ''} | "
+             f"{_f(mem.get('mb'), 1)} MB ({mem.get('label', '-')}) |",
+             *_pipeline_memory_rows(m, upstream),
              f"| device | {m['device']} |", ""]
     lines += _efficiency_lines(m)
     lines += ["## Phases", ""]

@@ -52,8 +52,9 @@ class Skipped(nn.Module):
     * ``decoder_attention`` / ``decoder_mlp`` (LLaMA family) and ``t5_ff``: return what is
       added to the residual: zero, or the constant output bias if the sublayer had one but kept
       no head / neuron;
-    * ``bert_attention`` / ``bert_output``: post-norm blocks: ``LayerNorm(x + bias)``;
-      ``bert_intermediate`` returns its input (the skipped ``bert_output`` ignores it);
+    * ``bert_attention`` / ``bert_output`` / ``mpnet_attention``: post-norm blocks:
+      ``LayerNorm(x + bias)``; ``bert_intermediate`` returns its input (the skipped
+      ``bert_output`` ignores it);
     * ``t5_self`` / ``t5_cross``: T5 attention sublayers: return the hidden state unchanged and
       keep the stack's relative position bias (the first block owns it) flowing to later blocks.
     """
@@ -73,6 +74,8 @@ class Skipped(nn.Module):
             self.output = holder if kind == "bert_attention" else None
             if kind == "bert_output":
                 self.LayerNorm = holder.LayerNorm
+        if kind == "mpnet_attention":  # MPNetAttention keeps its norm as ``LayerNorm``
+            self.LayerNorm = nn.LayerNorm(hidden, eps=eps)
         if position_bias is not None:  # T5 first-block self attention: keep the bias table
             holder = nn.Module()
             holder.relative_attention_bias = nn.Embedding(position_bias["buckets"], position_bias["heads"])
@@ -96,6 +99,8 @@ class Skipped(nn.Module):
             return x
         if kind == "bert_attention":
             return self.output.LayerNorm(x + self._residual_delta(x)), None
+        if kind == "mpnet_attention":
+            return (self.LayerNorm(x + self._residual_delta(x)),)
         if kind == "bert_output":
             residual = args[0] if args else kwargs["input_tensor"]
             return self.LayerNorm(residual + self._residual_delta(residual))
@@ -166,12 +171,52 @@ def _t5_heads_post_hook(module, args, kwargs, output):
     return (output[0], full) + tuple(output[2:])
 
 
-def install_t5_head_hooks(model: nn.Module) -> None:
-    """Register the position-bias hooks on every T5 attention with pruned heads (idempotent)."""
+def _kept_index(module, like: torch.Tensor) -> torch.Tensor:
+    """``lmprune_kept_heads`` as an index tensor on ``like``'s device, cached until the kept
+    heads (pruning again) or the device change, so a forward copies nothing to the device."""
+    kept = module.lmprune_kept_heads
+    cached = getattr(module, "_lmprune_kept_index", None)
+    if cached is None or cached[0] is not kept or cached[1].device != like.device:
+        cached = (kept, torch.as_tensor(kept, device=like.device))
+        module._lmprune_kept_index = cached
+    return cached[1]
+
+
+def _mpnet_heads_pre_hook(module, args, kwargs):
+    """MPNet's encoder computes one relative-position bias over all original heads and adds it
+    to every layer's scores; a layer whose heads were pruned takes its own heads' slice.
+
+    ``MPNetAttention`` passes the bias to its ``attn`` positionally (third argument)."""
+    if len(args) > 2 and args[2] is not None:
+        args = args[:2] + (args[2][:, _kept_index(module, args[2])],) + args[3:]
+    elif kwargs.get("position_bias") is not None:
+        bias = kwargs["position_bias"]
+        kwargs["position_bias"] = bias[:, _kept_index(module, bias)]
+    return args, kwargs
+
+
+#: attention class -> (pre hook, post hook or None) for modules with ``lmprune_kept_heads``.
+_HEAD_HOOKS = {"T5Attention": (_t5_heads_pre_hook, _t5_heads_post_hook),
+               "MPNetSelfAttention": (_mpnet_heads_pre_hook, None)}
+
+
+def _head_hooks_for(module: nn.Module):
+    for cls in type(module).__mro__:
+        if cls.__name__ in _HEAD_HOOKS:
+            return _HEAD_HOOKS[cls.__name__]
+    raise TypeError(f"{type(module).__name__} has pruned heads but lmprune knows no position-"
+                    "bias hook for it")
+
+
+def install_head_hooks(model: nn.Module) -> None:
+    """Register the position-bias hooks on every T5 / MPNet attention with pruned heads
+    (idempotent)."""
     for module in model.modules():
         if hasattr(module, "lmprune_kept_heads") and not getattr(module, "_lmprune_hooked", False):
-            module.register_forward_pre_hook(_t5_heads_pre_hook, with_kwargs=True)
-            module.register_forward_hook(_t5_heads_post_hook, with_kwargs=True)
+            pre, post = _head_hooks_for(module)
+            module.register_forward_pre_hook(pre, with_kwargs=True)
+            if post is not None:
+                module.register_forward_hook(post, with_kwargs=True)
             module._lmprune_hooked = True
 
 
@@ -213,7 +258,7 @@ def restructure(model: nn.Module, spec: dict) -> None:
         module = getattr(parent, name)
         for key, value in attrs.items():
             setattr(module, key, tuple(value) if isinstance(value, list) else value)
-    install_t5_head_hooks(model)
+    install_head_hooks(model)
 
 
 def _make_pruned_class(base: type) -> type:

@@ -15,7 +15,7 @@ from lmprune.arch import ModelStructure, describe
 from lmprune.arch.describe import get_module
 from lmprune.arch.tables import CONFIG_KEYS, DROPPABLE_LAYERS, SKIPS
 from lmprune.errors import MaskError
-from lmprune.structures.hf_code import Skipped, install_t5_head_hooks
+from lmprune.structures.hf_code import Skipped, install_head_hooks
 from lmprune.structures.masks import Masks, _scalar, effective_head_mask
 
 
@@ -143,7 +143,7 @@ def remove(model: nn.Module, masks: Masks, structure: ModelStructure | None = No
     remember_original_config(model, structure)
     slicer = _Slicer()
     for site in structure.attention:
-        _prune_attention(model, site, decisions[site.name], slicer, structure.family)
+        _prune_attention(model, site, decisions[site.name], slicer)
     for site in structure.ffn:
         d = decisions[site.name]
         if d.keep is not None and not d.skip and not d.constant:
@@ -156,16 +156,16 @@ def remove(model: nn.Module, masks: Masks, structure: ModelStructure | None = No
     for site in structure.attention + structure.ffn:
         d = decisions[site.name]
         if d.skip or d.constant:
-            _skip_sublayer(model, site, structure.family, constant=d.constant)
+            _skip_sublayer(model, site, skip_table(structure), constant=d.constant)
     dropped = [layer for layer in structure.layers
                if layer.name in masks.layers and float(masks.layers[layer.name]) == 0]
     _drop_layers(model, structure, dropped)
-    install_t5_head_hooks(model)
+    install_head_hooks(model)
     sync_config(model)
     return model
 
 
-def _prune_attention(model, site, d: SiteDecision, slicer: _Slicer, family: str) -> None:
+def _prune_attention(model, site, d: SiteDecision, slicer: _Slicer) -> None:
     if d.keep is None or d.skip or d.constant:
         return
     hd = site.head_dim
@@ -175,8 +175,8 @@ def _prune_attention(model, site, d: SiteDecision, slicer: _Slicer, family: str)
     slicer.linear(get_module(model, site.o), cols=_rows(d.keep, hd))
     holder = get_module(model, site.q.rsplit(".", 1)[0])
     _set_head_attrs(holder, len(d.keep), len(d.keep_kv), hd)
-    if family == "t5":
-        # T5 shares one position-bias tensor over all original heads across blocks.
+    if site.shared_position_bias:
+        # T5 and MPNet add one position-bias tensor over all original heads in every layer.
         previous = getattr(holder, "lmprune_kept_heads", None)
         kept = d.keep.tolist() if previous is None else [previous[i] for i in d.keep.tolist()]
         holder.lmprune_kept_heads = tuple(kept)
@@ -204,12 +204,17 @@ def _prune_hidden(model, structure: ModelStructure, keep: torch.Tensor, slicer: 
             module.options["hidden"] = len(keep)
 
 
-def _skip_sublayer(model, site, family: str, constant: bool) -> None:
+def skip_table(structure: ModelStructure) -> dict:
+    """How removed sublayers are replaced: the model type's own row, else its family's."""
+    return SKIPS.get(structure.model_type) or SKIPS[structure.family]
+
+
+def _skip_sublayer(model, site, skips: dict, constant: bool) -> None:
     kind = "cross" if site.name.endswith(".cross") else ("ffn" if hasattr(site, "width") else "attention")
     out = get_module(model, site.o if hasattr(site, "o") else site.out)
     bias = out.bias if constant and getattr(out, "bias", None) is not None else None
     hidden = out.out_features
-    for suffix, skind in SKIPS[family][kind].items():
+    for suffix, skind in skips[kind].items():
         path = getattr(site, suffix) if suffix in ("block", "norm") else f"{site.block}.{suffix}"
         if path is None:
             continue
@@ -228,8 +233,8 @@ def _skip_sublayer(model, site, family: str, constant: bool) -> None:
 def _build_skip(old: nn.Module, site, options: dict) -> Skipped:
     """A Skipped module for ``old``, reusing the norms / bias tables that stay in use."""
     kind = options["kind"]
-    if kind in ("bert_attention", "bert_output"):
-        ln = old.LayerNorm if kind == "bert_output" else old.output.LayerNorm
+    if kind in ("bert_attention", "bert_output", "mpnet_attention"):
+        ln = old.output.LayerNorm if kind == "bert_attention" else old.LayerNorm
         options["eps"] = ln.eps
     if kind == "t5_self" and site.position_bias:
         attn = old.SelfAttention
@@ -243,7 +248,7 @@ def _build_skip(old: nn.Module, site, options: dict) -> Skipped:
         new.to(dtype=like.dtype, device=like.device)
     if kind == "bert_attention":
         new.output.LayerNorm = old.output.LayerNorm
-    elif kind == "bert_output":
+    elif kind in ("bert_output", "mpnet_attention"):
         new.LayerNorm = old.LayerNorm
     elif options.get("position_bias"):
         new.SelfAttention.relative_attention_bias = old.SelfAttention.relative_attention_bias
@@ -258,7 +263,7 @@ def _drop_layers(model, structure: ModelStructure, dropped) -> None:
             for site in structure.attention + structure.ffn:
                 if site.layer == layer.name and get_module(model, site.block) is not None \
                         and not getattr(get_module(model, site.block), "lmprune_skipped", False):
-                    _skip_sublayer(model, site, structure.family, constant=False)
+                    _skip_sublayer(model, site, skip_table(structure), constant=False)
         return
     for stack_path in {layer.stack for layer in dropped}:
         stack = get_module(model, stack_path)

@@ -1,6 +1,7 @@
 """Everything one ``lmprune train`` run shares between its phases: data, clock, curve, device."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,11 @@ class TrainContext:
     curve: list[dict] = field(default_factory=list)
     steps_done: int = 0
     phases: list[dict] = field(default_factory=list)
-    extra_seconds: float = 0.0  # training time of a reused run (train.init_from)
+    extra_seconds: float = 0.0  # training time of the runs this one builds on (upstream)
+    dense_body: int | None = None  # body parameters of the model before training
+    #: called after each dev evaluation of a phase with (model, method, phase step, phase
+    #: steps): lora-prune's probes prune the current model there (training.baselines)
+    probe: Callable[[nn.Module, TrainMethod, int, int], None] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -84,6 +89,8 @@ class TrainContext:
         def on_eval(step: int) -> None:
             self.steps_done = start + step
             self.evaluate(model, method, phase=settings.phase)
+            if self.probe is not None:
+                self.probe(model, method, step, settings.total_steps)
 
         result = run_loop(model, method, self.train.features, self.task.collate, settings,
                           self.accelerator, self.clock, on_eval=on_eval)

@@ -3,7 +3,14 @@
 Choices:
 
 * AdamW (betas 0.9/0.999), gradients clipped to norm 1.0, learning rate ``lr * (s+1)/W`` during
-  the ``W`` warm-up steps, then linear decay to 0 (BERT/RoBERTa fine-tuning, APT, CoFi);
+  the ``W`` warm-up steps, then linear decay to 0 (BERT/RoBERTa fine-tuning, APT, CoFi). A
+  parameter group may opt out: ``"constant_lr": True`` keeps its rate, ``"clip": False``
+  leaves its gradients out of the clipping (CoFi's gates and Lagrange multipliers have their
+  own optimizers with constant rates and no clipping in CoFi's trainer; groups of one AdamW
+  update exactly as separate AdamWs would);
+* a method may restart the schedule (``TrainMethod.schedule_restarts``): at those steps the
+  optimizer starts afresh and the warm-up/decay runs again over the remaining steps (CoFi
+  re-creates its optimizer and scheduler when pruning starts);
 * the data order is a seeded permutation per epoch, a pure function of (seed, epoch);
 * the **clock** counts training only: dev evaluations (the points of the training curve) pause
   it, so time-to-accuracy measures the method, not how often we looked;
@@ -128,6 +135,9 @@ def run_loop(model, method: TrainMethod, features: list[dict], collate: Callable
     """Train ``model`` for ``settings.total_steps`` steps; ``on_eval(step)`` every
     ``eval_every`` steps and after the last one (the clock is paused around it)."""
     optimizer = build_optimizer(method, model, settings.lr, settings.weight_decay)
+    restarts = {s for s in method.schedule_restarts(settings.total_steps)
+                if 0 < s < settings.total_steps}
+    segment = 0  # first step of the current learning-rate schedule
     result = LoopResult()
     device = accelerator.device
     model.train()
@@ -136,9 +146,13 @@ def run_loop(model, method: TrainMethod, features: list[dict], collate: Callable
     clock.start()
     try:
         for step in range(settings.total_steps):
-            factor = lr_factor(step, settings.total_steps, settings.warmup_steps)
+            if step in restarts:
+                optimizer = build_optimizer(method, model, settings.lr, settings.weight_decay)
+                segment = step
+            factor = lr_factor(step - segment, settings.total_steps - segment,
+                               settings.warmup_steps)
             for group in optimizer.param_groups:
-                group["lr"] = group["initial_lr"] * factor
+                group["lr"] = group["initial_lr"] * (1.0 if group.get("constant_lr") else factor)
             idx = batch_indices(step, len(features), settings.batch_size, settings.seed)
             batch = {k: v.to(device) for k, v in collate([features[i] for i in idx]).items()}
             with accelerator.autocast():
@@ -148,7 +162,7 @@ def run_loop(model, method: TrainMethod, features: list[dict], collate: Callable
                                          f"; lower the learning rate (train.lr)")
             accelerator.backward(loss)
             method.after_backward(model, step)
-            params = [p for g in optimizer.param_groups for p in g["params"]]
+            params = [p for g in optimizer.param_groups if g.get("clip", True) for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

@@ -38,6 +38,11 @@ class TrainMethod:
     def after_backward(self, model: nn.Module, step: int) -> None:
         """Gradients are in ``.grad`` here, before clipping and the optimizer step."""
 
+    def schedule_restarts(self, total_steps: int) -> tuple[int, ...]:
+        """Steps at which the optimizer starts afresh and the learning-rate warm-up/decay runs
+        again over the remaining steps (CoFi: when pruning starts); none by default."""
+        return ()
+
     def after_step(self, model: nn.Module, step: int) -> bool:
         """After the optimizer step; return True when the trainable tensors changed (the loop
         then rebuilds the optimizer, keeping the state of tensors that did not change)."""
@@ -66,7 +71,8 @@ class TrainMethod:
 
 
 #: LoRA target module names per family (q and v, as LoRA / APT's LoRA baselines).
-LORA_TARGETS = {"bert": ["query", "value"], "roberta": ["query", "value"], "t5": ["q", "v"],
+LORA_TARGETS = {"bert": ["query", "value"], "roberta": ["query", "value"], "mpnet": ["q", "v"],
+                "t5": ["q", "v"],
                 "llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"],
                 "mistral": ["q_proj", "v_proj"]}
 #: Task-head modules that train with the adapters (new heads are randomly initialised; BERT's

@@ -7,11 +7,9 @@ merged and physically pruned; the recipe evaluates, measures and saves it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from torch import nn
 
-from lmprune.errors import LmpruneError
 from lmprune.training.method import LoRAMethod, TrainMethod
 
 
@@ -46,14 +44,25 @@ def _dense_then_prune(dense: Callable) -> Callable:
     """A runner: the dense fine-tuning (or the ``train.init_from`` model), then Kwon pruning."""
 
     def run(ctx, model):
-        from lmprune.training.baselines import kwon_prune
+        from lmprune.training.baselines import PruneProbe, kwon_prune, probe_steps
 
-        if ctx.config.train.init_from is None:
-            model, _ = dense(ctx, model)
+        cfg, keep = ctx.config.train, 1.0 - ctx.config.train.sparsity
+        probes = []
+        if cfg.init_from is None:
+            total = ctx.settings(cfg.epochs, "dense").total_steps
+            steps = probe_steps(total, cfg.eval_every, ctx.config.mask_search.probes)
+            if steps and ctx.dense_body:
+                ctx.probe = PruneProbe(ctx, keep, steps)
+            try:
+                model, _ = dense(ctx, model)
+            finally:
+                probes, ctx.probe = (ctx.probe.log if ctx.probe else []), None
         model.to(ctx.device)
         ctx.clock.start()
-        model, info = kwon_prune(model, ctx, keep=1.0 - ctx.config.train.sparsity)
+        model, info = kwon_prune(model, ctx, keep=keep)
         ctx.clock.stop()
+        info["probes"] = [{k: p[k] for k in ("step", "seconds", "metric", "search_seconds")}
+                          for p in probes]
         return model, {"mask_search": info}
 
     return run
@@ -105,15 +114,10 @@ def _cofi(ctx, model):
 
 def load_teacher(path: str, ctx) -> nn.Module:
     """A frozen dense teacher from a run directory (its ``model/``) or a model directory."""
+    from lmprune.recipes.upstream import model_dir
     from lmprune.zoo import load_model
 
-    directory = Path(path)
-    if (directory / "model").is_dir():
-        directory = directory / "model"
-    if not directory.is_dir():
-        raise LmpruneError(f"train.teacher={path!r} is neither a run directory with a saved "
-                           f"model nor a model directory; pass the directory of an ft run")
-    return load_model(str(directory), ctx.task.head).model
+    return load_model(str(model_dir(path, "train.teacher")), ctx.task.head).model
 
 
 RUNNERS: dict[str, Callable] = {

@@ -46,7 +46,7 @@ real (``sigmoid(0.8 * log_alpha / temperature)``), so binarize them (``binary=Tr
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -66,6 +66,7 @@ INIT_STD = 1e-2  # l0_module.py:164
 DETERMINISTIC_FACTOR = 0.8  # l0_module.py:26 "magical_number", from FLOP (Wang et al. 2020)
 LOG_ALPHA_RANGE = (math.log(1e-2), math.log(1e2))  # l0_module.py:173-177
 _SCALAR_KINDS = ("attention", "ffn")  # one gate per site: a 0-dim mask
+_FITTED_KINDS = ("heads", "neurons")  # what fit_shift moves
 
 
 def hard_concrete_sample(log_alpha: torch.Tensor, temperature: float = TEMPERATURE,
@@ -99,16 +100,18 @@ def prob_nonzero(log_alpha: torch.Tensor, temperature: float = TEMPERATURE,
 
 def deterministic_gate(log_alpha: torch.Tensor, temperature: float = TEMPERATURE,
                        limits: tuple[float, float] = LIMITS,
-                       factor: float = DETERMINISTIC_FACTOR) -> torch.Tensor:
+                       factor: float = DETERMINISTIC_FACTOR, shift: float = 0.0) -> torch.Tensor:
     """Eval-time mask of one gate group (CoFi l0_module.py:290-305, after FLOP).
 
     Keeps ``n - round(n - sum P(z != 0))`` units (Python's round: halves go to even), those
     with the largest ``log_alpha``, at value ``sigmoid(factor * log_alpha / temperature)``;
     the others are exactly 0. Not differentiable (a decision, not a training signal).
+    ``shift`` is added to ``log_alpha`` when counting the kept units only (see
+    :meth:`L0Gates.fit_shift`); 0 is CoFi's rule.
     """
     with torch.no_grad():
         size = log_alpha.numel()
-        expected_nonzero = float(prob_nonzero(log_alpha, temperature, limits).sum())
+        expected_nonzero = float(prob_nonzero(log_alpha + shift, temperature, limits).sum())
         num_zeros = round(size - expected_nonzero)
         values = torch.sigmoid(log_alpha.detach() * factor / temperature).clone()
         if num_zeros > 0:
@@ -173,6 +176,11 @@ class L0Gates(nn.Module):
             start += width
         return groups
 
+    def site_log_alpha(self, kind: str) -> dict[str, torch.Tensor]:
+        """``{site: log_alpha of its units}`` (detached) for ``heads`` or ``neurons``."""
+        values = self.log_alpha[kind].detach()
+        return {name: values[sl] for name, sl in self._groups(kind)}
+
     def _to_masks(self, flat: dict[str, torch.Tensor]) -> Masks:
         masks = Masks()
         for kind, values in flat.items():
@@ -193,20 +201,75 @@ class L0Gates(nn.Module):
         """``P(z != 0)`` per unit as masks (differentiable)."""
         return self._to_masks(self._probs())
 
-    def deterministic_masks(self, binary: bool = False) -> Masks:
+    def deterministic_masks(self, binary: bool = False,
+                            shift: dict[str, float] | None = None) -> Masks:
         """CoFi's eval-time masks, group by group (see :func:`deterministic_gate`).
 
         Groups: the heads of one attention site, the neurons of one FFN site, each sublayer
         gate on its own, all hidden channels together. ``binary=True`` turns kept values into
-        1 (what ``lmprune.structures.remove`` needs).
+        1 (what ``lmprune.structures.remove`` needs). ``shift`` (kind -> value) moves the
+        log-alpha of a kind when its kept counts are decided (:meth:`fit_shift`).
         """
-        flat = {}
+        return self._to_masks(self._deterministic(binary, shift))
+
+    def _deterministic(self, binary: bool, shift: dict[str, float] | None = None
+                       ) -> dict[str, torch.Tensor]:
+        flat, shift = {}, shift or {}
         for kind, log_alpha in self.log_alpha.items():
-            parts = [deterministic_gate(log_alpha[sl], self.temperature, self.limits)
+            parts = [deterministic_gate(log_alpha[sl], self.temperature, self.limits,
+                                        shift=shift.get(kind, 0.0))
                      for _, sl in self._groups(kind)]
             values = torch.cat(parts) if parts else log_alpha.detach().clone()
             flat[kind] = (values != 0).to(values.dtype) if binary else values
-        return self._to_masks(flat)
+        return flat
+
+    def kept_ratio(self, masks: Masks) -> float:
+        """Fraction of the prunable parameters that binary ``masks`` (of the gated kinds) keep,
+        by the size formula of :meth:`expected_params`."""
+        flat = {}
+        with torch.no_grad():
+            for kind in self.log_alpha:
+                if kind == "hidden":
+                    flat[kind] = masks.hidden.float()
+                    continue
+                per_site = getattr(masks, kind)
+                flat[kind] = torch.cat([per_site[name].reshape(-1).float()
+                                        for name, _ in self._groups(kind)])
+            return float(self._params(flat)) / self.full_params
+
+    def deterministic_keep_ratio(self, shift: dict[str, float] | None = None,
+                                 transform: Callable[[Masks], Masks] | None = None) -> float:
+        """Fraction of the prunable parameters the deterministic (eval) masks keep: the size of
+        the model that evaluation sees and removal produces, where :meth:`expected_sparsity` is
+        the expectation over the stochastic training gates. ``transform`` changes the binary
+        masks before they are counted (e.g. a width rounding applied at the end)."""
+        masks = self.deterministic_masks(True, shift)
+        return self.kept_ratio(transform(masks) if transform is not None else masks)
+
+    def fit_shift(self, keep: float, transform: Callable[[Masks], Masks] | None = None,
+                  span: float = 30.0) -> dict[str, float]:
+        """Shifts of the heads' and neurons' log-alpha whose deterministic masks keep at most
+        ``keep`` of the prunable parameters, and as close to it as one neuron allows.
+
+        CoFi's per-group rule is unchanged; only how many units each group keeps moves, in
+        log-alpha order: first heads and neurons together (the largest common shift that fits),
+        then neurons alone fill what is left. Sublayer and hidden gates keep their decision.
+        Gates that have not saturated (short schedules) make CoFi's deterministic masks keep
+        more or less than the expectation the Lagrangian steered to the target; this makes the
+        final model meet the budget. ``transform`` is applied before counting (as in
+        :meth:`deterministic_keep_ratio`), so a later rounding of widths is fitted too.
+        """
+        def ratio(shift):
+            return self.deterministic_keep_ratio(shift, transform)
+
+        fitted = [k for k in _FITTED_KINDS if k in self.log_alpha]
+        both = _largest(lambda v: ratio(dict.fromkeys(fitted, v)) <= keep, -span, span)
+        shift = dict.fromkeys(fitted, both)
+        if "neurons" in shift:
+            low = both if ratio(shift) <= keep else -span  # a transform may keep more
+            shift["neurons"] = _largest(lambda v: ratio({**shift, "neurons": v}) <= keep,
+                                        low, span)
+        return shift
 
     def _probs(self) -> dict[str, torch.Tensor]:
         return {k: prob_nonzero(p, self.temperature, self.limits) for k, p in self.log_alpha.items()}
@@ -226,7 +289,11 @@ class L0Gates(nn.Module):
         the kept fraction of hidden channels. Kinds without gates count as certainly kept.
         Embeddings, norms and task heads are outside the body and not counted.
         """
-        p = self._probs()
+        return self._params(self._probs())
+
+    def _params(self, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The size formula of :meth:`expected_params` for per-unit keep values ``p`` (flat per
+        kind): probabilities give the expectation, binary masks the exact count."""
         ref = next(iter(self.log_alpha.values()))
         total = ref.new_zeros(())
         for kinds, sites, unit in ((("attention", "heads"), self.structure.attention, "heads"),
@@ -287,6 +354,19 @@ class Lagrangian(nn.Module):
         for p in self.ascent_parameters():
             if p.grad is not None:
                 p.grad.neg_()
+
+
+def _largest(fits, low: float, high: float, iterations: int = 50) -> float:
+    """The largest value in ``[low, high]`` with ``fits(value)`` for a monotone ``fits`` (true
+    below a threshold); ``low`` when nothing fits."""
+    if fits(high):
+        return high
+    if not fits(low):
+        return low
+    for _ in range(iterations):
+        mid = (low + high) / 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low
 
 
 def target_sparsity(step: int, warmup_steps: int, final: float, start: float = 0.0) -> float:

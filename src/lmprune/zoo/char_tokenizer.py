@@ -56,7 +56,7 @@ _DECODER = SpecialTokens(
 
 #: model_type -> special-token layout. Token ids here must match the tiny configs.
 FAMILY_SPECIALS: dict[str, SpecialTokens] = {
-    "bert": _BERT, "roberta": _ROBERTA, "t5": _T5,
+    "bert": _BERT, "roberta": _ROBERTA, "mpnet": _ROBERTA, "t5": _T5,
     "llama": _DECODER, "qwen2": _DECODER, "mistral": _DECODER,
 }
 

@@ -12,6 +12,7 @@ import torch
 
 from lmprune.errors import LmpruneError, UnknownNameError
 from lmprune.zoo import hub
+from lmprune.zoo.mpnet import mpnet_dir
 from lmprune.zoo.packages import MINILM, package_file
 from lmprune.zoo.registry import HUB_HINT, alias_names, get_info, is_alias, is_tiny
 from lmprune.zoo.smollm2 import smollm2_dir
@@ -42,6 +43,7 @@ class LoadedModel:
 _REAL_DIRS: dict[str, Callable[[], Path]] = {
     "minilm-l6": lambda: package_file(MINILM, "minilm-l6"),
     "smollm2-135m": smollm2_dir,
+    "mpnet-base": mpnet_dir,
 }
 
 

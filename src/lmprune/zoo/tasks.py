@@ -26,6 +26,7 @@ _DECODER_TASKS = ("base", "causal-lm", "sequence-classification")
 FAMILY_TASKS: dict[str, tuple[str, ...]] = {
     "bert": _ENCODER_TASKS,
     "roberta": _ENCODER_TASKS,
+    "mpnet": _ENCODER_TASKS,
     "t5": ("base", "seq2seq-lm"),
     "llama": _DECODER_TASKS,
     "qwen2": _DECODER_TASKS,
@@ -35,6 +36,7 @@ FAMILY_TASKS: dict[str, tuple[str, ...]] = {
 DEFAULT_TASKS: dict[str, str] = {
     "bert": "sequence-classification",
     "roberta": "sequence-classification",
+    "mpnet": "sequence-classification",
     "t5": "seq2seq-lm",
     "llama": "causal-lm",
     "qwen2": "causal-lm",

@@ -41,6 +41,15 @@ def _roberta(family: str) -> PretrainedConfig:
                          **special_token_ids(family))
 
 
+def _mpnet(family: str) -> PretrainedConfig:
+    from transformers import MPNetConfig
+
+    # MPNet's embeddings fix the padding index at 1 and start positions at 2 (as RoBERTa).
+    return MPNetConfig(vocab_size=_VOCAB, hidden_size=32, num_hidden_layers=2,
+                       num_attention_heads=4, intermediate_size=64, max_position_embeddings=66,
+                       relative_attention_num_buckets=32, **special_token_ids(family))
+
+
 def _t5(gated: bool) -> Callable[[str], PretrainedConfig]:
     def make(family: str) -> PretrainedConfig:
         from transformers import T5Config
@@ -68,6 +77,7 @@ def _decoder(family: str) -> PretrainedConfig:
 _CONFIGS: dict[str, Callable[[str], PretrainedConfig]] = {
     "tiny-bert": _bert,
     "tiny-roberta": _roberta,
+    "tiny-mpnet": _mpnet,
     "tiny-t5": _t5(gated=False),
     "tiny-t5-gated": _t5(gated=True),
     "tiny-llama": _decoder,
@@ -75,7 +85,7 @@ _CONFIGS: dict[str, Callable[[str], PretrainedConfig]] = {
     "tiny-mistral": _decoder,
 }
 # Longest input the tokenizer admits (RoBERTa/BERT: learned positions; others: a sane cap).
-_MAX_LENGTH = {"bert": 64, "roberta": 64, "t5": 128, "llama": 128, "qwen2": 128, "mistral": 128}
+_MAX_LENGTH = {"bert": 64, "roberta": 64, "mpnet": 64, "t5": 128, "llama": 128, "qwen2": 128, "mistral": 128}
 
 
 def _check_tiny(name: str) -> str:

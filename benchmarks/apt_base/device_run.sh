@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs benchmarks/apt_base/run.py on the lent GPU machine (see README.md here).
+# mpnet-base travels as four bf16 parts of < 60 MiB (made here by stage.py into .stage/mpnet),
+# one per call, and is assembled under ~/models once all are there:
+#   calls 1-3: carry .stage/mpnet/part0, .stage/mpnet/part1, .stage/mpnet/part2:  --stage
+#   call 4:    carry .stage/mpnet/part3, then run seed 0:  --set all:seed=0
+#   calls 5-6: seeds 1 and 2 (nothing carried):           --set all:seed=1 (2)
+# The machine keeps ~/stage and ~/models only while it stays warm (30 s after a call): make
+# the calls back to back. Results of a seed go to $BENCH (default ~/bench_base_seedS) and
+# are copied to $OUT (results.json/.md/.csv and runs.tgz with every run's report and curve).
+set -u
+STAGE=~/stage/mpnet
+MODEL=~/models/mpnet-base
+mkdir -p "$STAGE"
+for d in .stage/mpnet/part*; do [ -d "$d" ] && cp -r "$d"/. "$STAGE"/; done
+PYTHONPATH=$PWD/src python3 benchmarks/apt_base/stage.py --assemble "$STAGE" "$MODEL"
+ready=$?
+if [ "${1:-}" = "--stage" ]; then exit 0; fi
+if [ "$ready" -ne 0 ]; then echo "mpnet-base is not complete on this machine: carry the missing parts"; exit 0; fi
+SEED=$(printf '%s\n' "$@" | sed -n 's/^all:seed=//p' | tail -1)
+BENCH=${BENCH:-$HOME/bench_base_seed${SEED:-0}}
+export PYTHONPATH=$PWD/src HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error PYTHONUNBUFFERED=1 \
+  TOKENIZERS_PARALLELISM=false LMPRUNE_CACHE=~/cache
+timeout "${BUDGET:-540}" python3 benchmarks/apt_base/run.py --out "$BENCH" --model "$MODEL" "$@" 2>&1 \
+  | grep -v "it/s\]\|it\]$\|Loading weights\|LOAD REPORT\|MISSING\|UNEXPECTED\|newly initialized\|^Key \|^---\|^Notes\|^classifier\|^pooler\|Generating\|can be ignored"
+cp "$BENCH"/results.json "$BENCH"/results.md "$BENCH"/results.csv "$OUT"/ 2>/dev/null
+(cd "$BENCH" && tar czf "$OUT"/runs.tgz --exclude=model */metrics.json */report.md */training_curve.png 2>/dev/null)
+exit 0
