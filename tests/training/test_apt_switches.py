@@ -246,6 +246,7 @@ def test_after_prunes_once_when_tuning_ends():
     assert method.events == [STEPS] and [e["step"] for e in method.log] == [STEPS]
     assert all(k == 1.0 and ones for s, k, ones in seen_keep if s < STEPS)  # dense until then
     assert seen_keep[-1][0] == STEPS and seen_keep[-1][1] <= KEEP
+    method.on_evaluate(seen["model"], 1.0, STEPS)  # the run's final dev evaluation
     assert set(method.ema.value) and method.teacher_snapshots == 0  # no pruned model trains
     assert method.log[0]["grown"] == 0  # no rank growth with no training left
     assert _meets_budget(method, seen["model"])

@@ -125,7 +125,8 @@ class APTConfig(Section):
         "matched", "raw: S~ + sqrt(kurtosis) as in the paper; matched: the outlier term scaled "
                    "per block kind to the mean of S~ (see docs/apt.md: the raw sum prunes "
                    "heads first on small models)")
-    ema: float = param(0.85, "EMA weight of the previous salience (paper: 0.85)")
+    ema: float = param(0.85, "EMA weight of the previous salience and adapter importance "
+                             "(paper: 0.85; 0: each event uses the last step's scores)")
     schedule: Literal["cubic", "late", "gradual", "oneshot", "after", "none"] = param(
         "cubic", "target keep-ratio schedule: cubic (APT: early, adaptive), late (once at the "
                  "stop step, then training goes on), gradual (throughout training), oneshot "

@@ -214,8 +214,10 @@ class APTMethod(TrainMethod):
 
     def on_evaluate(self, model: nn.Module, metric: float, step: int) -> None:
         """``apt.teacher=best``: a dev metric better than every earlier one since pruning
-        started makes the current model the teacher (APT's ``self_momentum`` distillation)."""
-        if not (self.cfg.distill and self.teacher.refreshes and self._distilling(step)):
+        started makes the current model the teacher (APT's ``self_momentum`` distillation).
+        The evaluation after the last step changes nothing: no step is left to distil."""
+        if not (self.cfg.distill and self.teacher.refreshes and self._distilling(step)
+                and step < self.total):
             return
         if metric > self.best_teacher_metric:
             self.best_teacher_metric = metric
