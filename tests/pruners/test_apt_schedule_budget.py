@@ -8,7 +8,8 @@ import torch
 
 from lmprune.arch import describe
 from lmprune.errors import LmpruneError
-from lmprune.pruners.apt_budget import bert_like_costs, model_costs, select_within_budget
+from lmprune.pruners.apt_budget import (bert_like_costs, model_costs,
+                                        proportional_random_salience, select_within_budget)
 from lmprune.pruners.apt_schedule import keep_ratio, move_masks, pruning_events
 from lmprune.structures.counting import hidden_cost
 from lmprune.zoo import build_tiny
@@ -42,6 +43,8 @@ def test_other_schedules_hand_values():
     assert keep_ratio(2000, "gradual", **common) == pytest.approx(0.5)
     assert keep_ratio(0, "oneshot", **common) == 0.5
     assert keep_ratio(1500, "oneshot", **common) == 0.5
+    assert keep_ratio(1999, "after", **common) == 1.0  # dense until training ends
+    assert keep_ratio(2000, "after", **common) == 0.5
     assert all(keep_ratio(t, "none", **common) == 1.0 for t in (0, 500, 5000))
 
 
@@ -260,3 +263,36 @@ def test_model_costs_tiny_bert():
                                  {"heads": costs["heads"], "neurons": costs["neurons"]},
                                  budget=0.5 * (2 * 4 * 1048 + 2 * 64 * 65))
     assert masks["heads"].shape == (2, 4) and masks["neurons"].shape == (2, 64)
+
+
+def test_random_salience_keeps_every_kind_in_proportion_at_bert_base_size():
+    """12 layers x 12 heads and 12 x 3072 neurons with BERT-base costs (a head is 768/2 times
+    dearer than a neuron): the kept fractions of heads and neurons agree within one head.
+    (At low keep ratios the one head every layer must keep adds heads: min_keep=0 there.)"""
+    costs = bert_like_costs(768, 12, 3072, 12)
+    costs = {"heads": costs["heads"], "neurons": costs["neurons"]}
+    full = 144 * costs["heads"] + 12 * 3072 * costs["neurons"]
+    shapes = {"heads": (12, 12), "neurons": (12, 3072)}
+    for seed, keep, min_keep in [(0, 0.4, 1), (1, 0.6, 1), (2, 0.15, 0)]:
+        gen = torch.Generator().manual_seed(seed)
+        sal = proportional_random_salience(shapes, costs, gen)
+        masks = select_within_budget(sal, costs, keep * full, min_keep=min_keep)
+        heads, neurons = float(masks["heads"].mean()), float(masks["neurons"].mean())
+        assert abs(heads - neurons) <= 1 / 144 + 1e-9
+        assert abs(neurons - keep) <= 1 / 144
+        assert _kept_cost(masks, costs, sal) <= keep * full
+
+
+def test_random_salience_picks_units_uniformly():
+    """Over many draws every unit is kept about as often as any other (no index bias)."""
+    shapes, costs = {"heads": (2, 4), "neurons": (2, 16)}, {"heads": 8.0, "neurons": 1.0}
+    counts = {k: torch.zeros(s) for k, s in shapes.items()}
+    draws = 400
+    for seed in range(draws):
+        sal = proportional_random_salience(shapes, costs, torch.Generator().manual_seed(seed))
+        masks = select_within_budget(sal, costs, 0.5 * (8 * 8 + 32), min_keep=0)
+        for k in counts:
+            counts[k] += masks[k]
+    for k, c in counts.items():
+        freq = c / draws
+        assert torch.all((freq - 0.5).abs() < 0.12), (k, freq)  # binomial sd 0.025

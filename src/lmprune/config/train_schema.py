@@ -42,8 +42,8 @@ class TrainConfig(Section):
     epochs: float = param(3.0, "training epochs")
     max_steps: int | None = param(None, "stop after this many optimizer steps (null: epochs)")
     batch_size: int = param(32, "training examples per optimizer step")
-    lr: float | None = param(None, "peak learning rate (null: 2e-5 for ft and mask-tuning, "
-                                   "2e-4 for adapter methods)")
+    lr: float | None = param(None, "peak learning rate (null: 2e-5 for ft, mask-tuning and apt "
+                                   "with apt.adapter=none; 2e-4 for adapter methods)")
     weight_decay: float = param(0.0, "AdamW weight decay")
     warmup_ratio: float = param(0.06, "linear warm-up as a fraction of all steps")
     max_len: int = param(128, "tokens per input (longer ones are cut)")
@@ -88,8 +88,14 @@ class TrainConfig(Section):
             problems.append("measure_batch_sizes: every batch size must be >= 1")
         return problems
 
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR.get(self.method, ADAPTER_LR)
+    def learning_rate(self, apt_adapter: str = "lora") -> float:
+        """``lr``, or the method's default; APT without adapters (``apt.adapter=none``) tunes
+        the whole backbone and gets FT's rate."""
+        if self.lr is not None:
+            return self.lr
+        if self.method == "apt" and apt_adapter == "none":
+            return DEFAULT_LR["ft"]
+        return DEFAULT_LR.get(self.method, ADAPTER_LR)
 
 
 @dataclass
@@ -98,28 +104,37 @@ class APTConfig(Section):
 
     adapter: Literal["lora", "none"] = param(
         "lora", "lora: APT's masked low-rank adapters are tuned (the backbone frozen); none: no "
-                "adapters, the backbone itself is tuned (full fine-tuning) while salience, "
-                "schedule, budget and distillation still prune it")
+                "adapters, every backbone weight and the task head are tuned (full "
+                "fine-tuning, FT's lr 2e-5 unless train.lr is set) while salience, EMA, "
+                "schedule, budget search and distillation still prune it (rank growth does "
+                "not apply and is ignored with a note)")
     r: int = param(8, "initial adapter rank (paper: 8)")
     alpha: float = param(16.0, "adapter alpha; the scale alpha / r_init = 2 stays fixed")
     targets: list[str] = param(["q", "v", "ffn_up"], "adapted linears: roles q, k, v, o, "
                                                      "ffn_up, ffn_out (T5: self and cross "
-                                                     "attention; LLaMA: use [q, v])")
+                                                     "attention; LLaMA: use [q, v]); not empty "
+                                                     "(no adapters: apt.adapter=none)")
     structures: list[str] = param(["heads", "neurons"], "blocks pruned: heads, neurons, hidden "
                                                         "(hidden channels: see docs/apt.md)")
     salience: Literal["outlier", "magnitude", "fisher", "random"] = param(
         "outlier", "block salience: outlier-aware activation x gradient (APT), weight "
-                   "magnitude, Fisher of the masks, or random")
+                   "magnitude, Fisher of the masks, or random (uniformly random blocks, the "
+                   "same fraction of heads and of neurons, at the same parameter budget)")
     kurtosis: bool = param(True, "add the sqrt(kurtosis) outlier term (salience: outlier)")
     outlier_scale: Literal["matched", "raw"] = param(
         "matched", "raw: S~ + sqrt(kurtosis) as in the paper; matched: the outlier term scaled "
                    "per block kind to the mean of S~ (see docs/apt.md: the raw sum prunes "
                    "heads first on small models)")
-    ema: float = param(0.85, "EMA weight of the previous salience (paper: 0.85)")
+    ema: float = param(0.85, "EMA weight of the previous salience and adapter importance "
+                             "(paper: 0.85; 0: each event uses the last step's scores)")
     schedule: Literal["cubic", "late", "gradual", "oneshot", "after", "none"] = param(
-        "cubic", "target keep-ratio schedule: cubic (APT: early, adaptive), late, gradual "
-                 "(throughout training), oneshot (at initialisation, scored on calibration "
-                 "batches before step 0), after (once, when tuning ends), none")
+        "cubic", "target keep-ratio schedule: cubic (APT: early, adaptive), late (once at the "
+                 "stop step, then training goes on), gradual (throughout training), oneshot "
+                 "(at initialisation, scored on apt.calibration_batches before step 0), after "
+                 "(once after the last training step, salience from the whole run's EMA; no "
+                 "training after it), none")
+    calibration_batches: int = param(8, "schedule oneshot: training batches scored (forward + "
+                                        "backward, no optimizer step) before step 0")
     prune_start: int = param(200, "first pruning step (paper: after 200 steps)")
     prune_stop_epochs: float = param(3.0, "pruning ends after this many epochs (capped at 90% "
                                           "of training)")
@@ -130,7 +145,7 @@ class APTConfig(Section):
     growth_factor: float = param(4.0, "tuning parameters grow linearly to this multiple of the "
                                       "initial count by the last pruning event")
     max_rank: int = param(64, "rank cap of one adapter")
-    distill: bool = param(True, "self-distillation from a frozen snapshot of the adapters")
+    distill: bool = param(True, "self-distillation from a frozen teacher (apt.teacher)")
     teacher: Literal["best", "start", "separate"] = param(
         "best", "self-distillation teacher: best / start share the student's frozen backbone "
                 "(tuning parameters and masks of the best dev model since pruning started, "
@@ -145,7 +160,10 @@ class APTConfig(Section):
     train_head: bool = param(True, "also train the task head (classifier) with the adapters")
 
     def validate(self) -> list[str]:
-        problems = _positive(self, "r", "events", "round_to", "max_rank")
+        problems = _positive(self, "r", "events", "round_to", "max_rank", "calibration_batches")
+        if self.adapter == "lora" and not self.targets:
+            problems.append("targets: empty, so no adapter and nothing tuned in the backbone; to "
+                            "tune the backbone without adapters set apt.adapter=none")
         if self.prune_start < 0:
             problems.append(f"prune_start: must be >= 0, got {self.prune_start}")
         bad = [s for s in self.structures if s not in APT_STRUCTURES]

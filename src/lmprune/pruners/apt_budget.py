@@ -25,6 +25,11 @@ the minimum is ``min(width, r * ceil(min_keep / r))``), dropping the lowest-dens
 units; the freed budget is refilled greedily with whole chunks of the next r units of a
 site (or the site's remaining units when that fills it), densest chunk first, skipping
 chunks that do not fit. Counts stay multiples of r (or full) and the budget is respected.
+
+Random replacement (``apt.salience=random``): :func:`proportional_random_salience` gives
+saliences under which this search keeps a uniformly random set of blocks with the same
+fraction of every kind (random scores ranked by density would favour the cheap kind: a
+neuron costs far less than a head, so almost every head would go first).
 """
 from __future__ import annotations
 
@@ -77,6 +82,33 @@ def _as_2d(kind: str, salience: torch.Tensor, cost) -> tuple[torch.Tensor, torch
     if not torch.all(c > 0):
         raise LmpruneError(f"costs of {kind!r} must be > 0 parameters per unit")
     return sal, c.clone()
+
+
+def proportional_random_salience(shapes: dict[str, tuple[int, ...]],
+                                 costs: dict[str, torch.Tensor | float],
+                                 generator: torch.Generator | None = None
+                                 ) -> dict[str, torch.Tensor]:
+    """Random saliences whose density ranking keeps every kind in proportion to its count.
+
+    Each kind's units (over all its sites) are put in a uniformly random order; the unit at
+    position ``j`` of ``N`` gets density ``1 - (j + 0.5) / N`` and salience ``density x
+    cost``. Sorted by density, the kinds interleave in proportion to their counts, so the
+    longest prefix that fits a budget keeps the same fraction of heads, of neurons and of
+    hidden channels (within one unit per kind, plus the per-site minimum and the rounding of
+    :func:`select_within_budget`), and which units of a kind are kept is uniformly random.
+    ``shapes`` are the salience shapes (``[sites, units]`` or ``[units]``), ``costs`` as in
+    :func:`select_within_budget`.
+    """
+    out = {}
+    for kind in sorted(shapes):
+        n = math.prod(shapes[kind])
+        density = torch.empty(n, dtype=torch.float64)
+        ranks = torch.arange(n, dtype=torch.float64)
+        density[torch.randperm(n, generator=generator)] = 1.0 - (ranks + 0.5) / n
+        density = density.reshape(shapes[kind])
+        sal, cost = _as_2d(kind, density, costs[kind])
+        out[kind] = (sal * cost).reshape(shapes[kind])
+    return out
 
 
 def _site_minimum(width: int, min_keep: int, r: int) -> int:

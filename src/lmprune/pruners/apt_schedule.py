@@ -17,7 +17,8 @@ caller's choice; this module takes ``start``/``stop``/``count`` as arguments.
 
 Ablation replacements (``schedule=``): ``cubic`` (above), ``late`` (1 until ``stop``, then
 ``final``), ``gradual`` (the cubic over the whole run: start 0, stop ``total``),
-``oneshot`` (``final`` from step 0), ``none`` (always 1: no pruning).
+``oneshot`` (``final`` from step 0), ``after`` (1 until ``total``, the end of training, then
+``final``: prune once when tuning ends), ``none`` (always 1: no pruning).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import torch
 
 from lmprune.errors import LmpruneError
 
-SCHEDULES = ("cubic", "late", "gradual", "oneshot", "none")
+SCHEDULES = ("cubic", "late", "gradual", "oneshot", "after", "none")
 
 
 def _cubic(step: float, start: float, stop: float, final: float) -> float:
@@ -43,7 +44,8 @@ def keep_ratio(step: float, schedule: str, start: float, stop: float, total: flo
     """Target fraction of prunable parameters kept at training ``step`` (see module doc).
 
     ``start``/``stop`` bound the cubic window (``cubic``; ``late`` prunes at ``stop``);
-    ``total`` is the number of training steps (used by ``gradual``); ``final`` in (0, 1].
+    ``total`` is the number of training steps (used by ``gradual`` and ``after``); ``final``
+    in (0, 1].
     """
     if schedule not in SCHEDULES:
         raise LmpruneError(f"unknown APT pruning schedule {schedule!r}; use one of "
@@ -55,6 +57,8 @@ def keep_ratio(step: float, schedule: str, start: float, stop: float, total: flo
         return 1.0
     if schedule == "oneshot":
         return float(final)
+    if schedule == "after":
+        return 1.0 if step < total else float(final)
     if schedule == "gradual":
         if total <= 0:
             raise LmpruneError(f"the 'gradual' schedule needs total > 0 training steps, got {total}")

@@ -114,7 +114,7 @@ def apt_salience(h: Tensor, grad: Tensor, weight_cols: Tensor, use_kurtosis: boo
     return score
 
 
-# -- replacements for ablations ------------------------------------------------------------
+# -- replacements for ablations (random: pruners.apt_budget.proportional_random_salience) --
 
 def magnitude_salience(weight_groups: Tensor, p: float = 1.0) -> Tensor:
     """Lp norm of each unit's weights; ``weight_groups`` is ``[units, ...]``."""
@@ -127,11 +127,6 @@ def fisher_salience(grad: Tensor, group_size: int = 1) -> Tensor:
     ``compute_fisher_info``)."""
     g2 = grad.detach().float().pow(2)
     return _group_sum(g2.reshape(-1, g2.shape[-1]).sum(0), group_size)
-
-
-def random_salience(units: int, generator: torch.Generator | None = None) -> Tensor:
-    """Uniform random scores in [0, 1)."""
-    return torch.rand(units, generator=generator)
 
 
 class SalienceEMA:
@@ -304,4 +299,4 @@ def collect_salience(model: nn.Module, use_kurtosis: bool = True,
 
 __all__ = ["BETA", "SalienceCollector", "SalienceEMA", "activation_salience", "apt_salience",
            "collect_salience", "fisher_salience", "hidden_outlier_term", "kurtosis",
-           "magnitude_salience", "outlier_term", "random_salience"]
+           "magnitude_salience", "outlier_term"]

@@ -17,27 +17,34 @@ Efficient Training and Inference" (ICML 2024). Per step (Sec. 4):
 ``finish`` makes the masks binary, merges the adapters into the weights and removes the pruned
 heads, neurons and hidden channels physically. The building blocks live in
 ``tuners/apt_adapter.py``, ``scorers/apt_salience.py``, ``pruners/apt_schedule.py``,
-``pruners/apt_budget.py`` and ``training/distill.py``; this file only wires them.
+``pruners/apt_budget.py``, ``training/distill.py`` and ``training/apt_teacher.py``; this file
+only wires them. What each ``apt.*`` switch removes or replaces: docs/apt.md.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 
 from lmprune.arch import describe
-from lmprune.pruners.apt_budget import model_costs, select_within_budget
+from lmprune.errors import LmpruneError
+from lmprune.pruners.apt_budget import (model_costs, proportional_random_salience,
+                                        select_within_budget)
 from lmprune.pruners.apt_schedule import keep_ratio, move_masks, pruning_events
 from lmprune.scorers import apt_salience as sal
 from lmprune.structures.masks import Masks, apply_masks
 from lmprune.structures.removal import remove
 from lmprune.training import distill
 from lmprune.training.apt_parts import adapter_importance, body_hidden_cost, equal_heads_per_group, grow_ranks, ones_on
+from lmprune.training.apt_teacher import APTTeacher
 from lmprune.training.method import TrainMethod, unfreeze_heads
-from lmprune.tuners.apt_adapter import apply_apt, apt_modules, merge_apt
+from lmprune.tuners.apt_adapter import APTLinear, apply_apt, apt_modules, merge_apt
+
+log = logging.getLogger(__name__)
 
 
 class APTMethod(TrainMethod):
@@ -46,14 +53,19 @@ class APTMethod(TrainMethod):
     name = "apt"
 
     def __init__(self, cfg, keep: float, total_steps: int, steps_per_epoch: int,
-                 task_type: str = "classification", seed: int = 0) -> None:
+                 task_type: str = "classification", seed: int = 0,
+                 calibration: Callable[[], Iterable[dict]] | None = None) -> None:
+        """``calibration`` returns the training batches that ``apt.schedule=oneshot`` scores
+        before step 0 (forward + backward, no optimizer step)."""
         self.cfg, self.keep, self.total = cfg, keep, total_steps
         self.task_type = "classification" if task_type == "regression" else task_type
         stop = min(int(round(cfg.prune_stop_epochs * steps_per_epoch)), int(0.9 * total_steps))
         stop = max(stop, 1)
-        self.start = min(cfg.prune_start, stop - 1) if cfg.schedule != "oneshot" else 0
-        self.stop = stop if cfg.schedule != "oneshot" else 0
+        self.start = min(cfg.prune_start, stop - 1)  # [start, stop]: the distillation window
+        self.stop = stop
         self.events = self._events(cfg)
+        self.calibration = calibration
+        self.calibrated_batches = 0
         gaps = [b - a for a, b in zip(self.events, self.events[1:], strict=False)]
         self.mask_step = 1.0 / max(1, min(gaps, default=1))
         self.generator = torch.Generator().manual_seed(seed)
@@ -61,23 +73,35 @@ class APTMethod(TrainMethod):
         self.ema = sal.SalienceEMA(cfg.ema)
         self.adapter_ema: dict[str, float] = {}
         self.log: list[dict] = []
-        self.teacher_state: dict | None = None
-        self.teacher_masks: Masks | None = None
-        self.teacher_snapshots = 0
+        self.teacher: APTTeacher | None = None
         self.best_teacher_metric = float("-inf")
         self._collector = None
+        self._random: dict[str, torch.Tensor] | None = None
+        self.notes: list[str] = []
+        if cfg.adapter == "none" and cfg.rank_growth != "static":
+            self.notes.append(f"apt.rank_growth={cfg.rank_growth} ignored: apt.adapter=none "
+                              f"tunes the backbone itself, there are no adapter ranks to grow")
+            log.warning(self.notes[-1])
 
     def _events(self, cfg) -> list[int]:
+        """Steps of the pruning events (an event at step s follows s optimizer steps). A
+        schedule that moves the pruning window moves the distillation window with it, except
+        ``oneshot``, which keeps APT's window (the teacher is taken after some tuning and the
+        task loss keeps its weight until then)."""
         if cfg.schedule == "none" or self.keep >= 1.0:
             return []
-        if cfg.schedule == "oneshot":
+        if cfg.schedule == "oneshot":  # before step 0, scored on calibration batches
             return [0]
         if cfg.schedule == "late":
             return [self.stop]
-        start, stop = (0, int(0.9 * self.total)) if cfg.schedule == "gradual" else \
-            (self.start, self.stop)
-        self.start, self.stop = start, stop
-        return pruning_events(start, stop, cfg.events)
+        if cfg.schedule == "after":  # after the last step: no pruned model trains, no teacher
+            self.start = self.stop = self.total
+            return [self.total]
+        if cfg.schedule == "gradual":
+            self.start, self.stop = 0, int(0.9 * self.total)
+        # an event at step 0 keeps everything (the cubic starts at 1) and would have no
+        # salience to rank by: only oneshot prunes before the first step
+        return [e for e in pruning_events(self.start, self.stop, cfg.events) if e > 0]
 
     # --- set-up ---------------------------------------------------------------------------
     def setup(self, model: nn.Module, ctx=None) -> nn.Module:
@@ -89,9 +113,7 @@ class APTMethod(TrainMethod):
             self.costs["hidden"] = float(body_hidden_cost(model, self.structure))
         self.costs = {k: v for k, v in self.costs.items() if k in cfg.structures}
         self.body = sum(self._full_cost(k) for k in self.costs if k != "hidden")
-        self.adapters = apply_apt(model, cfg.targets, r=cfg.r, alpha=cfg.alpha,
-                                  generator=self.generator)
-        self.heads = unfreeze_heads(model) if cfg.train_head else []
+        self.adapters = self._tuned(model)
         self.initial_adapter_params = self._adapter_params()
         device = next(model.parameters()).device
         self.masks = ones_on(self.structure, tuple(cfg.structures), device)
@@ -99,12 +121,64 @@ class APTMethod(TrainMethod):
         self.transform = None
         if cfg.distill:
             self.transform = distill.LayerTransform(self.structure.hidden.size).to(device)
+        self.teacher = APTTeacher(cfg.teacher, self.structure)
         if cfg.salience == "fisher":
             for m in _flat(self.masks).values():
                 m.requires_grad_(True)
         if self.events and self.events[0] == 0:  # one-shot: prune before the first step
+            self._calibrate(model)
             self._prune_event(model, 0)
         return model
+
+    def _tuned(self, model: nn.Module) -> dict[str, APTLinear]:
+        """Make what APT tunes trainable: its adapters (backbone frozen), or with
+        ``apt.adapter=none`` every backbone weight (full fine-tuning). The task head trains
+        unless ``apt.train_head=false``."""
+        cfg = self.cfg
+        if cfg.adapter == "none":
+            model.requires_grad_(True)
+            heads = unfreeze_heads(model)
+            if not cfg.train_head:
+                for name in heads:
+                    model.get_submodule(name).requires_grad_(False)
+            self.heads = heads if cfg.train_head else []
+            return {}
+        if not cfg.targets:
+            raise LmpruneError("apt.targets is empty: with no adapter and a frozen backbone no "
+                               "gradient reaches the blocks, so salience would be zero; to tune "
+                               "the backbone without adapters set apt.adapter=none")
+        adapters = apply_apt(model, cfg.targets, r=cfg.r, alpha=cfg.alpha,
+                             generator=self.generator)
+        self.heads = unfreeze_heads(model) if cfg.train_head else []
+        return adapters
+
+    def _calibrate(self, model: nn.Module) -> None:
+        """Score the blocks on calibration batches before step 0 (forward + backward, no
+        optimizer step; gradients are cleared after each batch): one-shot pruning at
+        initialisation then ranks blocks by their salience (the mean over the batches)."""
+        if self.cfg.salience == "random":
+            return  # random scores need no data
+        if self.calibration is None:
+            raise LmpruneError("apt.schedule=oneshot scores blocks on calibration batches "
+                               "before step 0; pass calibration= to APTMethod")
+        device = next(model.parameters()).device
+        total: dict[str, torch.Tensor] = {}
+        model.train()
+        for batch in self.calibration():
+            self._collector = self._new_collector(model)
+            with self.active(model), (self._collector or contextlib.nullcontext()):
+                loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+            loss.backward()
+            for key, value in self._salience(model).items():
+                total[key] = total.get(key, 0) + value
+            self._observe_adapters(model)
+            model.zero_grad(set_to_none=True)
+            self.calibrated_batches += 1
+        if not self.calibrated_batches:
+            raise LmpruneError("apt.schedule=oneshot got no calibration batches; raise "
+                               "apt.calibration_batches or use more training examples")
+        self._collector = None
+        self.ema.update({k: v / self.calibrated_batches for k, v in total.items()})
 
     def _full_cost(self, kind: str) -> float:
         c = self.costs[kind]
@@ -130,36 +204,39 @@ class APTMethod(TrainMethod):
     def _distilling(self, step: int) -> bool:
         return bool(self.cfg.distill and self.events and step >= self.start)
 
-    def _snapshot_teacher(self, model: nn.Module) -> None:
-        """The teacher: a frozen copy of the tuning parameters and the masks, taken when pruning
-        starts and, with ``apt.teacher=best``, again whenever the dev metric beats every
-        earlier one after that (APT's ``self_momentum`` distillation keeps its best model)."""
-        self.teacher_state = distill.snapshot_adapters(model)
-        self.teacher_masks = _clone(self.masks)
-        self.teacher_snapshots += 1
+    def distill_weight(self, step: int) -> float:
+        """mu of Eq. 6 at ``step``; the task loss has weight ``1 - mu`` (1 without a teacher)."""
+        return distill.mu(step, self.start, self.stop) if self._distilling(step) else 0.0
+
+    @property
+    def teacher_snapshots(self) -> int:
+        return self.teacher.snapshots if self.teacher is not None else 0
 
     def on_evaluate(self, model: nn.Module, metric: float, step: int) -> None:
-        if not (self.cfg.distill and self.cfg.teacher == "best" and self._distilling(step)):
+        """``apt.teacher=best``: a dev metric better than every earlier one since pruning
+        started makes the current model the teacher (APT's ``self_momentum`` distillation).
+        The evaluation after the last step changes nothing: no step is left to distil."""
+        if not (self.cfg.distill and self.teacher.refreshes and self._distilling(step)
+                and step < self.total):
             return
         if metric > self.best_teacher_metric:
             self.best_teacher_metric = metric
-            self._snapshot_teacher(model)
+            self.teacher.snapshot(model, self.masks)
+
+    def _new_collector(self, model: nn.Module) -> sal.SalienceCollector | None:
+        if self.cfg.salience != "outlier":
+            return None
+        return sal.SalienceCollector(model, self.structure, use_kurtosis=self.cfg.kurtosis,
+                                     hidden="hidden" in self.costs,
+                                     outlier_scale=self.cfg.outlier_scale)
 
     def loss(self, model: nn.Module, batch: dict, step: int) -> torch.Tensor:
         distilling = self._distilling(step)
-        if distilling and self.teacher_state is None:
-            self._snapshot_teacher(model)
-        teacher = None
-        if distilling:
-            with distill.teacher_mode(model, self.teacher_state), \
-                    apply_masks(model, self.teacher_masks, self.structure):
-                teacher = model(**batch, output_hidden_states=True)
-        collect = self.cfg.salience == "outlier" and self._scoring(step)
-        collector = sal.SalienceCollector(model, self.structure, use_kurtosis=self.cfg.kurtosis,
-                                          hidden="hidden" in self.costs,
-                                          outlier_scale=self.cfg.outlier_scale) if collect else None
-        self._collector = collector
-        with self.active(model), (collector or contextlib.nullcontext()):
+        if distilling and not self.teacher.ready:  # pruning started: freeze the teacher
+            self.teacher.snapshot(model, self.masks)
+        teacher = self.teacher.outputs(model, batch) if distilling else None
+        self._collector = self._new_collector(model) if self._scoring(step) else None
+        with self.active(model), (self._collector or contextlib.nullcontext()):
             out = model(**batch, output_hidden_states=distilling)
         if teacher is None:
             return out.loss
@@ -171,8 +248,8 @@ class APTMethod(TrainMethod):
         ids = distill.teacher_layers(n, self.cfg.teacher_layers, self.rng)
         mapping = distill.match_layers(s_hidden, t_hidden, ids, [True] * n, self.transform)
         layer = distill.layer_distillation(s_hidden, t_hidden, mapping, self.transform)
-        m = distill.mu(step, self.start, self.stop)
-        return distill.total_loss(out.loss, pred, layer, m, self.task_type)
+        return distill.total_loss(out.loss, pred, layer, self.distill_weight(step),
+                                  self.task_type)
 
     def _scoring(self, step: int) -> bool:
         """Salience is only needed up to the last pruning event."""
@@ -184,13 +261,20 @@ class APTMethod(TrainMethod):
         scores = self._salience(model)
         if scores:
             self.ema.update(scores)
-        if self.cfg.rank_growth == "adaptive":
-            for path, value in adapter_importance(apt_modules(model)).items():
-                old = self.adapter_ema.get(path)
-                b = self.cfg.ema
-                self.adapter_ema[path] = value if old is None else b * old + (1 - b) * value
+        self._observe_adapters(model)
+
+    def _observe_adapters(self, model: nn.Module) -> None:
+        """EMA of each adapter's importance (what adaptive rank growth ranks by)."""
+        if self.cfg.rank_growth != "adaptive" or not self.adapters:
+            return
+        for path, value in adapter_importance(apt_modules(model)).items():
+            old = self.adapter_ema.get(path)
+            b = self.cfg.ema
+            self.adapter_ema[path] = value if old is None else b * old + (1 - b) * value
 
     def _salience(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """This step's block scores (after backward); random scores are drawn once per run
+        at the first event instead (:meth:`_stacked_salience`)."""
         kind = self.cfg.salience
         if kind == "outlier":
             return self._collector.as_dict() if self._collector is not None else {}
@@ -203,8 +287,7 @@ class APTMethod(TrainMethod):
             return out
         if kind == "magnitude":
             return _magnitude(model, self.structure, "hidden" in self.costs)
-        flat = _flat(self.masks)
-        return {k: sal.random_salience(v.numel(), self.generator) for k, v in flat.items()}
+        return {}
 
     def after_step(self, model: nn.Module, step: int) -> bool:
         with torch.no_grad():
@@ -221,17 +304,18 @@ class APTMethod(TrainMethod):
                            self.start, max(self.stop, self.start + 1), self.total, self.keep)
         if step == self.events[-1]:
             ratio = self.keep
-        saliences = self._stacked_salience()
+        saliences = self._stacked_salience(step)
         last = step == self.events[-1]
         round_to = {"neurons": cfg.round_to} if last and cfg.round_to > 1 else None
         total = self.body + (self._hidden_total() if "hidden" in self.costs else 0.0)
         keep = select_within_budget(saliences, self.costs, ratio * total, round_to=round_to)
         self._set_targets(keep, saliences)
-        grown = self._grow(model, len([e for e in self.events if e <= step]))
+        trains_after = step < self.total
+        grown = self._grow(model, len([e for e in self.events if e <= step])) if trains_after else 0
         self.log.append({"step": step, "target_keep": round(ratio, 4),
                          "kept": {k: int(v.sum()) for k, v in keep.items()},
                          "adapter_params": self._adapter_params_of(model), "grown": grown})
-        if step == 0:
+        if step == 0 or not trains_after:  # no steps to move the masks in: binary at once
             with torch.no_grad():
                 for key, m in _flat(self.masks).items():
                     m.copy_(_flat(self.targets)[key])
@@ -240,7 +324,19 @@ class APTMethod(TrainMethod):
     def _hidden_total(self) -> float:
         return float(self.costs["hidden"]) * self.structure.hidden.size
 
-    def _stacked_salience(self) -> dict[str, torch.Tensor]:
+    def _stacked_salience(self, step: int) -> dict[str, torch.Tensor]:
+        """Salience per kind as ``[sites, units]`` (hidden: ``[d]``) for the budget search:
+        the EMA, or for ``apt.salience=random`` one proportional random draw per run (the same
+        at every event, so blocks pruned early stay pruned)."""
+        if self.cfg.salience == "random":
+            if self._random is None:
+                shapes = {"heads": (len(self.structure.attention),
+                                    self.structure.attention[0].num_heads),
+                          "neurons": (len(self.structure.ffn), self.structure.ffn[0].width),
+                          "hidden": (self.structure.hidden.size,)}
+                self._random = proportional_random_salience(
+                    {k: shapes[k] for k in self.costs}, self.costs, self.generator)
+            return self._random
         values = self.ema.value
         out = {}
         if "heads" in self.costs:
@@ -251,6 +347,7 @@ class APTMethod(TrainMethod):
                                           .float().cpu() for s in self.structure.ffn])
         if "hidden" in self.costs:
             out["hidden"] = values.get("hidden", torch.zeros(self.structure.hidden.size)).float().cpu()
+        _require_salience(out, self.structure, step)
         return out
 
     def _set_targets(self, keep: dict[str, torch.Tensor],
@@ -268,7 +365,7 @@ class APTMethod(TrainMethod):
                 self.targets.hidden.copy_(keep["hidden"].reshape(-1))
 
     def _grow(self, model: nn.Module, events_done: int) -> int:
-        if self.cfg.rank_growth == "static":
+        if self.cfg.rank_growth == "static" or not self.adapters:
             return 0
         goal = self.initial_adapter_params * (
             1 + (self.cfg.growth_factor - 1) * events_done / len(self.events))
@@ -303,18 +400,32 @@ class APTMethod(TrainMethod):
         return model
 
     def summary(self) -> dict:
-        return {"prune_start": self.start, "prune_stop": self.stop, "events": self.events,
+        return {"adapter": self.cfg.adapter, "schedule": self.cfg.schedule,
+                "prune_start": self.start, "prune_stop": self.stop, "events": self.events,
+                "calibration_batches": self.calibrated_batches,
+                "teacher": self.cfg.teacher if self.cfg.distill else None,
                 "teacher_snapshots": self.teacher_snapshots,
+                "teacher_params": self.teacher.parameter_count() if self.teacher else 0,
                 "best_teacher_metric": (None if self.best_teacher_metric == float("-inf")
                                         else self.best_teacher_metric),
                 "mask_step": self.mask_step, "initial_adapter_params": self.initial_adapter_params,
-                "pruning_log": self.log}
+                "pruning_log": self.log, "notes": self.notes}
 
 
-def _clone(masks: Masks) -> Masks:
-    return Masks(heads={k: v.detach().clone() for k, v in masks.heads.items()},
-                 neurons={k: v.detach().clone() for k, v in masks.neurons.items()},
-                 hidden=None if masks.hidden is None else masks.hidden.detach().clone())
+def _require_salience(saliences: dict[str, torch.Tensor], structure, step: int) -> None:
+    """Raise when a site's salience is all zero: the search would keep its units in index
+    order, silently (what a frozen backbone without adapters before the site gives)."""
+    names = {"heads": [s.name for s in structure.attention],
+             "neurons": [s.name for s in structure.ffn], "hidden": ["the residual stream"]}
+    for kind, values in saliences.items():
+        rows = values.reshape(1, -1) if kind == "hidden" else values
+        for name, row in zip(names[kind], rows, strict=True):
+            if not torch.any(row != 0):
+                raise LmpruneError(
+                    f"APT salience of the {kind} of {name} is all zero at the pruning event "
+                    f"of step {step}, so they would be pruned in index order; no gradient "
+                    f"reached them: put adapters before them (apt.targets) or tune the "
+                    f"backbone itself (apt.adapter=none)")
 
 
 def _flat(masks: Masks) -> dict[str, torch.Tensor]:

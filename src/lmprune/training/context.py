@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmprune.recovery.loop import batch_indices
 from lmprune.training.loop import Clock, LoopSettings, run_loop, steps_for
 from lmprune.training.method import TrainMethod
 
@@ -69,8 +70,8 @@ class TrainContext:
     def settings(self, epochs: float, phase: str, lr: float | None = None) -> LoopSettings:
         cfg = self.config.train
         total = steps_for(len(self.train), cfg.batch_size, epochs, cfg.max_steps)
-        return LoopSettings(total_steps=total, batch_size=cfg.batch_size,
-                            lr=lr if lr is not None else cfg.learning_rate(),
+        lr = lr if lr is not None else cfg.learning_rate(self.config.apt.adapter)
+        return LoopSettings(total_steps=total, batch_size=cfg.batch_size, lr=lr,
                             weight_decay=cfg.weight_decay,
                             warmup_steps=int(cfg.warmup_ratio * total),
                             eval_every=cfg.eval_every, seed=self.config.seed, phase=phase,
@@ -100,6 +101,15 @@ class TrainContext:
                             "final_loss": result.losses[-1] if result.losses else None,
                             "optimizer_rebuilds": result.rebuilds, **method.summary()})
         return model
+
+    def training_batches(self, count: int):
+        """The first ``count`` batches the training loop draws (its seeded order), on the
+        device: what APT's one-shot pruning scores before step 0."""
+        cfg = self.config.train
+        for step in range(count):
+            idx = batch_indices(step, len(self.train), cfg.batch_size, self.config.seed)
+            batch = self.task.collate([self.train.features[i] for i in idx])
+            yield {k: v.to(self.device) for k, v in batch.items()}
 
     def batches(self, max_samples: int, batch_size: int | None = None):
         """Collated training batches over the first ``max_samples`` examples (for mask search)."""

@@ -32,9 +32,11 @@ def _apt(ctx, model):
 
     cfg = ctx.config.train
     settings = ctx.settings(cfg.epochs, "apt")
-    method = APTMethod(ctx.config.apt, keep=1.0 - cfg.sparsity, total_steps=settings.total_steps,
+    apt = ctx.config.apt
+    method = APTMethod(apt, keep=1.0 - cfg.sparsity, total_steps=settings.total_steps,
                        steps_per_epoch=ctx.steps_per_epoch(), task_type=ctx.task.kind,
-                       seed=ctx.config.seed)
+                       seed=ctx.config.seed,
+                       calibration=lambda: ctx.training_batches(apt.calibration_batches))
     model = ctx.run_phase(model, method, settings)
     model = method.finish(model)
     return model, {"apt": method.summary()}
