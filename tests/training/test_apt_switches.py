@@ -138,10 +138,13 @@ def test_salience_that_stays_zero_is_an_error_not_index_order():
         _run(targets=["ffn_out"], distill=False)
 
 
-def test_no_adapter_learns_at_the_ft_rate_unless_lr_is_set():
+def test_no_adapter_learns_at_the_backbone_rate_never_the_adapter_rate():
     assert TrainConfig(method="apt").learning_rate() == 2e-4
     assert TrainConfig(method="apt").learning_rate("none") == 2e-5
-    assert TrainConfig(method="apt", lr=1e-3).learning_rate("none") == 1e-3
+    # the adapters' rate never reaches the backbone; apt.backbone_lr does
+    assert TrainConfig(method="apt", lr=1e-3).learning_rate("none") == 2e-5
+    assert TrainConfig(method="apt", lr=1e-3).learning_rate("none", 5e-5) == 5e-5
+    assert TrainConfig(method="apt", lr=1e-3).learning_rate("lora", 5e-5) == 1e-3
 
 
 # --- apt.teacher=separate ----------------------------------------------------------------

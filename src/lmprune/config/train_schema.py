@@ -88,13 +88,14 @@ class TrainConfig(Section):
             problems.append("measure_batch_sizes: every batch size must be >= 1")
         return problems
 
-    def learning_rate(self, apt_adapter: str = "lora") -> float:
-        """``lr``, or the method's default; APT without adapters (``apt.adapter=none``) tunes
-        the whole backbone and gets FT's rate."""
+    def learning_rate(self, apt_adapter: str = "lora", backbone_lr: float | None = None) -> float:
+        """``lr``, or the method's default. APT without adapters (``apt.adapter=none``) tunes
+        the whole backbone: it takes ``apt.backbone_lr`` (default FT's rate), never an adapter
+        ``lr`` (1e-3 would wreck full fine-tuning, and an ablation would measure that)."""
+        if self.method == "apt" and apt_adapter == "none":
+            return backbone_lr if backbone_lr is not None else DEFAULT_LR["ft"]
         if self.lr is not None:
             return self.lr
-        if self.method == "apt" and apt_adapter == "none":
-            return DEFAULT_LR["ft"]
         return DEFAULT_LR.get(self.method, ADAPTER_LR)
 
 
@@ -108,6 +109,9 @@ class APTConfig(Section):
                 "fine-tuning, FT's lr 2e-5 unless train.lr is set) while salience, EMA, "
                 "schedule, budget search and distillation still prune it (rank growth does "
                 "not apply and is ignored with a note)")
+    backbone_lr: float | None = param(
+        None, "learning rate of the backbone when apt.adapter=none (null: FT's 2e-5); "
+              "train.lr is the adapters' rate and is not used then")
     r: int = param(8, "initial adapter rank (paper: 8)")
     alpha: float = param(16.0, "adapter alpha; the scale alpha / r_init = 2 stays fixed")
     targets: list[str] = param(["q", "v", "ffn_up"], "adapted linears: roles q, k, v, o, "
@@ -166,6 +170,8 @@ class APTConfig(Section):
                             "tune the backbone without adapters set apt.adapter=none")
         if self.prune_start < 0:
             problems.append(f"prune_start: must be >= 0, got {self.prune_start}")
+        if self.backbone_lr is not None and self.backbone_lr <= 0:
+            problems.append(f"backbone_lr: must be > 0, got {self.backbone_lr}")
         bad = [s for s in self.structures if s not in APT_STRUCTURES]
         if bad or not self.structures:
             problems.append(f"structures: {bad or 'empty'}; use some of "

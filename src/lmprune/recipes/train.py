@@ -198,7 +198,7 @@ def _metrics(run, task, ctx, dense, after, dev, test, inference, dense_inference
                    "inference": _inference_memory(inference)},
         "device": describe_device(ctx.device),
         "phases": ctx.phases, "info": info, "saved_format": saved,
-        "config": {"lr": cfg.learning_rate(run.apt.adapter), "epochs": cfg.epochs,
+        "config": {"lr": cfg.learning_rate(run.apt.adapter, run.apt.backbone_lr), "epochs": cfg.epochs,
                    "batch_size": cfg.batch_size,
                    "max_len": cfg.max_len, "max_train_samples": cfg.max_train_samples},
     }

@@ -70,7 +70,7 @@ class TrainContext:
     def settings(self, epochs: float, phase: str, lr: float | None = None) -> LoopSettings:
         cfg = self.config.train
         total = steps_for(len(self.train), cfg.batch_size, epochs, cfg.max_steps)
-        lr = lr if lr is not None else cfg.learning_rate(self.config.apt.adapter)
+        lr = lr if lr is not None else cfg.learning_rate(self.config.apt.adapter, self.config.apt.backbone_lr)
         return LoopSettings(total_steps=total, batch_size=cfg.batch_size, lr=lr,
                             weight_decay=cfg.weight_decay,
                             warmup_steps=int(cfg.warmup_ratio * total),
