@@ -46,6 +46,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lmprune.outputs import check_output_dir
+
+    check_output_dir(args.out)
     code = 0
     if args.part in ("all", "structures"):
         code = _structures(args)

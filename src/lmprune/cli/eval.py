@@ -54,8 +54,11 @@ def load_any(name: str):
 def run(args: argparse.Namespace) -> int:
     from lmprune.config import load_config
     from lmprune.evaluation.suite import evaluate
+    from lmprune.outputs import check_output_file
+    from lmprune.recipes.preflight import check_eval
     from lmprune.reporting.report import flatten
 
+    out = check_output_file(args.out)  # before the evaluation, not after it
     overrides = list(args.overrides or [])
     if args.tasks is not None:
         overrides.append(f"eval.zero_shot=[{','.join(_split(args.tasks))}]")
@@ -63,11 +66,12 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"eval.perplexity=[{','.join(_split(args.perplexity))}]")
     if args.limit is not None:
         overrides.append(f"eval.limit={args.limit}")
-    eval_config = load_config(args.config, overrides).eval
+    overrides.append(f"eval.speed={'false' if args.no_speed else 'true'}")
+    run_config = load_config(args.config, overrides)
+    check_eval(run_config, args.model)
     model, tokenizer = load_any(args.model)
-    result = evaluate(model, tokenizer, eval_config, speed=not args.no_speed)
+    result = evaluate(model, tokenizer, run_config.eval)
     result["model"] = args.model
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str))
     print_table([{"metric": k, "value": f"{v:.4g}" if isinstance(v, float) else v}

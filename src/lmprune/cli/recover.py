@@ -115,6 +115,28 @@ def _tokenizer(directory: str):
     return AutoTokenizer.from_pretrained(directory)
 
 
+def _check_before_loading(args: argparse.Namespace, cfg, out: Path, is_main: bool) -> None:
+    """The output folder, the data and the model's name, checked before the model loads."""
+    from lmprune.outputs import remove_stale_stages, stale_stage_note
+    from lmprune.recipes.preflight import collect, instruction_data, model, raise_problems
+    from lmprune.recovery.outputs import check_output
+
+    checkpoint = check_output(out, resume=args.resume, overwrite=cfg.output.overwrite)
+    field = "--data" if args.data else "recovery.data"
+    raise_problems(collect(model(args.model, "--model"), instruction_data(cfg.recovery.data,
+                                                                          field)))
+    if not is_main:
+        return
+    stale = remove_stale_stages(out)
+    if stale:
+        print(f"[recover] {stale_stage_note(stale)}", flush=True)
+    if args.resume and checkpoint is None:
+        print(f"[recover] --resume: no checkpoint in {out / 'checkpoints'}, starting from "
+              "scratch", flush=True)
+    elif checkpoint is not None:
+        print(f"[recover] resuming from {checkpoint}", flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
@@ -122,10 +144,11 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = _load_config(args)
     out = Path(args.out or cfg.output.dir)
+    state = PartialState()  # one process, or one of several under `accelerate launch`
+    _check_before_loading(args, cfg, out, state.is_main_process)
     model, tokenizer, plan = _load_model(args.model, args.tokenizer, cfg.model.dtype)
     if tokenizer is None:
         raise LmpruneError(f"{args.model} comes without a tokenizer; pass --tokenizer DIR")
-    state = PartialState()  # one process, or one of several under `accelerate launch`
     if state.is_main_process:
         print(f"[recover] {args.model}: LoRA r={cfg.recovery.r} on "
               f"{', '.join(cfg.recovery.targets)}; data {cfg.recovery.data}; -> {out}", flush=True)
