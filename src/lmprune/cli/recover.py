@@ -122,14 +122,14 @@ def _check_before_loading(args: argparse.Namespace, cfg, out: Path, is_main: boo
     from lmprune.recovery.outputs import check_output
 
     checkpoint = check_output(out, resume=args.resume, overwrite=cfg.output.overwrite)
+    stale = remove_stale_stages(out) if is_main else []
+    if stale:
+        print(f"[recover] {stale_stage_note(stale)}", flush=True)
     field = "--data" if args.data else "recovery.data"
     raise_problems(collect(model(args.model, "--model"), instruction_data(cfg.recovery.data,
                                                                           field)))
     if not is_main:
         return
-    stale = remove_stale_stages(out)
-    if stale:
-        print(f"[recover] {stale_stage_note(stale)}", flush=True)
     if args.resume and checkpoint is None:
         print(f"[recover] --resume: no checkpoint in {out / 'checkpoints'}, starting from "
               "scratch", flush=True)

@@ -156,7 +156,7 @@ def check_model_name(name: str, what: str = "model") -> None:
     if hub.looks_like_hub_id(name) and not path.exists():
         return
     if path.exists() or os.sep in name or name.startswith((".", "~")):
-        raise LmpruneError(f"{what} {name}: no such model directory (nor a model alias from "
+        raise LmpruneError(f"{what} {name}: no such directory (nor a model alias from "
                            "`lmprune ls models`, nor a hub id org/name)")
     raise UnknownNameError("model", name, alias_names(), hint=HUB_HINT)
 
