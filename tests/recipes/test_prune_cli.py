@@ -60,7 +60,7 @@ def test_existing_output_is_refused(pruned_run, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--method", "tayler"], "unknown method 'tayler'"),
     (["--sparsity", "1.0"], "sparsity: must be in [0, 1)"),
-    (["data.seq_len=100000000"], "reaches 100000000 tokens"),
+    (["data.seq_len=100000000"], "use at most 128 (tiny-llama has 128 positions)"),
     (["--calibration", "foods"], "calibration needs a text dataset"),
     (["--model", "tiny-lama"], "Did you mean 'tiny-llama'"),
 ])

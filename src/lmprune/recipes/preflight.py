@@ -1,7 +1,9 @@
-"""Checks of a run's inputs that take milliseconds, made before anything expensive.
+"""Checks of a run's inputs made before anything expensive (model load, training, evaluation).
 
 A name typo or an impossible length should cost the user a second, not a model load, a
-training run or an evaluation. Each check is a config field and a function that raises
+training run or an evaluation. (The exceptions: an unknown zero-shot task name reads lm-eval's
+task index once per lm-eval version, and a real model alias's config may need its one-time
+conversion.) Each check is a config field and a function that raises
 :class:`LmpruneError`; the ``*_problems`` functions run a set of them and return every message
 as ``"<field>: <what is wrong and the fix>"``, and :func:`raise_problems` raises them (one: a
 one-line :class:`LmpruneError`; several: one :class:`ConfigError` listing all).
