@@ -18,20 +18,29 @@ class ConfigError(LmpruneError):
 
     def __init__(self, problems: list[str], source: str | None = None):
         self.problems = list(problems)
-        head = f"{len(self.problems)} problem(s) in config" + (f" {source}" if source else "")
+        where = f" in config {source}" if source else ""
+        if len(self.problems) == 1:  # one line, like every other error
+            super().__init__(f"{self.problems[0]}" + (f" ({where.strip()})" if where else ""))
+            return
+        head = f"{len(self.problems)} problem(s){where}"
         super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 
 class UnknownNameError(LmpruneError):
-    """A name (model alias, dataset, method, ...) that is not registered."""
+    """A name (model alias, dataset, method, ...) that is not registered.
 
-    def __init__(self, kind: str, name: str, valid: Iterable[str], hint: str = ""):
+    ``listed``: the names the message lists when ``valid`` is too long to print (the
+    did-you-mean suggestions still come from all of ``valid``).
+    """
+
+    def __init__(self, kind: str, name: str, valid: Iterable[str], hint: str = "",
+                 listed: Iterable[str] | None = None):
         valid = sorted(valid)
         close = difflib.get_close_matches(name, valid, n=3)
         msg = f"unknown {kind} {name!r}."
         if close:
             msg += f" Did you mean {', '.join(repr(c) for c in close)}?"
-        msg += f" Valid {kind}s: {', '.join(valid)}."
+        msg += f" Valid {kind}s: {', '.join(valid if listed is None else listed)}."
         if hint:
             msg += " " + hint
         self.kind, self.name, self.valid = kind, name, valid

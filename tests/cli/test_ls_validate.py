@@ -258,7 +258,7 @@ def test_validate_reports_every_problem_without_traceback(capsys, methods, tmp_p
 def test_validate_debug_shows_the_traceback(capsys, methods, tmp_path):
     code, _, err = run_cli(capsys, "--debug", "validate", "demo", "prune.sparsity=2")
     assert code == 2 and "Traceback" in err and "ConfigError" in err
-    assert err.rstrip().splitlines()[-1].startswith("  - prune.sparsity: must be in [0, 1)")
+    assert err.rstrip().splitlines()[-1].startswith("error: prune.sparsity: must be in [0, 1)")
     code, _, err = run_cli(capsys, "validate", "demo", "prune.sparsity=2", "--debug")
     assert code == 2 and "Traceback" in err
 

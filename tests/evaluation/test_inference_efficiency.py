@@ -36,7 +36,7 @@ def test_positive_numbers_for_every_kind_of_model(name, task):
         assert entry["repeats"] == 2 and entry["samples_per_s"] > 0 and entry["latency_ms"] > 0
         # throughput is batch / mean latency
         assert entry["samples_per_s"] * entry["latency_ms"] / 1000 == pytest.approx(batch)
-        assert entry["peak_memory"]["kind"] == "cpu_rss_peak" and entry["peak_memory"]["mb"] > 0
+        assert entry["peak_memory"]["kind"] == "cpu_tensor_bytes" and entry["peak_memory"]["mb"] > 0
     assert model.training  # the caller's mode is restored
 
 
@@ -44,13 +44,13 @@ def test_inputs_per_kind_of_model():
     t5 = build_tiny("tiny-t5", "seq2seq-lm")
     seen = _record_inputs(t5)
     measure_inference(t5, batch_sizes=(3,), seq_len=8, warmup=1, repeats=1)
-    assert len(seen) == 2  # one warm-up, one timed
+    assert len(seen) == 3  # one warm-up, the memory run, one timed
     assert seen[0]["input_ids"] == (3, 8) and seen[0]["attention_mask"] == (3, 8)
     assert seen[0]["decoder_input_ids"] == (3, 1) and seen[0]["use_cache"] is False
     llama = build_tiny("tiny-llama")
     seen = _record_inputs(llama)
     measure_inference(llama, batch_sizes=(2,), seq_len=5, warmup=0, repeats=3)
-    assert len(seen) == 3 and seen[0]["input_ids"] == (2, 5) and seen[0]["use_cache"] is False
+    assert len(seen) == 4 and seen[0]["input_ids"] == (2, 5) and seen[0]["use_cache"] is False
     assert "decoder_input_ids" not in seen[0]
     bert = build_tiny("tiny-bert", "sequence-classification")
     seen = _record_inputs(bert)
@@ -64,7 +64,7 @@ def test_max_seconds_keeps_one_timed_repeat():
     result = measure_inference(model, batch_sizes=(2, 4), seq_len=8, warmup=3, repeats=50,
                                max_seconds=1e-9)
     assert [e["repeats"] for e in batch_results(result).values()] == [1, 1]
-    assert len(seen) == 4  # per batch size: one warm-up (it used up the time), one timed
+    assert len(seen) == 6  # per batch size: a warm-up (it used up the time), the memory run, a timed one
 
 
 class _RunsOutOfMemory(torch.nn.Module):

@@ -60,7 +60,7 @@ def test_existing_output_is_refused(pruned_run, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--method", "tayler"], "unknown method 'tayler'"),
     (["--sparsity", "1.0"], "sparsity: must be in [0, 1)"),
-    (["data.seq_len=100000000"], "reaches 100000000 tokens"),
+    (["data.seq_len=100000000"], "use at most 128 (tiny-llama has 128 positions)"),
     (["--calibration", "foods"], "calibration needs a text dataset"),
     (["--model", "tiny-lama"], "Did you mean 'tiny-llama'"),
 ])
@@ -69,3 +69,14 @@ def test_bad_input_is_reported(tmp_path, capsys, args, message):
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_memory_is_per_model_and_labelled(pruned_run):
+    metrics = json.loads((pruned_run / "metrics.json").read_text())
+    for dense, pruned in zip(metrics["before"]["speed"], metrics["after"]["speed"], strict=True):
+        assert pruned["memory_kind"] == dense["memory_kind"] == "cpu_tensor_bytes"
+        assert "this model alone" in pruned["memory_label"]
+        assert 0 < pruned["peak_memory_mb"] < dense["peak_memory_mb"]  # 25% of units removed
+    assert "each model measured alone" in metrics["protocols"]["memory"]
+    report = (pruned_run / "report.md").read_text()
+    assert "| model memory MB@bs1 |" in report and "weights + KV cache" in report

@@ -158,3 +158,16 @@ def test_bad_input_is_reported_without_traceback(tmp_path, capsys):
     assert main(["train", "--method", "apt", "--model", "tiny-bert", "--task", "austen",
                  "--out", str(tmp_path / "z")]) == 2
     assert not (tmp_path / "z").exists()
+
+
+def test_lengths_beyond_the_models_positions_are_cut_up_front(tmp_path, capsys):
+    """`train.max_len` and the measurement's 128 tokens on tiny-bert's 64 positions (the
+    --help example): cut to 64 and said so, not a traceback after training."""
+    m = _train(tmp_path, "apt", "tiny-bert", "train.measure=true", "train.measure_batch_sizes=[2]",
+               "train.max_len=128", "train.measure_seq_len=128")
+    printed = capsys.readouterr().out
+    assert "train.max_len=128 is more than tiny-bert's 64 positions: using 64" in printed
+    assert "train.measure_seq_len=128 is more than tiny-bert's 64 positions" in printed
+    assert m["inference"]["seq_len"] == 64 and m["config"]["max_len"] == 64
+    final, dense = m["inference"]["2"]["peak_memory"], m["dense_inference"]["2"]["peak_memory"]
+    assert final["kind"] == dense["kind"] == "cpu_tensor_bytes" and final["mb"] < dense["mb"]

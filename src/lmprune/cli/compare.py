@@ -48,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
                                            relative_accuracy_by_method, table_columns,
                                            write_comparison)
 
+    if args.out:
+        from lmprune.outputs import check_output_file
+
+        check_output_file(args.out)
     runs = [load_run(directory) for directory in args.runs]
     rows = compare_runs(runs, parse_reference(args.reference))
     print_table([format_row(r) for r in rows], table_columns(rows))

@@ -49,7 +49,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from lmprune.device import announce, resolve_device
+    from lmprune.outputs import check_output_dir
 
+    check_output_dir(args.out)
     announce("demo", resolve_device(args.device or "auto"))
     code = 0
     if args.part in ("all", "structures"):

@@ -65,8 +65,11 @@ def run(args: argparse.Namespace) -> int:
     from lmprune.config import load_config
     from lmprune.device import announce, resolve_device, resolve_dtype
     from lmprune.evaluation.suite import evaluate
+    from lmprune.outputs import check_output_file
+    from lmprune.recipes.preflight import check_eval
     from lmprune.reporting.report import flatten
 
+    out = check_output_file(args.out)  # before the evaluation, not after it
     overrides = list(args.overrides or [])
     if args.tasks is not None:
         overrides.append(f"eval.zero_shot=[{','.join(_split(args.tasks))}]")
@@ -74,8 +77,9 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"eval.perplexity=[{','.join(_split(args.perplexity))}]")
     if args.limit is not None:
         overrides.append(f"eval.limit={args.limit}")
+    overrides.append(f"eval.speed={'false' if args.no_speed else 'true'}")
     run_config = load_config(args.config, device_overrides(args) + overrides)
-    eval_config = run_config.eval
+    check_eval(run_config, args.model)
     device = resolve_device(run_config.device)
     dtype = resolve_dtype(run_config.model.dtype, device, "inference")
     model, tokenizer = load_any(args.model, device, dtype)
@@ -83,10 +87,9 @@ def run(args: argparse.Namespace) -> int:
         raise LmpruneError(f"{args.model} has no tokenizer; evaluation needs one (save the "
                            f"model with its tokenizer)")
     announce("eval", device, dtype)
-    result = evaluate(model, tokenizer, eval_config, speed=not args.no_speed)
+    result = evaluate(model, tokenizer, run_config.eval)
     result["model"] = args.model
     result["device"] = str(device)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str))
     print_table([{"metric": k, "value": f"{v:.4g}" if isinstance(v, float) else v}

@@ -21,10 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lmprune import __version__
+from lmprune.cli._quiet import library_output
 from lmprune.errors import LmpruneError, UnknownNameError
 
 CLI_DIR = Path(__file__).resolve().parent
 NOT_COMMANDS = {"main"}  # modules in cli/ that are not subcommands (besides _private ones)
+GLOBAL_FLAGS = ("--debug", "--verbose")  # accepted anywhere before `--`
 # Listing order in --help: the workflow first, then anything else alphabetically.
 ORDER = ("run", "prune", "recover", "train", "eval", "compare", "ablate", "bench", "demo", "ls",
          "cp", "validate")
@@ -35,7 +37,8 @@ examples:
   lmprune ls                                  models, datasets, methods, shipped configs
   lmprune validate demo prune.sparsity=0.5    check a config with an override
   lmprune <command> --help                    options and examples of one command
-  lmprune --debug <command> ...               full traceback on errors"""
+  lmprune --debug <command> ...               full traceback on errors
+  lmprune --verbose <command> ...             also the libraries' warnings and progress bars"""
 
 
 def discover_commands() -> dict[str, str]:
@@ -91,7 +94,12 @@ def build_parser(selected: str | None = None, commands: dict[str, str] | None = 
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"lmprune {__version__}")
     parser.add_argument("--debug", action="store_true",
-                        help="show full tracebacks for errors (may also follow the command)")
+                        help="show full tracebacks for errors, and everything --verbose shows "
+                             "(may also follow the command)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the warnings, log lines and progress bars of transformers, "
+                             "datasets, lm-eval and peft, hidden by default (may also follow "
+                             "the command)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     module = None
     for name, help_text in commands.items():
@@ -112,33 +120,31 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
-def _quiet_libraries(debug: bool) -> None:
-    """Keep transformers' per-load reports and progress bars out of CLI output (not in --debug).
+#: commands that load no model: no progress-bar switches (importing transformers costs ~1 s)
+LIGHT_COMMANDS = ("ls", "compare")
 
-    Done through environment variables, so transformers is not imported for `ls` or `--help`.
-    """
-    if not debug:
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+def _global_flags(argv: list[str]) -> tuple[list[str], set[str]]:
+    """``argv`` without the global flags (anywhere before ``--``), and the flags found."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    found = {a for a in argv[:cut] if a in GLOBAL_FLAGS}
+    return [a for i, a in enumerate(argv) if i >= cut or a not in GLOBAL_FLAGS], found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``lmprune`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    cut = argv.index("--") if "--" in argv else len(argv)
-    debug = "--debug" in argv[:cut]
-    argv = [a for i, a in enumerate(argv) if i >= cut or a != "--debug"]
+    argv, flags = _global_flags(list(sys.argv[1:] if argv is None else argv))
+    debug = "--debug" in flags
     try:
         commands = discover_commands()
         parser, module = build_parser(_selected_command(argv, commands), commands)
         args = parser.parse_args(argv)
-        args.debug = debug
-        _quiet_libraries(debug)
+        args.debug, args.verbose = debug, debug or "--verbose" in flags
         if module is None:
             parser.print_help(sys.stderr)
             return 2
-        return int(module.run(args) or 0)
+        with library_output(args.verbose, progress_bars=args.command not in LIGHT_COMMANDS):
+            return int(module.run(args) or 0)
     except SystemExit as exc:  # argparse (--help, --version, usage errors) or a command
         return _exit_code(exc)
     except LmpruneError as exc:

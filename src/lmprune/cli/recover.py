@@ -115,6 +115,28 @@ def _tokenizer(directory: str):
     return AutoTokenizer.from_pretrained(directory)
 
 
+def _check_before_loading(args: argparse.Namespace, cfg, out: Path, is_main: bool) -> None:
+    """The output folder, the data and the model's name, checked before the model loads."""
+    from lmprune.outputs import remove_stale_stages, stale_stage_note
+    from lmprune.recipes.preflight import collect, instruction_data, model, raise_problems
+    from lmprune.recovery.outputs import check_output
+
+    checkpoint = check_output(out, resume=args.resume, overwrite=cfg.output.overwrite)
+    stale = remove_stale_stages(out) if is_main else []
+    if stale:
+        print(f"[recover] {stale_stage_note(stale)}", flush=True)
+    field = "--data" if args.data else "recovery.data"
+    raise_problems(collect(model(args.model, "--model"), instruction_data(cfg.recovery.data,
+                                                                          field)))
+    if not is_main:
+        return
+    if args.resume and checkpoint is None:
+        print(f"[recover] --resume: no checkpoint in {out / 'checkpoints'}, starting from "
+              "scratch", flush=True)
+    elif checkpoint is not None:
+        print(f"[recover] resuming from {checkpoint}", flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
@@ -126,11 +148,12 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(cfg.device)
     # the frozen base may be bfloat16 on a GPU: peft keeps the LoRA weights in float32
     dtype = resolve_dtype(cfg.model.dtype, device, "inference")
+    # one process, or one of several under `accelerate launch`
+    state = PartialState(**accelerator_kwargs(cfg.device))
+    _check_before_loading(args, cfg, out, state.is_main_process)
     model, tokenizer, plan = _load_model(args.model, args.tokenizer, dtype)
     if tokenizer is None:
         raise LmpruneError(f"{args.model} comes without a tokenizer; pass --tokenizer DIR")
-    # one process, or one of several under `accelerate launch`
-    state = PartialState(**accelerator_kwargs(cfg.device))
     if state.is_main_process:
         announce("recover", state.device, dtype)
         print(f"[recover] {args.model}: LoRA r={cfg.recovery.r} on "

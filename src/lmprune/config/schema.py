@@ -224,6 +224,10 @@ class EvalConfig(Section):
         problems = _positive(self, "seq_len", "new_tokens", "prompt_len")
         if any(b < 1 for b in self.batch_sizes):
             problems.append("batch_sizes: every batch size must be >= 1")
+        for name in ("limit", "max_windows"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                problems.append(f"{name}: must be a positive number of examples or null (all), "
+                                f"got {getattr(self, name)}")
         return problems
 
 

@@ -74,8 +74,9 @@ class TrainConfig(Section):
                              "max_steps", "max_train_samples", "max_eval_samples",
                              "measure_seq_len", "lora_r")
         if self.method not in TRAIN_METHODS:
-            problems.append(f"method: unknown {self.method!r}; use one of "
-                            f"{', '.join(TRAIN_METHODS)}")
+            from lmprune.errors import UnknownNameError
+
+            problems.append(f"method: {UnknownNameError('method', self.method, TRAIN_METHODS)}")
         if not 0.0 <= self.sparsity < 1.0:
             problems.append(f"sparsity: must be in [0, 1), got {self.sparsity}")
         if self.epochs <= 0:

@@ -56,10 +56,23 @@ def files_for_split(data_files: DataFiles, split: str, name: str) -> list[str]:
         files = _as_list(data_files)
     if not files:
         raise LmpruneError(f"data_files for {name!r} split {split!r} is empty")
-    missing = [f for f in files if not any(c in f for c in "*?[") and not Path(f).exists()]
+    plain = [f for f in files if not any(c in f for c in "*?[")]  # globs are datasets' job
+    missing = [f for f in plain if not Path(f).exists()]
     if missing:
         raise LmpruneError(f"data file(s) not found for {name!r}: {', '.join(missing)}")
+    empty = [f for f in plain if _is_blank(Path(f))]
+    if empty:
+        raise LmpruneError(f"data file {empty[0]} is empty (no rows); give a file with at least "
+                           "one row")
     return files
+
+
+def _is_blank(path: Path) -> bool:
+    """An empty file, or a small one with nothing but whitespace (not even a csv header)."""
+    if not path.is_file():
+        return False
+    size = path.stat().st_size
+    return size == 0 or (size < 65536 and not path.read_bytes().strip())
 
 
 def _extension(path: str) -> str:

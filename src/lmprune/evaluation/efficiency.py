@@ -14,8 +14,10 @@ their ratio is a measured speedup:
 - ``warmup`` untimed forwards, then ``repeats`` timed ones (``torch.cuda.synchronize``
   around each on CUDA); latency is the median seconds per batch, throughput is
   batch / latency in samples per second;
-- peak memory of the timed forwards (:mod:`lmprune.evaluation.memory`; on CPU the RSS of
-  the whole process, labelled as such);
+- memory of the model alone during one more, untimed forward
+  (:func:`lmprune.evaluation.memory.model_peak_memory`: on CUDA weights + the peak allocated
+  above them, on CPU weights + largest activation from tensor sizes; labelled), so the dense
+  and the pruned model measured in one process compare fairly;
 - a batch size that runs out of memory is recorded as such, not raised, and larger batch
   sizes are then skipped.
 """
@@ -29,7 +31,7 @@ import time
 import torch
 
 from lmprune.errors import LmpruneError
-from lmprune.evaluation.memory import track_peak_memory
+from lmprune.evaluation.memory import model_peak_memory
 
 DECODER_INPUT_LEN = 1
 
@@ -97,12 +99,12 @@ def _measure_batch(model, inputs: dict, device, warmup: int, repeats: int,
         spent += time.perf_counter() - start
         if max_seconds is not None and spent >= max_seconds:
             break
-    with track_peak_memory(device) as box:
-        times = _timed_forwards(model, inputs, device, repeats, max_seconds)
+    memory = model_peak_memory(model, lambda: model(**inputs), device)
+    times = _timed_forwards(model, inputs, device, repeats, max_seconds)
     batch = inputs["input_ids"].shape[0]
     seconds = statistics.median(times)  # robust to a GPU clock ramp or a CPU hiccup
     return {"samples_per_s": batch / seconds, "latency_ms": 1000 * seconds,
-            "repeats": len(times), "peak_memory": box.result.as_dict()}
+            "repeats": len(times), "peak_memory": memory.as_dict()}
 
 
 def _oom_entry(device: torch.device, reason: str) -> dict:

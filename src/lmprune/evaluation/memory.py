@@ -11,23 +11,42 @@ Two measurements exist and they are not comparable, so every figure carries its 
   block counts too). It includes the interpreter, every imported library and the weights of
   everything loaded, not only the model being measured, and a spike shorter than the
   sampling interval can be missed.
+
+Comparing two models (dense and pruned) needs each one's own memory, whatever else the
+process holds (the dense model's leftovers, a teacher, the allocator's free pages).
+:func:`model_peak_memory` measures one call of a model that way:
+
+- ``cuda_model_peak``: the model's weights plus the peak it allocated above what was
+  allocated before the call (``torch.cuda.reset_peak_memory_stats`` and
+  ``max_memory_allocated`` around the call): activations, KV cache, workspaces;
+- ``cpu_tensor_bytes``: the model's weights + the KV cache the call returned + its largest
+  single activation (the biggest output of a leaf module), added up from tensor sizes. An
+  estimate of the model alone (the CPU allocator keeps no per-tensor peak), not process RSS.
 """
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import nn
 
 CUDA_KIND = "cuda_max_allocated"
 CPU_KIND = "cpu_rss_peak"
+MODEL_CUDA_KIND = "cuda_model_peak"
+MODEL_CPU_KIND = "cpu_tensor_bytes"
 
 LABELS = {
     CUDA_KIND: "GPU peak allocated (torch.cuda.max_memory_allocated)",
     CPU_KIND: "process RSS peak (CPU; not comparable to GPU figures)",
+    MODEL_CUDA_KIND: "GPU, this model alone: weights + peak allocated above them during the run "
+                     "(torch.cuda.max_memory_allocated)",
+    MODEL_CPU_KIND: "CPU, this model alone: weights + KV cache + largest activation, from tensor "
+                    "sizes (an estimate, not process RSS)",
 }
 
 
@@ -126,3 +145,86 @@ def track_peak_memory(device=None) -> Iterator[PeakMemoryBox]:
             yield box
     finally:
         box.result = PeakMemory(int(sampler.peak), CPU_KIND)
+
+
+def tensor_bytes(*objects: Any, _depth: int = 6) -> int:
+    """Bytes of the distinct tensor storages reachable from ``objects``.
+
+    Walks tensors, modules (parameters and buffers), mappings, sequences and plain objects'
+    attributes (a transformers ``Cache`` and its layers), ``_depth`` levels deep; a storage
+    shared by several tensors (tied weights, views) counts once.
+    """
+    seen: set[tuple[str, int]] = set()
+    visited: set[int] = set()
+    total = 0
+
+    def visit(obj: Any, depth: int) -> None:
+        nonlocal total
+        if isinstance(obj, torch.Tensor):
+            if obj.device.type == "meta":
+                return
+            storage = obj.untyped_storage()
+            key = (str(obj.device), storage.data_ptr())
+            if key not in seen:
+                seen.add(key)
+                total += storage.nbytes()
+            return
+        if depth == 0 or id(obj) in visited or isinstance(obj, (str, bytes, int, float, bool)):
+            return
+        visited.add(id(obj))
+        if isinstance(obj, nn.Module):
+            children = [*obj.parameters(), *obj.buffers()]
+        elif isinstance(obj, dict):
+            children = list(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            children = list(obj)
+        else:
+            children = list(getattr(obj, "__dict__", {}).values())
+        for child in children:
+            visit(child, depth - 1)
+
+    for obj in objects:
+        visit(obj, _depth)
+    return total
+
+
+class _LargestActivation:
+    """Forward hooks on every leaf module recording the largest output seen."""
+
+    def __init__(self, model: nn.Module):
+        self.bytes = 0
+        leaves = [m for m in model.modules() if next(m.children(), None) is None]
+        self.handles = [m.register_forward_hook(self._hook) for m in leaves]
+
+    def _hook(self, module, args, output) -> None:
+        self.bytes = max(self.bytes, tensor_bytes(output, _depth=2))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def model_peak_memory(model: nn.Module, run: Callable[[], Any], device=None,
+                      cache_of: Callable[[Any], Any] | None = None) -> PeakMemory:
+    """Memory of ``model`` alone during one call of ``run`` (see the module docstring).
+
+    ``run`` calls the model (a forward, a ``generate``); ``cache_of(result)`` returns the KV
+    cache it built, counted on CPU (on CUDA it is part of the measured peak).
+    """
+    device = _as_device(device)
+    weights = tensor_bytes(model)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        run()
+        torch.cuda.synchronize(device)
+        extra = torch.cuda.max_memory_allocated(device) - before
+        return PeakMemory(weights + max(0, int(extra)), MODEL_CUDA_KIND)
+    largest = _LargestActivation(model)
+    try:
+        result = run()
+    finally:
+        largest.remove()
+    cache = tensor_bytes(cache_of(result)) if cache_of is not None else 0
+    return PeakMemory(weights + cache + largest.bytes, MODEL_CPU_KIND)

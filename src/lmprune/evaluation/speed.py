@@ -6,9 +6,11 @@ process on the same machine, never a ratio of parameter counts.
 Protocol: random prompt tokens (``prompt_len``), greedy decoding of exactly ``new_tokens``
 tokens with the KV cache, one warm-up run, then the median of ``repeats`` timed runs.
 Throughput = batch * new_tokens / time; latency = time / new_tokens (per generated token)
-and time to generate the whole batch. Peak memory: on CUDA ``torch.cuda.max_memory_allocated``
-during the runs; on CPU the process's resident set size, sampled every 5 ms during the
-runs (labelled as such: it includes everything the process holds, not only the model).
+and time to generate the whole batch. Memory: of the model alone during one untimed
+generation (:func:`lmprune.evaluation.memory.model_peak_memory`; on CUDA weights + the peak
+allocated above them, on CPU weights + KV cache + largest activation from tensor sizes),
+whatever else the process holds, so a dense and a pruned model measured one after the other
+in one process compare fairly. ``memory_kind`` and ``memory_label`` say which.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from lmprune.evaluation.memory import RssSampler as _RssSampler
+from lmprune.evaluation.memory import model_peak_memory
 
 
 @dataclass
@@ -30,8 +32,9 @@ class SpeedResult:
     seconds_per_batch: float
     ms_per_token: float
     peak_memory_mb: float
-    memory_kind: str  # "cuda max_memory_allocated" or "cpu process RSS (sampled)"
+    memory_kind: str  # memory.MODEL_CUDA_KIND or MODEL_CPU_KIND
     device: str
+    memory_label: str = ""  # what memory_kind measured, in words
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -54,30 +57,25 @@ def measure_generation(model, batch_size: int, prompt_len: int = 64, new_tokens:
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                   use_cache=True, pad_token_id=model.config.eos_token_id or 0,
                   attention_mask=torch.ones_like(prompt))
-    model.generate(prompt, **kwargs)  # warm-up
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    def generate_once():
+        return model.generate(prompt, return_dict_in_generate=True, **kwargs)
+
+    if device.type == "cuda":  # warm-up; on CPU the memory run below is the warm-up
+        generate_once()
+    memory = model_peak_memory(model, generate_once, device,
+                               cache_of=lambda out: getattr(out, "past_key_values", None))
     times = []
-    sampler = _RssSampler() if device.type != "cuda" else None
-    if sampler:
-        sampler.__enter__()
-    try:
-        for _ in range(repeats):
-            _sync(device)
-            start = time.perf_counter()
-            model.generate(prompt, **kwargs)
-            _sync(device)
-            times.append(time.perf_counter() - start)
-    finally:
-        if sampler:
-            sampler.__exit__(None, None, None)
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        model.generate(prompt, **kwargs)
+        _sync(device)
+        times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
-    if device.type == "cuda":
-        peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda max_memory_allocated"
-    else:
-        peak, kind = sampler.peak / 2**20, "cpu process RSS (sampled)"
+    memory_info = memory.as_dict()
     return SpeedResult(batch_size, prompt_len, new_tokens, batch_size * new_tokens / seconds,
-                       seconds, 1000 * seconds / new_tokens, peak, kind, str(device))
+                       seconds, 1000 * seconds / new_tokens, memory.mb, memory.kind,
+                       str(device), memory_info["label"])
 
 
 def measure_speed(model, batch_sizes=(1, 8, 32), prompt_len: int = 64, new_tokens: int = 32,

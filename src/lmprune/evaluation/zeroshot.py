@@ -7,11 +7,13 @@ lmprune defines from its bundled data (``wordnet-defs``). The model is wrapped i
 """
 from __future__ import annotations
 
+import functools
 import json
+import os
 import tempfile
 from pathlib import Path
 
-from lmprune.errors import LmpruneError
+from lmprune.errors import LmpruneError, UnknownNameError
 
 # Offline multiple-choice tasks: lm-eval task name -> (bundled dataset, split).
 OFFLINE_TASKS = {"wordnet-defs": ("wordnet-defs", "test")}
@@ -40,6 +42,55 @@ metadata:
 """
 
 
+@functools.cache
+def lm_eval_task_names() -> frozenset[str]:
+    """Every task, group and tag name lm-eval knows, cached on disk per lm-eval version.
+
+    Indexing lm-eval's ~15,000 task files takes 20-45 s on a small CPU; the names are kept in
+    ``<lmprune cache>/lm_eval_tasks/<version>.json`` so that happens once per installed version.
+    """
+    import lm_eval
+
+    from lmprune.zoo.cache import cache_root
+
+    path = cache_root() / "lm_eval_tasks" / f"{lm_eval.__version__}.json"
+    try:
+        return frozenset(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        pass
+    from lm_eval.tasks import TaskManager
+
+    names = sorted(TaskManager().all_tasks)
+    try:  # written whole, then renamed: a concurrent reader never sees half a file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(handle, "w") as stream:
+            json.dump(names, stream)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs the next run the same scan
+    return frozenset(names)
+
+
+def check_tasks(tasks: list[str]) -> None:
+    """Raise for a task name that neither lmprune nor lm-eval knows, with did-you-mean.
+
+    Known names (offline and the paper's) are accepted at once; lm-eval's index is read only
+    when another name is asked for.
+    """
+    unknown = [t for t in tasks if t not in OFFLINE_TASKS and t not in PAPER_TASKS]
+    if not unknown:
+        return
+    names = lm_eval_task_names()
+    for task in unknown:
+        if task not in names:
+            raise UnknownNameError(
+                "zero-shot task", task, [*OFFLINE_TASKS, *PAPER_TASKS, *names],
+                listed=[*OFFLINE_TASKS, *PAPER_TASKS],
+                hint=f"{', '.join(OFFLINE_TASKS)} runs offline, the others need the Hugging "
+                     "Face hub; any lm-evaluation-harness task name works too.")
+
+
 def write_offline_tasks(directory: Path, tasks: list[str]) -> None:
     """Write lm-eval YAML task definitions (and their data as JSON lines) for offline tasks."""
     from lmprune.data import load_dataset
@@ -63,21 +114,18 @@ def zero_shot(model, tokenizer, tasks: list[str], limit: int | None = None,
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
+    check_tasks(tasks)
     offline = [t for t in tasks if t in OFFLINE_TASKS]
     with tempfile.TemporaryDirectory(prefix="lmprune-tasks-") as tmp:
         write_offline_tasks(Path(tmp), offline)
         # indexing lm-eval's thousands of task files takes ~30 s on a small CPU: skip it when
         # every task is one of ours
         manager = TaskManager(include_path=tmp, include_defaults=len(offline) < len(tasks))
-        unknown = [t for t in tasks if t not in manager.all_tasks]
-        if unknown:
-            raise LmpruneError(f"unknown lm-eval task(s) {unknown}; offline tasks: "
-                               f"{', '.join(OFFLINE_TASKS)}; the paper's tasks: {', '.join(PAPER_TASKS)}")
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
                   max_length=max_length)
         try:
             output = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager,
-                                             limit=limit, log_samples=False, verbosity="ERROR")
+                                             limit=limit, log_samples=False)
         except (ConnectionError, OSError) as err:
             raise LmpruneError(f"could not load the data of {tasks}: {err}. The paper's tasks "
                                f"need the Hugging Face hub; offline, use {list(OFFLINE_TASKS)}") from err

@@ -8,11 +8,8 @@ the end, so a failed run leaves no half-written output behind.
 """
 from __future__ import annotations
 
-import contextlib
 import inspect
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +22,8 @@ from lmprune.config import dump_yaml
 from lmprune.config.schema import RunConfig
 from lmprune.device import announce, describe_device, resolve_device, resolve_dtype
 from lmprune.errors import LmpruneError
-from lmprune.registry import load_builtin_methods
+from lmprune.outputs import check_output_dir, remove_stale_stages, stale_stage_note, staged_dir
+from lmprune import registry
 from lmprune.reporting.plots import layer_widths, plot_layer_widths
 from lmprune.reporting.report import write_report
 from lmprune.structures import Masks, remove
@@ -50,28 +48,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_output(run: RunConfig) -> Path:
-    out = Path(run.output.dir)
+def prepare_output(run: RunConfig, log=print) -> Path:
+    """Check ``output.dir`` before any work: a writable directory path, empty unless
+    ``output.overwrite``; staging folders of killed earlier runs there are removed."""
+    out = check_output_dir(run.output.dir, "--out / output.dir")
+    stale = remove_stale_stages(out)
+    if stale:
+        log(f"[lmprune] {stale_stage_note(stale)}")
     if out.exists() and any(out.iterdir()) and not run.output.overwrite:
         raise LmpruneError(f"output directory {out} is not empty; choose another "
                            f"(--out / output.dir=...) or pass output.overwrite=true")
-    out.parent.mkdir(parents=True, exist_ok=True)
     return out
 
 
-@contextlib.contextmanager
-def staged_output(out: Path):
-    """A staging directory beside ``out``; moved into place when the block succeeds, deleted
-    otherwise, so a failed run leaves no half-written output."""
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        yield stage
-        if out.exists():
-            shutil.rmtree(out)
-        stage.rename(out)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
+staged_output = staged_dir  # a failed run leaves no half-written output (lmprune.outputs)
 
 
 def calibration_for(run: RunConfig, tokenizer):
@@ -94,9 +84,12 @@ def run_prune(run: RunConfig, progress: bool = True, log=print,
     from lmprune.evaluation.suite import evaluate
     from lmprune.zoo import load_model
 
+    from lmprune.recipes.preflight import check_prune
+
     start = time.perf_counter()
-    out = prepare_output(run)
-    methods = load_builtin_methods()
+    out = prepare_output(run, log)
+    check_prune(run)  # names and lengths, before anything loads
+    methods = registry.load_builtin_methods()  # looked up now: tests swap the registry
     method = methods.get(run.prune.method)
     device = resolve_device(run.device)
     dtype = resolve_dtype(run.model.dtype, device, "inference")
@@ -196,4 +189,8 @@ def _metrics(run, calibration, before, after, saved, out, prune_seconds, total, 
         metrics["protocols"]["speed"] = (
             "greedy generation with KV cache, random prompts; median of 3 timed runs after a "
             "warm-up; dense and pruned measured in the same process")
+        labels = sorted({r.get("memory_label") or r["memory_kind"] for r in after["speed"]})
+        metrics["protocols"]["memory"] = (
+            "model memory MB: each model measured alone during one untimed generation at that "
+            "batch size; " + "; ".join(labels))
     return metrics

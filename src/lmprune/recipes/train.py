@@ -58,7 +58,8 @@ def resolve_reference(reference: str | None) -> float | None:
     path = Path(reference) / "metrics.json"
     if not path.is_file():
         raise LmpruneError(f"train.reference={reference!r} is neither a number nor a run "
-                           f"directory with metrics.json")
+                           f"directory with metrics.json; give the --out of a finished ft run "
+                           f"or its dev metric, e.g. --reference 0.91")
     return float(json.loads(path.read_text())["metric"])
 
 
@@ -76,17 +77,22 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
     from lmprune.training.methods import PRUNING, REUSES, run_method
     from lmprune.zoo import load_model
 
+    from lmprune.recipes.preflight import check_train, fit_train_lengths
+
     cfg = run.train
     if cfg.init_from is not None and cfg.method not in REUSES:
         raise LmpruneError(f"train.init_from works with {', '.join(REUSES)}, not {cfg.method}")
     started = time.perf_counter()
-    out = prepare_output(run)
+    out = prepare_output(run, log)
+    check_train(run)  # names and paths, before anything loads
     device = resolve_device(run.device)
     dtype = resolve_dtype(run.model.dtype, device, "training")
     seed_everything(run.seed)
     family = model_family(run.model.name)
     task = load_task(cfg.task, family, data_files=cfg.data_files)
     source, upstream = source_model(run), upstream_runs(run)
+    run = fit_train_lengths(run, source, log)
+    cfg = run.train
     log(f"[train] {cfg.method} on {run.model.name} / {cfg.task} ({task.kind}, metric "
         f"{task.metric}), sparsity {cfg.sparsity if cfg.method in PRUNING else 0}")
     loaded = load_model(source, task.head, num_labels=task.num_labels or None,

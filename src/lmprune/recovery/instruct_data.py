@@ -144,25 +144,41 @@ def build_examples(tokenizer: Any, rows: Any, *, max_len: int, template: str = "
     return kept, dropped
 
 
+def _is_file(name: str) -> bool:
+    return bool(Path(name).suffix) or "/" in name or Path(name).exists()
+
+
+def check_instruction_source(name: str) -> None:
+    """Raise now if :func:`load_instruction_data` could not read ``name``: an unknown dataset,
+    one that holds no instructions, or a missing, empty or unreadable local file."""
+    from lmprune.data import dataset_info
+    from lmprune.data.local_files import builder_for, files_for_split
+
+    if _is_file(name):
+        builder_for(files_for_split(name, "train", name))
+        return
+    kind = dataset_info(name).kind
+    if kind != "instruction":
+        raise InstructionDataError(
+            f"dataset {name!r} holds {kind} data, not instructions; recovery trains on "
+            "Alpaca-format instruction data (alpaca; offline: chat-pairs) or a local "
+            "file with instruction/input/output columns")
+
+
 def load_instruction_data(name: str, split: str = "train") -> Any:
     """A dataset name from `lmprune ls datasets`, or a local csv/json/jsonl/parquet file.
 
     Local files need the columns ``instruction`` and ``output`` (``input`` is optional).
     """
-    from lmprune.data import dataset_info, load_dataset
+    from lmprune.data import load_dataset
     from lmprune.data.local_files import builder_for, files_for_split, read_files
 
-    is_file = bool(Path(name).suffix) or "/" in name or Path(name).exists()
-    if is_file:  # dataset names have no extension and no slash
+    check_instruction_source(name)
+    is_file = _is_file(name)  # dataset names have no extension and no slash
+    if is_file:
         files = files_for_split(name, split, name)
         ds = read_files(files, builder_for(files))
     else:
-        kind = dataset_info(name).kind
-        if kind != "instruction":
-            raise InstructionDataError(
-                f"dataset {name!r} holds {kind} data, not instructions; recovery trains on "
-                "Alpaca-format instruction data (alpaca; offline: chat-pairs) or a local "
-                "file with instruction/input/output columns")
         ds = load_dataset(name, split)
     check_columns(ds.column_names, f"{'file' if is_file else 'dataset'} {name!r}")
     return ds

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +21,16 @@ PLOT = "loss_curve.png"
 SMOOTHING = 20  # steps in the moving average drawn over the raw loss
 
 
-def prepare_output(out: Path, *, resume: bool, overwrite: bool,
-                   is_main: bool = True) -> Path | None:
-    """Check ``out`` before training; returns the checkpoint to resume from, if any.
-
-    ``resume`` continues from ``out/checkpoints`` (and starts from scratch when there are
-    none). Otherwise ``out`` must be empty or absent unless ``overwrite``, in which case stale
-    checkpoints are deleted now and the rest of ``out`` is replaced when the run succeeds.
+def check_output(out: Path, *, resume: bool, overwrite: bool) -> Path | None:
+    """What :func:`prepare_output` will do, decided without changing anything (so it can run
+    before the model loads): the checkpoint to resume from, None to start from scratch, or an
+    :class:`LmpruneError` saying why ``out`` cannot be used.
     """
-    out = Path(out)
+    from lmprune.outputs import check_output_dir
+
+    out = check_output_dir(out, "--out")
     if not out.exists():
         return None
-    if not out.is_dir():
-        raise LmpruneError(f"{out} is a file; give --out a directory path")
     others = sorted(p.name for p in out.iterdir() if p.name != CHECKPOINTS)
     checkpoint = latest_checkpoint(out)
     if (out / REPORT).exists() and resume:
@@ -43,20 +39,34 @@ def prepare_output(out: Path, *, resume: bool, overwrite: bool,
                            "output.overwrite=true to train again")
     if resume and (not others or overwrite):
         return checkpoint
-    if not others and checkpoint is None:  # empty, or only leftovers of an unfinished write
-        if is_main:
-            shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
+    if overwrite or (not others and checkpoint is None):  # empty, or leftovers of a write
         return None
-    if not overwrite:
-        if checkpoint is not None and not others:
-            raise LmpruneError(f"{out} holds checkpoints of an unfinished run ({checkpoint.name}):"
-                               " add --resume to continue it, or set output.overwrite=true to "
-                               "start over")
-        raise LmpruneError(f"{out} already exists and is not empty ({', '.join(others[:5])}); "
-                           "choose another --out or set output.overwrite=true to replace it")
+    if checkpoint is not None and not others:
+        raise LmpruneError(f"{out} holds checkpoints of an unfinished run ({checkpoint.name}):"
+                           " add --resume to continue it, or set output.overwrite=true to "
+                           "start over")
+    raise LmpruneError(f"{out} already exists and is not empty ({', '.join(others[:5])}); "
+                       "choose another --out or set output.overwrite=true to replace it")
+
+
+def prepare_output(out: Path, *, resume: bool, overwrite: bool,
+                   is_main: bool = True) -> Path | None:
+    """Check ``out`` before training; returns the checkpoint to resume from, if any.
+
+    ``resume`` continues from ``out/checkpoints`` (and starts from scratch when there are
+    none). Otherwise ``out`` must be empty or absent unless ``overwrite``, in which case stale
+    checkpoints are deleted now and the rest of ``out`` is replaced when the run succeeds.
+    Staging folders of killed earlier runs beside ``out`` are removed.
+    """
+    from lmprune.outputs import remove_stale_stages
+
+    out = Path(out)
+    checkpoint = check_output(out, resume=resume, overwrite=overwrite)
     if is_main:
-        shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
-    return None
+        remove_stale_stages(out)
+        if not resume:
+            shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
+    return checkpoint
 
 
 def plot_losses(losses: list[float], path: Path, title: str = "LoRA recovery") -> Path:
@@ -96,9 +106,10 @@ def publish(out: Path, model: Any, tokenizer: Any, plan: Any, report: dict[str, 
     """
     from lmprune.structures.export import save_pretrained
 
+    from lmprune.outputs import make_stage
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.recover.", dir=out.parent))
+    staging = make_stage(out)
     try:
         target = staging / "model"
         result = save_pretrained(model, target, tokenizer=tokenizer, plan=plan)

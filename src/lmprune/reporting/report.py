@@ -37,7 +37,7 @@ def flatten(evaluation: dict) -> dict:
         flat[f"{task}.acc_norm"] = result.get("acc_norm")
     for result in evaluation.get("speed", []):
         flat[f"tokens/s@bs{result['batch_size']}"] = result["tokens_per_s"]
-        flat[f"peak MB@bs{result['batch_size']}"] = result["peak_memory_mb"]
+        flat[f"model memory MB@bs{result['batch_size']}"] = result["peak_memory_mb"]
     return flat
 
 

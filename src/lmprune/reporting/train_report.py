@@ -21,15 +21,20 @@ def _efficiency_lines(m: dict) -> list[str]:
     lines = ["## Inference (measured, same process)", "",
              f"Random token ids, sequence length {inf.get('seq_len', '-')}, device "
              f"{inf.get('device', m.get('device', '-'))}.", "",
-             "| batch | samples/s | latency ms | dense samples/s | ratio vs dense | peak MB |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| batch | samples/s | latency ms | dense samples/s | ratio vs dense | model MB | "
+             "dense model MB |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    labels = set()
     for b in sizes:
         row, d = inf[b], dense.get(b, {})
         ratio = (row["samples_per_s"] / d["samples_per_s"]) if d.get("samples_per_s") else None
-        peak = (row.get("peak_memory") or {}).get("mb")
-        lines.append(f"| {b} | {row['samples_per_s']:.1f} | {row['latency_ms']:.1f} | "
-                     f"{_f(d.get('samples_per_s'), 1)} | {_f(ratio, 2)} | {_f(peak, 1)} |")
-    return lines + [""]
+        peak, dense_peak = row.get("peak_memory") or {}, d.get("peak_memory") or {}
+        labels.add(peak.get("label"))
+        lines.append(f"| {b} | {_f(row['samples_per_s'], 1)} | {_f(row['latency_ms'], 1)} | "
+                     f"{_f(d.get('samples_per_s'), 1)} | {_f(ratio, 2)} | {_f(peak.get('mb'), 1)} "
+                     f"| {_f(dense_peak.get('mb'), 1)} |")
+    labels.discard(None)
+    return lines + [""] + [f"Model MB: {label}." for label in sorted(labels)] + [""]
 
 
 def _upstream_note(m: dict, upstream: list[dict]) -> str:
@@ -101,8 +106,10 @@ def write_train_report(out: Path, metrics: dict) -> Path:
               "training clock pauses during evaluations;",
               "- time-to-accuracy: first clock time at which a model at the final sparsity "
               "reaches 97% of the reference metric (dense models on the way do not count);",
-              "- throughput: forward passes on random token ids after warm-up; memory on CPU is "
-              "the process's resident set peak (not comparable with GPU figures).", ""]
+              "- throughput: forward passes on random token ids after warm-up; model MB: each "
+              "model measured alone during one more forward (label above the table); peak "
+              "training memory on CPU is the process's resident set peak (not comparable with "
+              "GPU figures).", ""]
     if plots:
         lines += ["## Training curve", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     path = out / "report.md"

@@ -157,8 +157,10 @@ def decilm_fit(model: nn.Module) -> DecilmFit:
     return DecilmFit([], notes, config)
 
 
-def save_decilm(model: nn.Module, path, *, tokenizer=None, plan=None, overwrite: bool = False):
-    """Write ``model`` as a DeciLM-format directory, atomically; raises when it does not fit."""
+def save_decilm(model: nn.Module, path, *, tokenizer=None, plan=None, overwrite: bool = False,
+                copy_files=()):
+    """Write ``model`` as a DeciLM-format directory, atomically; raises when it does not fit.
+    ``copy_files`` (e.g. a tokenizer's files) are copied in as they are."""
     from lmprune.structures.export import SaveResult, atomic_directory
 
     fit = decilm_fit(model)
@@ -175,6 +177,8 @@ def save_decilm(model: nn.Module, path, *, tokenizer=None, plan=None, overwrite:
             tokenizer.save_pretrained(tmp)
         if plan is not None:
             plan.save(tmp)
+        for file in copy_files:
+            shutil.copyfile(file, tmp / Path(file).name)
     hint = ("vllm serve PATH --trust-remote-code; AutoModelForCausalLM.from_pretrained(PATH, "
             "trust_remote_code=True); lmprune.load_pretrained(PATH)")
     return SaveResult(path, "decilm", hint, notes=fit.notes)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import shutil
-import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from lmprune.structures.alignment import warn_if_unaligned
 from lmprune.structures.hf_code import Skipped
 
 REMOTE_FILE = "lmprune_pruned.py"
+log = logging.getLogger(__name__)
 # Attributes that stock __init__ derives from the config and forward relies on.
 WATCHED_ATTRS = ("head_dim", "attention_head_size", "all_head_size", "num_attention_heads",
                  "num_key_value_groups", "num_heads", "n_heads", "inner_dim", "key_value_proj_dim",
@@ -146,15 +148,18 @@ def _auto_map(model_type: str) -> dict[str, str]:
 
 
 def save_pretrained(model: nn.Module, path, *, tokenizer=None, plan=None,
-                    overwrite: bool = False) -> SaveResult:
+                    overwrite: bool = False, copy_files: Sequence[Path] = ()) -> SaveResult:
     """Save ``model`` (pruned or dense) as a Hugging Face directory, atomically.
 
     Everything is written to a temporary directory beside ``path`` and moved into place at the
-    end, so a failure leaves ``path`` untouched.
+    end, so a failure leaves ``path`` untouched. ``copy_files`` are copied in as they are
+    (e.g. a tokenizer's files), before ``path`` is replaced: they may come from ``path``.
     """
     path = Path(path)
     with atomic_directory(path, overwrite) as tmp:
         result = _write(model, tmp, tokenizer, plan)
+        for file in copy_files:
+            shutil.copyfile(file, tmp / Path(file).name)
         result.unaligned = warn_if_unaligned(model, f"the model saved to {path}")
     result.path = path
     return result
@@ -167,8 +172,10 @@ def atomic_directory(path: Path, overwrite: bool = False):
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise LmpruneError(f"{path} already exists and is not empty; choose another directory "
                            "or pass overwrite=True (CLI: output.overwrite=true)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    from lmprune.outputs import make_stage, remove_stale_stages
+
+    remove_stale_stages(path)
+    tmp = make_stage(path)
     try:
         yield tmp
         if path.exists():
@@ -224,6 +231,12 @@ def _rewrite_architectures(directory: Path, name: str) -> None:
         config_file.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def has_outdated_code(path) -> bool:
+    """Whether a remote-code directory ships another version of ``hf_code.py`` than this one."""
+    shipped = Path(path) / REMOTE_FILE
+    return shipped.is_file() and shipped.read_bytes() != Path(hf_code.__file__).read_bytes()
+
+
 def load_pretrained(path, *, auto_class: str | None = None, **kwargs) -> nn.Module:
     """Load a directory written by :func:`save_pretrained` (no ``trust_remote_code`` needed).
 
@@ -248,6 +261,11 @@ def load_pretrained(path, *, auto_class: str | None = None, **kwargs) -> nn.Modu
     if architecture is None or not hasattr(transformers, architecture):
         raise LmpruneError(f"{path}: cannot tell which model class to load ({architecture!r})")
     if config.get("lmprune_structure"):
+        if has_outdated_code(path):
+            log.warning("%s/%s differs from this lmprune's code (this load uses the current "
+                        "code, but trust_remote_code=True loads run the old copy, which may have "
+                        "bugs fixed since, e.g. wrong cached decoding on transformers >= 5.24); "
+                        "re-save it with `lmprune cp %s NEW_DIR`", path, REMOTE_FILE, path)
         cls = hf_code.pruned_class(architecture)
     else:
         cls = getattr(transformers, architecture)

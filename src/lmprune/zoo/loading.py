@@ -17,10 +17,15 @@ from lmprune.zoo.packages import MINILM, package_file
 from lmprune.zoo.registry import HUB_HINT, alias_names, get_info, is_alias, is_tiny
 from lmprune.zoo.smollm2 import smollm2_dir
 from lmprune.zoo.tasks import auto_class, head_kwargs, resolve_task
-from lmprune.zoo.tiny import build_tiny, build_tiny_tokenizer
+from lmprune.zoo.tiny import build_tiny, build_tiny_tokenizer, tiny_config
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+#: model types whose position ids start after the padding index (usable positions:
+#: max_position_embeddings - pad_token_id - 1), and those with relative positions (no limit).
+POSITIONS_AFTER_PADDING = ("roberta", "xlm-roberta", "camembert")
+RELATIVE_POSITIONS = ("t5",)
 
 
 @dataclass
@@ -137,3 +142,59 @@ def load_model(name: str, task: str | None = None, *, num_labels: int | None = N
                     raise hub.offline_error(name, e.__cause__) from e
         return _load_pretrained(name, task, what=f"hub model {name!r}", **kw)
     raise UnknownNameError("model", name, alias_names(), hint=HUB_HINT)
+
+
+def check_model_name(name: str, what: str = "model") -> None:
+    """Raise now, before anything loads, if ``load_model(name)`` could not even start: not
+    an alias, not a directory with a config.json, not a hub id ``org/name``."""
+    if is_alias(name):
+        return
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise LmpruneError(f"{what} {name}: not a saved model directory (no config.json); "
+                               "give the directory a model was saved to")
+        return
+    if hub.looks_like_hub_id(name) and not path.exists():
+        return
+    if path.exists() or os.sep in name or name.startswith((".", "~")):
+        raise LmpruneError(f"{what} {name}: no such directory (nor a model alias from "
+                           "`lmprune ls models`, nor a hub id org/name)")
+    raise UnknownNameError("model", name, alias_names(), hint=HUB_HINT)
+
+
+def model_config(name: str) -> PretrainedConfig | None:
+    """The config of a model alias, local directory or hub id, without loading any weights.
+
+    None for a hub id whose config is not in the local Hugging Face cache (reading it would
+    need the network; the load itself will tell).
+    """
+    from transformers import AutoConfig
+
+    if is_tiny(name):
+        return tiny_config(name)
+    if is_alias(name) or os.path.isdir(name):
+        source = resolve_model_dir(name)
+        try:
+            return AutoConfig.from_pretrained(source)
+        except (OSError, ValueError) as e:
+            raise LmpruneError(f"{name!r} is not a loadable Hugging Face model ({e})") from e
+    if hub.looks_like_hub_id(name):
+        try:
+            return AutoConfig.from_pretrained(name, local_files_only=True)
+        except (OSError, ValueError):
+            return None
+    raise UnknownNameError("model", name, alias_names(), hint=HUB_HINT)
+
+
+def max_positions(config: PretrainedConfig | None) -> int | None:
+    """How many tokens one sequence may have; None when the model sets no limit (relative
+    positions) or the config is unknown."""
+    if config is None or config.model_type in RELATIVE_POSITIONS:
+        return None
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None:
+        return None
+    if config.model_type in POSITIONS_AFTER_PADDING:
+        limit -= (getattr(config, "pad_token_id", None) or 0) + 1
+    return int(limit)
