@@ -56,11 +56,23 @@ class DataConfig(Section):
 @dataclass
 class PruneConfig(Section):
     method: str = param("random", "pruning method, from `lmprune ls methods`")
-    sparsity: float = param(0.2, "fraction of the prunable units to remove, in [0, 1)")
+    sparsity: float = param(0.2, "what to remove, in [0, 1): with budget params the share of "
+                                 "non-embedding parameters, with budget units the fraction of "
+                                 "the units of each kind at every site")
     structures: list[str] = param(["heads", "neurons"],
                                   "structure kinds to prune: " + ", ".join(STRUCTURES))
-    layer_range: list[int] | None = param(None, "[start, end): prune only these layers "
-                                                "(null: all layers)")
+    layer_range: list[int] | Literal["auto"] | None = param(
+        "auto", "[start, end): prune only these layers; null: all layers; auto: the method's "
+                "best-known range (block-wise methods keep LLM-Pruner's first 1/8 and last "
+                "1/16 of the layers, e.g. [4, 28) of 30; sublayer-ri and block-influence: all)")
+    budget: Literal["params", "units"] = param(
+        "params", "params: remove prune.sparsity of the non-embedding parameters (within 0.2 "
+                  "points; every method compares at equal parameters); units: remove that "
+                  "fraction of the units of each kind at every site")
+    allocation: Literal["uniform", "global"] = param(
+        "uniform", "how a params budget is spread: uniform (the same fraction at every site, "
+                   "LLM-Pruner's local pruning) or global (all units ranked together by "
+                   "importance per parameter)")
     round_to: int = param(1, "keep a multiple of this many units per group kind (hardware-"
                              "friendly shapes)")
     seed: int = param(0, "seed for randomized methods")
@@ -71,7 +83,7 @@ class PruneConfig(Section):
             problems.append(f"sparsity: must be in [0, 1) (the fraction of units removed; "
                             f"1 would remove everything), got {self.sparsity}")
         problems += self._check_structures()
-        if self.layer_range is not None:
+        if isinstance(self.layer_range, list):
             lr = self.layer_range
             if len(lr) != 2 or lr[0] < 0 or lr[0] >= lr[1]:
                 problems.append(f"layer_range: must be [start, end) with 0 <= start < end, "
@@ -111,17 +123,34 @@ class PruneConfig(Section):
 class TaylorConfig(Section):
     """LLM-Pruner-style first/second-order Taylor importance (Ma et al., 2023)."""
 
-    importance: Literal["vector", "element1", "element2"] = param(
-        "element1", "vector: |sum g*w| per group; element1: sum |g*w|; element2: "
-                    "sum |g*w - 1/2 w*H_diag*w| with H_diag from averaged squared per-sample grads")
+    importance: Literal["vector", "element1", "element2", "param_second"] = param(
+        "element1", "vector: |sum g*w| per row (LLM-Pruner's vectorize); element1: sum |g*w| "
+                    "(param_first); element2: sum |g*w - 1/2 w*H*w| (param_mix); param_second: "
+                    "sum w*H*w; H = mean squared per-sample gradient")
     aggregation: Literal["sum", "mean", "max", "prod", "last"] = param(
         "sum", "how the importances of a coupled group's tensors are combined")
+    reduction: Literal["channel", "group"] = param(
+        "channel", "channel: LLM-Pruner's order (per-row values, combined across tensors per "
+                   "channel, then summed over a head's channels); group: per tensor over the "
+                   "whole group first (vector: |sum| over the whole head)")
     mode: Literal["block", "channel", "layer"] = param(
         "block", "block: heads/kv groups and FFN neurons per layer; channel: hidden channels; "
                  "layer: whole layers")
+    batch_size: int | None = param(None, "calibration samples per backward pass (null: all "
+                                         "at once, as LLM-Pruner; smaller saves activation "
+                                         "memory and never raises the peak)")
+    buffer_fraction: float = param(0.5, "per-element fp32 buffers (H of element2, summed "
+                                        "gradients under micro-batching) hold at most this "
+                                        "fraction of the scored weights' bytes at once; the "
+                                        "weights are streamed in chunks of layers")
 
     def validate(self) -> list[str]:
-        return []
+        problems = []
+        if self.batch_size is not None and self.batch_size < 1:
+            problems.append(f"batch_size: must be >= 1 or null, got {self.batch_size}")
+        if not self.buffer_fraction > 0:
+            problems.append(f"buffer_fraction: must be positive, got {self.buffer_fraction}")
+        return problems
 
 
 @dataclass
@@ -179,11 +208,20 @@ class SublayerConfig(Section):
                   "gone; sublayers: remove that fraction of the sublayers")
     max_windows: int | None = param(None, "measure perplexity on at most this many calibration "
                                           "windows (each step costs one forward per sublayer)")
+    finish: Literal["neurons", "none"] = param(
+        "neurons", "how a params budget is met exactly: neurons (stop before a removal that "
+                   "overshoots by more than 0.2 points, remove the rest as FFN neurons of the "
+                   "remaining FFN sublayers, lowest first-order Taylor importance first); none "
+                   "(stop at the first removal reaching the target: overshoots by up to one "
+                   "sublayer)")
+    rows_per_pass: int = param(32, "calibration windows per batched forward when measuring "
+                                   "RI (several candidate sublayers per forward)")
 
     def validate(self) -> list[str]:
+        problems = _positive(self, "rows_per_pass")
         if self.max_windows is not None and self.max_windows < 1:
-            return ["max_windows: must be >= 1 or null"]
-        return []
+            problems.append("max_windows: must be >= 1 or null")
+        return problems
 
 
 @dataclass
