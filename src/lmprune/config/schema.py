@@ -165,31 +165,38 @@ class MagnitudeConfig(Section):
 class AdaPrunerConfig(Section):
     """AdaPruner (Kong et al., AAAI 2025): TPE search over calibration samples and metric mix."""
 
-    trials: int = param(20, "number of TPE trials (each prunes with one candidate and measures "
-                            "perplexity on held-out calibration text)")
-    pool_size: int = param(64, "candidate calibration samples (samples shorter than "
-                               "data.seq_len tokens are removed first)")
-    heldout: int = param(8, "held-out samples of data.seq_len tokens for the objective")
-    fine: Literal["element1", "element2", "search"] = param(
-        "search", "fine-grained metric mixed with the coarse (vector) one; search: TPE picks")
+    trials: int = param(30, "number of search trials (each prunes with one candidate and "
+                            "measures perplexity on held-out calibration text)")
+    pool_size: int = param(64, "candidate calibration samples besides data.num_samples (the "
+                               "pool starts with the run's own calibration samples)")
+    heldout: int = param(32, "held-out samples of data.seq_len tokens for the objective (more "
+                             "windows: a less noisy objective, less overfitting of the search)")
+    fine: Literal["element1", "element2", "param_second", "search"] = param(
+        "search", "fine-grained metric mixed with the coarse (vector) one; search: each trial "
+                  "picks one")
     scales: dict[str, list[float]] = param(
-        {"vector": [1e5, 1e6, 1e7], "element1": [1e-2, 1e-3], "element2": [1e-4]},
-        "estimation-metric alignment factors TPE chooses from, per metric")
+        {}, "extra alignment multipliers the search chooses from, per metric (vector, element1, "
+            "element2, param_second), applied on top of the measured alignment (or on the raw "
+            "metrics with align=false); {}: none. The paper's literal sets: align=false "
+            "scales={vector: [1e5, 1e6, 1e7], element1: [1e-2, 1e-3], element2: [1e-4]}")
     startup_trials: int = param(5, "random trials before TPE starts modelling")
     sampler: Literal["tpe", "random"] = param("tpe", "search strategy: TPE (Bayesian) or "
                                                      "uniform random search")
-    search_samples: bool = param(True, "search which calibration samples to use (false: one "
-                                       "fixed random draw of data.num_samples pool samples)")
-    search_mix: bool = param(True, "search the coarse/fine balance coefficients (false: fixed "
-                                   "equal weights of the aligned metrics)")
-    align: bool = param(True, "apply the estimation-metric alignment factors (false: the raw "
-                              "metrics are mixed)")
+    search_samples: bool = param(True, "search which calibration samples to use (false: the "
+                                       "run's own data.num_samples calibration samples)")
+    search_mix: bool = param(True, "search the coarse/fine balance (false: fixed equal weights "
+                                   "of the aligned metrics)")
+    align: bool = param(True, "align the metrics' scales before mixing (each divided by its "
+                              "mean over the scored units of a kind); false: raw metrics")
+    warm_start: bool = param(True, "start with the fixed baselines (each pure fine ranking and "
+                                   "the pure coarse ranking on the run's own samples)")
 
     def validate(self) -> list[str]:
         problems = _positive(self, "trials", "pool_size", "heldout")
         for key, values in self.scales.items():
-            if key not in ("vector", "element1", "element2"):
-                problems.append(f"scales.{key}: unknown metric (vector, element1, element2)")
+            if key not in ("vector", "element1", "element2", "param_second"):
+                problems.append(f"scales.{key}: unknown metric (vector, element1, element2, "
+                                f"param_second)")
             if not values or any(v <= 0 for v in values):
                 problems.append(f"scales.{key}: must be a non-empty list of positive numbers")
         if self.startup_trials < 0:
