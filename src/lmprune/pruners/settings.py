@@ -87,6 +87,26 @@ def prune_settings(run, structure: ModelStructure, structures=None) -> PruneSett
                          getattr(prune, "allocation", "uniform"))
 
 
+#: the config section holding each method's own settings (reported with every run)
+METHOD_SECTIONS = {"taylor": "taylor", "adapruner": "adapruner", "magnitude": "magnitude",
+                   "sublayer-ri": "sublayer"}
+
+
+def settings_record(run, structure: ModelStructure) -> dict:
+    """What a report says about how a run pruned: the resolved ``prune`` settings, and the
+    method's own section (AdaPruner also uses ``taylor``'s aggregation and reduction)."""
+    from dataclasses import asdict
+
+    settings = prune_settings(run, structure)
+    record = {"summary": settings.describe(), "prune": asdict(settings)}
+    section = METHOD_SECTIONS.get(settings.method)
+    if section is not None:
+        record[section] = asdict(getattr(run, section))
+    if settings.method == "adapruner":
+        record["taylor"] = asdict(run.taylor)
+    return record
+
+
 def check_settings(structure: ModelStructure, settings: PruneSettings) -> None:
     """Errors before any expensive work: an empty layer range, or a units budget that would
     leave a site without units."""

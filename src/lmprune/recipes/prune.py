@@ -24,6 +24,7 @@ from lmprune.arch import describe
 from lmprune.config import dump_yaml
 from lmprune.config.schema import RunConfig
 from lmprune.errors import LmpruneError
+from lmprune.pruners.settings import settings_record
 from lmprune.registry import load_builtin_methods
 from lmprune.reporting.plots import layer_widths, plot_layer_widths
 from lmprune.reporting.report import write_report
@@ -126,6 +127,8 @@ def run_prune(run: RunConfig, progress: bool = True, log=print,
             "structures": list(run.prune.structures), "seed": run.prune.seed})
         remove(model, masks, structure)
         prune_seconds = time.perf_counter() - t0
+        settings = settings_record(run, structure)
+        log(f"[prune] settings: {settings['summary']}")
         log("[prune] evaluating the pruned model")
         after = evaluate(model, tokenizer, run.eval, progress=progress)
         saved = save_pretrained(model, stage / "model", tokenizer=tokenizer, plan=plan)
@@ -134,7 +137,10 @@ def run_prune(run: RunConfig, progress: bool = True, log=print,
                                           stage / "layer_widths.png",
                                           f"{run.prune.method}: kept widths"))
         metrics = _metrics(run, calibration, before, after, saved, out, prune_seconds,
-                           time.perf_counter() - start, {})
+                           time.perf_counter() - start, {"settings": settings})
+        log(f"[prune] removed {metrics['params_removed_fraction']['body']:.2%} of the "
+            f"non-embedding parameters (requested {run.prune.sparsity:.2%}"
+            f"{'' if run.prune.budget == 'params' else ' of the units of each kind'})")
         dump_yaml(run, stage / "config.yaml")
         write_report(stage, metrics, plots)
     log(f"[prune] done: {out}/report.md")

@@ -41,12 +41,28 @@ def flatten(evaluation: dict) -> dict:
     return flat
 
 
+def _removed_lines(metrics: dict) -> list[str]:
+    """The achieved share of parameters and the settings used, when the run recorded them."""
+    lines = []
+    removed = metrics.get("params_removed_fraction", {}).get("body")
+    if removed is not None:
+        lines.append(f"- removed: {removed:.2%} of the non-embedding parameters")
+    settings = metrics.get("settings", {})
+    if settings.get("summary"):
+        lines.append(f"- settings: {settings['summary']}")
+    for section, values in settings.items():
+        if section not in ("summary", "prune") and isinstance(values, dict):
+            lines.append(f"- {section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    return lines
+
+
 def write_report(out: Path, metrics: dict, plots: list[Path]) -> Path:
     """metrics.json plus report.md (before/after table, speedups, protocol, plots)."""
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     before, after = flatten(metrics.get("before", {})), flatten(metrics.get("after", {}))
     lines = [f"# lmprune run: {metrics['method']} on {metrics['model']}", "",
              f"- sparsity requested: {metrics['sparsity']} of {', '.join(metrics['structures'])}",
+             *_removed_lines(metrics),
              f"- calibration: {metrics.get('calibration', '-')}",
              f"- saved model: `{metrics.get('saved', {}).get('path', '-')}` "
              f"({metrics.get('saved', {}).get('format', '-')} format)",
