@@ -82,6 +82,9 @@ def parse_args(argv=None):
     parser.add_argument("--time-budget", type=float, default=None,
                         help="seconds after which no new row is started (rerun to resume)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="processes sharing the device, one per seed at a time (a 135M "
+                             "model leaves a GPU mostly idle between kernel launches)")
     return parser.parse_args(argv)
 
 
@@ -158,11 +161,57 @@ def recover_short(model, tokenizer, args, seed: int) -> torch.nn.Module:
                        progress=False).model
 
 
+def run_jobs(args, argv) -> dict:
+    """One child process per seed (at most ``args.jobs`` at a time), each with its own output
+    folder OUT/seed<s>; returns their rows merged."""
+    import subprocess
+
+    argv = list(argv if argv is not None else sys.argv[1:])
+    base = _without(argv, ("--seeds", "--out", "--jobs"))
+    pending = list(args.seeds)
+    running: list[subprocess.Popen] = []
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            seed = pending.pop(0)
+            cmd = [sys.executable, __file__, *base, "--seeds", str(seed), "--jobs", "1",
+                   "--out", str(Path(args.out) / f"seed{seed}")]
+            running.append(subprocess.Popen(cmd))
+        time.sleep(1)
+        running = [p for p in running if p.poll() is None]
+    merged: dict = {}
+    for seed in args.seeds:
+        path = Path(args.out) / f"seed{seed}" / "results.json"
+        if path.exists():
+            part = json.loads(path.read_text())
+            merged.setdefault("_dense", part.get("_dense"))
+            merged.update({k: v for k, v in part.items() if not k.startswith("_")})
+    return merged
+
+
+def _without(argv: list[str], options: tuple[str, ...]) -> list[str]:
+    """``argv`` without the given options and their values."""
+    out, skip = [], False
+    for arg in argv:
+        if arg in options:
+            skip = True
+            continue
+        if skip and not arg.startswith("--"):
+            continue
+        skip = False
+        out.append(arg)
+    return out
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "results.json"
+    if args.jobs > 1 and len(args.seeds) > 1:
+        results = run_jobs(args, argv)
+        results_file.write_text(json.dumps(results, indent=1, default=str))
+        print(write_outputs(results, out))
+        return 0
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     from lmprune.zoo import load_model
 

@@ -314,6 +314,8 @@ def _global_masks(structure, scores, structures, round_to, layer_range, costs, t
     for _, share, key in candidates:
         if total >= target:
             break
+        if total + share > target + TOLERANCE / 2:
+            continue  # a coarse unit that would overshoot: smaller ones fill the rest
         removed[key] += 1
         total += share
     counts = {k: {} for k in ("heads", "kv_groups", "neurons", "hidden")}

@@ -40,7 +40,7 @@ def auto_layer_range(method: str, num_layers: int) -> list[int] | None:
     if kept is None:
         return None
     first, last = round(kept[0] * num_layers), round(kept[1] * num_layers)
-    if first + last >= num_layers:
+    if first + last >= num_layers or first + last == 0:
         return None
     return [first, num_layers - last]
 
