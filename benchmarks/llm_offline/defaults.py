@@ -31,6 +31,7 @@ from run import perplexity, prune_row, test_windows  # noqa: E402
 
 SETTINGS = {
     "defaults (element1, auto layers, uniform)": [],
+    "heads rounded to nearest": ["prune.head_rounding=nearest"],
     "all layers": ["prune.layer_range=null"],
     "layers [2, 29)": ["prune.layer_range=[2,29]"],
     "layers [6, 28)": ["prune.layer_range=[6,28]"],
@@ -38,6 +39,9 @@ SETTINGS = {
     "global allocation": ["prune.allocation=global"],
     "neurons only": ["prune.structures=[neurons]"],
     "kv groups + neurons": ["prune.structures=[kv_groups,neurons]"],
+    "neurons only, layers [4, 26)": ["prune.structures=[neurons]", "prune.layer_range=[4,26]"],
+    "neurons only, all layers": ["prune.structures=[neurons]", "prune.layer_range=null"],
+    "neurons only, global allocation": ["prune.structures=[neurons]", "prune.allocation=global"],
     "vector": ["taylor.importance=vector"],
     "vector, group reduction": ["taylor.importance=vector", "taylor.reduction=group"],
     "element2": ["taylor.importance=element2"],

@@ -127,7 +127,7 @@ def _source_dir(source: str) -> Path:
     return Path(resolve_model_dir(source))
 
 
-def pack(source: str, dest: Path, part_mib: float = 50.0) -> list[Path]:
+def pack(source: str, dest: Path, part_mib: float = 48.5) -> list[Path]:
     from safetensors.torch import load_file, save
 
     src = _source_dir(source)
@@ -194,7 +194,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("pack", help="split a model into parts (here)")
     p.add_argument("source", help="offline alias (smollm2-135m) or HF directory")
     p.add_argument("dest", type=Path)
-    p.add_argument("--part-mib", type=float, default=50.0)
+    p.add_argument("--part-mib", type=float, default=48.5,
+                   help="part size; 48.5 leaves room for ~6 MiB of wheels and the repo in a call")
     u = sub.add_parser("unpack", help="store one part; assemble when complete (GPU machine)")
     u.add_argument("part", type=Path)
     u.add_argument("state", type=Path)

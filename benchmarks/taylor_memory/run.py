@@ -1,7 +1,8 @@
 """Peak memory of every Taylor criterion, of an AdaPruner trial and of an RI evaluation.
 
 A LLaMA model of a given shape with random weights (``--shape 7b``: LLaMA-7B, 32 layers,
-hidden 4096, FFN 11008, vocab 32000, bf16; ``mid``: 8 layers, hidden 1024, FFN 2816, fp32)
+hidden 4096, FFN 11008, vocab 32000, bf16; ``small``: 8 layers, hidden 512, FFN 1408, vocab
+8000, fp32, where the activations of 10 x 128 tokens weigh about as much as the weights)
 scores heads and neurons of LLM-Pruner's layers (4..29 of 32, scaled to the depth) on 10
 random 128-token samples, for each criterion with one batch and with micro-batches of 2.
 Also measured: one AdaPruner trial (vector + element1, the mixed masks, perplexity of 8
@@ -14,7 +15,7 @@ model's parts (weights, per-element buffers of the pass plan, activation lower b
 ``lmprune.scorers.taylor_memory``).
 
     python benchmarks/taylor_memory/run.py --shape 7b --out DIR        # on a GPU
-    python benchmarks/taylor_memory/run.py --shape mid --out DIR       # on a CPU
+    python benchmarks/taylor_memory/run.py --shape small --out DIR     # on a CPU
 """
 from __future__ import annotations
 
@@ -33,9 +34,9 @@ SHAPES = {
     "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                num_attention_heads=32, num_key_value_heads=32, vocab_size=32000,
                dtype="bfloat16"),
-    "mid": dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8,
-                num_attention_heads=16, num_key_value_heads=16, vocab_size=32000,
-                dtype="float32"),
+    "small": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=8,
+                  num_attention_heads=8, num_key_value_heads=8, vocab_size=8000,
+                  dtype="float32"),
 }
 CASES = [(m, b) for m in ("vector", "element1", "element2", "param_second") for b in (None, 2)]
 CASES += [("adapruner-trial", None), ("ri-evaluation", None)]

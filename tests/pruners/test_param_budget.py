@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 from lmprune.arch import describe
 from lmprune.config import load_config
 from lmprune.data.calibration import Calibration
-from lmprune.pruners.param_budget import TOLERANCE, ShareCounter, select_params
+from lmprune.pruners.param_budget import TOLERANCE, ShareCounter, counts_at, select_params
 from lmprune.pruners.random import random_scores
 from lmprune.pruners.selection import select
 from lmprune.pruners.settings import auto_layer_range, prune_settings, resolve_layer_range
@@ -136,3 +136,19 @@ def test_auto_layer_range_keeps_llm_pruners_share_of_first_and_last_layers():
     settings = prune_settings(run, llama)
     assert settings.layer_range == [2, 15] and settings.budget == "params"
     assert "layers 2..14" in settings.describe()
+
+
+def test_heads_are_rounded_down_like_llm_pruner():
+    """floor(s * heads) go (LLM-Pruner: 32 heads at 20% -> 6); grouped-query heads per group;
+    'nearest' keeps round((1 - s) * heads) as the units budget does."""
+    gqa = describe(deep_llama(2))  # 8 query heads in 2 groups of 4
+    mha_model = deep_llama(2)
+    mha_model.config.num_key_value_heads = 8
+    mha = describe(AutoModelForCausalLM.from_config(mha_model.config))
+    assert counts_at(gqa, 0.2, ["heads"])["heads"]["layers.0.attn"] == 0  # floor(0.8) per group
+    assert counts_at(gqa, 0.3, ["heads"])["heads"]["layers.0.attn"] == 2  # 1 per group
+    assert counts_at(gqa, 0.2, ["heads"], head_rounding="nearest")["heads"]["layers.0.attn"] == 2
+    assert counts_at(mha, 0.2, ["heads"])["heads"]["layers.1.attn"] == 1  # floor(1.6)
+    assert counts_at(mha, 0.99, ["heads"])["heads"]["layers.1.attn"] == 7  # one head stays
+    assert counts_at(gqa, 0.5, ["kv_groups"])["kv_groups"]["layers.0.attn"] == 1
+    assert counts_at(gqa, 0.25, ["neurons"])["neurons"]["layers.1.ffn"] == 24  # 96 - round(72)

@@ -73,6 +73,10 @@ class PruneConfig(Section):
         "uniform", "how a params budget is spread: uniform (the same fraction at every site, "
                    "LLM-Pruner's local pruning) or global (all units ranked together by "
                    "importance per parameter)")
+    head_rounding: Literal["down", "nearest"] = param(
+        "down", "params budget, uniform allocation: heads removed per site (query heads per "
+                "key/value group) = floor(s * heads), LLM-Pruner's rounding (down), or the "
+                "nearest count (nearest); neurons make up the rest of the budget")
     round_to: int = param(1, "keep a multiple of this many units per group kind (hardware-"
                              "friendly shapes)")
     seed: int = param(0, "seed for randomized methods")

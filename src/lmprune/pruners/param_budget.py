@@ -6,7 +6,8 @@ With ``prune.budget=params`` (the default) every score-based method removes
 equal parameter counts. Two allocations of that budget over the sites:
 
 * ``uniform`` (LLM-Pruner's local pruning): one per-unit sparsity ``s`` for every site of
-  every kind, the largest whose removed share stays at or below the target (bisection);
+  every kind, the largest whose removed share stays at or below the target (bisection),
+  with LLM-Pruner's rounding of heads (``floor(s * heads)`` removed, see :func:`counts_at`);
   then a fine step on the finest kind (neurons, else hidden channels, else key/value
   groups or multi-head heads) removes whole further units (``prune.round_to`` blocks),
   spread evenly over the sites, so the share lands on the target. Sites then differ by at
@@ -39,7 +40,7 @@ from torch import nn
 
 from lmprune.arch import ModelStructure
 from lmprune.errors import LmpruneError
-from lmprune.pruners.selection import Scores, in_range, select
+from lmprune.pruners.selection import Scores, in_range, keep_count, select
 from lmprune.structures import Masks, remove
 from lmprune.structures.counting import count_parameters
 
@@ -108,14 +109,14 @@ def _shape_key(model: nn.Module) -> tuple:
 
 def select_params(model: nn.Module, structure: ModelStructure, scores: Scores, target: float,
                   structures: list[str], round_to: int = 1, layer_range: list[int] | None = None,
-                  allocation: str = "uniform") -> BudgetOutcome:
+                  allocation: str = "uniform", head_rounding: str = "down") -> BudgetOutcome:
     """Masks removing ``target`` of the body parameters (see the module docstring)."""
     if not 0.0 <= target < 1.0:
         raise LmpruneError(f"prune.sparsity must be in [0, 1), got {target}")
     if allocation not in ALLOCATIONS:
         raise LmpruneError(f"unknown prune.allocation {allocation!r}; valid: uniform, global")
     key = (_shape_key(model), tuple(structures), round_to,
-           tuple(layer_range) if layer_range else None, target)
+           tuple(layer_range) if layer_range else None, target, head_rounding)
     counter = _cached(("counter", key[0]), lambda: ShareCounter(model, structure))
     if any(k in SITE_KINDS for k in structures):
         outcome = _with_sites(counter, structure, scores, target, structures, round_to,
@@ -128,7 +129,7 @@ def select_params(model: nn.Module, structure: ModelStructure, scores: Scores, t
         outcome = BudgetOutcome(masks, target, counter(masks))
     else:
         counts = _cached(("counts", *key), lambda: _uniform_counts(
-            counter, structure, structures, round_to, layer_range, target))
+            counter, structure, structures, round_to, layer_range, target, head_rounding))
         masks = masks_from_counts(structure, scores, counts.counts, round_to)
         outcome = BudgetOutcome(masks, target, counts.achieved, counts.unit_sparsity)
     if abs(outcome.achieved - target) > TOLERANCE:
@@ -155,13 +156,6 @@ def _ranked(n: int) -> torch.Tensor:
     return torch.arange(n, dtype=torch.float64)
 
 
-def _counts_of(masks: Masks) -> dict[str, dict[str, int]]:
-    out = {kind: {name: int((m == 0).sum()) for name, m in getattr(masks, kind).items()}
-           for kind in ("heads", "kv_groups", "neurons")}
-    out["hidden"] = {"": int((masks.hidden == 0).sum())} if masks.hidden is not None else {}
-    return out
-
-
 def _dummy_scores(structure: ModelStructure) -> Scores:
     scores = Scores(hidden=_ranked(structure.hidden.size))
     for site in structure.attention:
@@ -172,11 +166,48 @@ def _dummy_scores(structure: ModelStructure) -> Scores:
     return scores
 
 
-def _uniform_counts(counter, structure, structures, round_to, layer_range, target) -> UnitCounts:
+def counts_at(structure: ModelStructure, s: float, structures, round_to: int = 1,
+              layer_range: list[int] | None = None,
+              head_rounding: str = "down") -> dict[str, dict[str, int]]:
+    """Units each site removes at per-unit sparsity ``s``. Heads with ``head_rounding="down"``
+    (LLM-Pruner's rounding): a site removes ``floor(s * heads)`` heads (grouped-query:
+    ``floor(s * group_size)`` query heads per group; key/value groups ``floor(s * groups)``),
+    never rounding a head budget up; ``"nearest"`` keeps ``round((1 - s) * heads)`` as
+    ``prune.budget=units`` does. Neurons and
+    hidden channels keep ``round((1 - s) * width)`` (``selection.keep_count``; a multiple of
+    ``round_to``). At least one unit stays."""
+    def gone(units: int) -> int:
+        if head_rounding == "down":
+            return min(units - 1, math.floor(s * units + 1e-9))
+        return units - keep_count(units, s)
+
+    counts: dict[str, dict[str, int]] = {k: {} for k in ("heads", "kv_groups", "neurons", "hidden")}
+    for site in structure.attention:
+        if not in_range(site.layer, layer_range):
+            continue
+        if "heads" in structures:
+            per = site.group_size if site.group_size > 1 else site.num_heads
+            counts["heads"][site.name] = gone(per) * (site.num_kv_heads if site.group_size > 1
+                                                      else 1)
+        if "kv_groups" in structures and site.group_size > 1:
+            counts["kv_groups"][site.name] = gone(site.num_kv_heads)
+    for site in structure.ffn:
+        if "neurons" in structures and in_range(site.layer, layer_range):
+            counts["neurons"][site.name] = site.width - keep_count(site.width, s, round_to)
+    if "hidden" in structures:
+        size = structure.hidden.size
+        counts["hidden"][""] = size - keep_count(size, s, round_to)
+    return counts
+
+
+def _uniform_counts(counter, structure, structures, round_to, layer_range, target,
+                    head_rounding) -> UnitCounts:
     dummy = _dummy_scores(structure)
 
     def at(s: float) -> Masks:
-        return select(structure, dummy, s, list(structures), round_to, layer_range)
+        return masks_from_counts(structure, dummy, counts_at(structure, s, structures, round_to,
+                                                             layer_range, head_rounding),
+                                 round_to)
 
     lo, hi = 0.0, 1.0 - 1e-9
     if counter(at(hi)) <= target:
@@ -184,7 +215,7 @@ def _uniform_counts(counter, structure, structures, round_to, layer_range, targe
     for _ in range(30):  # the largest s whose share stays at or below the target
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if counter(at(mid)) <= target else (lo, mid)
-    counts = _counts_of(at(lo))
+    counts = counts_at(structure, lo, structures, round_to, layer_range, head_rounding)
     fine = next((k for k in FINE_ORDER if k in structures and counts.get(k)), None)
     if fine is not None:
         counts = _fine_step(counter, structure, dummy, counts, fine, round_to, target)

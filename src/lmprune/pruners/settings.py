@@ -67,6 +67,7 @@ class PruneSettings:
     round_to: int
     budget: str
     allocation: str
+    head_rounding: str = "down"
 
     def describe(self) -> str:
         layers = ("all layers" if self.layer_range is None
@@ -84,7 +85,8 @@ def prune_settings(run, structure: ModelStructure, structures=None) -> PruneSett
                          tuple(structures if structures is not None else prune.structures),
                          resolve_layer_range(prune.method, prune.layer_range, structure),
                          prune.round_to, getattr(prune, "budget", "units"),
-                         getattr(prune, "allocation", "uniform"))
+                         getattr(prune, "allocation", "uniform"),
+                         getattr(prune, "head_rounding", "down"))
 
 
 #: the config section holding each method's own settings (reported with every run)
@@ -128,4 +130,5 @@ def select_masks(model, structure: ModelStructure, scores, settings: PruneSettin
         return select(structure, scores, settings.sparsity, list(settings.structures),
                       settings.round_to, settings.layer_range)
     return select_params(model, structure, scores, settings.sparsity, list(settings.structures),
-                         settings.round_to, settings.layer_range, settings.allocation).masks
+                         settings.round_to, settings.layer_range, settings.allocation,
+                         settings.head_rounding).masks
