@@ -38,9 +38,9 @@ from lmprune.structures.counting import count_parameters
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from summary import write_outputs  # noqa: E402 (this folder's tables and plots)
 
-TAYLOR = ["prune.method=taylor", "prune.structures=[heads,neurons]"]
-ADA = ["prune.method=adapruner", "prune.structures=[heads,neurons]"]
-RI = ["prune.method=sublayer-ri", "prune.structures=[attention,ffn]"]
+TAYLOR = ["prune.method=taylor"]  # every method at its defaults (docs/pruning_defaults.md)
+ADA = ["prune.method=adapruner"]
+RI = ["prune.method=sublayer-ri"]
 VARIANTS = {
     "taylor-vector": [*TAYLOR, "taylor.importance=vector"],
     "taylor-element1": [*TAYLOR, "taylor.importance=element1"],
@@ -52,9 +52,9 @@ VARIANTS = {
     "ri-oneshot-normalized": [*RI, "sublayer.normalize=true", "sublayer.progressive=false"],
     "ri-progressive-raw": [*RI, "sublayer.normalize=false", "sublayer.progressive=true"],
     "ri-oneshot-raw": [*RI, "sublayer.normalize=false", "sublayer.progressive=false"],
-    "magnitude-l2": ["prune.method=magnitude", "prune.structures=[heads,neurons]"],
-    "random": ["prune.method=random", "prune.structures=[heads,neurons]"],
-    "block-influence": ["prune.method=block-influence", "prune.structures=[layers]"],
+    "magnitude-l2": ["prune.method=magnitude", "magnitude.norm=2"],
+    "random": ["prune.method=random"],
+    "block-influence": ["prune.method=block-influence"],
 }
 DEFAULT_VARIANTS = [v for v in VARIANTS if v not in ("magnitude-l2", "random", "block-influence")]
 TAYLOR_ROWS = [v for v in VARIANTS if v.startswith("taylor-")]
