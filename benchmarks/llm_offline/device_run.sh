@@ -19,7 +19,7 @@ if [ -f .stage/bench/results.json ] && [ ! -f ~/bench/results.json ]; then
   cp -r .stage/bench/. ~/bench/
 fi
 export PYTHONPATH=~/site:$PWD/src LMPRUNE_CACHE=~/cache HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
-  TRANSFORMERS_VERBOSITY=error PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+  TRANSFORMERS_VERBOSITY=error PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false TQDM_DISABLE=1
 set -o pipefail
 timeout "${BUDGET:-570}" python3 benchmarks/llm_offline/run.py --model "$MODEL" --out ~/bench \
   --jobs "${JOBS:-3}" --time-budget "${ROWS_BUDGET:-450}" --quiet "$@" 2>&1 \

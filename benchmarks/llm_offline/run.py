@@ -81,7 +81,8 @@ def parse_args(argv=None):
                         help="extra key=value overrides for every variant")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="seconds after which no new row is started (rerun to resume)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars of the searches (TQDM_DISABLE=1: none at all)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="processes sharing the device, one per seed at a time (a 135M "
                              "model leaves a GPU mostly idle between kernel launches)")
