@@ -46,6 +46,15 @@ SETTINGS = {
     "vector, group reduction": ["taylor.importance=vector", "taylor.reduction=group"],
     "element2": ["taylor.importance=element2"],
     "param_second": ["taylor.importance=param_second"],
+    # with heads pruned at 20% too (LLM-Pruner's rounding removes none there)
+    "layers [4, 26), heads rounded to nearest": ["prune.layer_range=[4,26]",
+                                                 "prune.head_rounding=nearest"],
+    "kv groups + neurons, rounded to nearest": ["prune.structures=[kv_groups,neurons]",
+                                                "prune.head_rounding=nearest"],
+    "vector, heads rounded to nearest": ["taylor.importance=vector",
+                                         "prune.head_rounding=nearest"],
+    "vector, group reduction, heads rounded to nearest": [
+        "taylor.importance=vector", "taylor.reduction=group", "prune.head_rounding=nearest"],
 }
 
 

@@ -107,6 +107,7 @@ def histories(results: dict) -> dict:
 def plot_histories(searches: dict, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     targets = sorted({float(k.split("/")[0]) for k in searches})
     if not targets:
@@ -123,6 +124,7 @@ def plot_histories(searches: dict, path: Path) -> None:
             ax.step([t["number"] for t in trials], [t["best_so_far"] for t in trials],
                     where="post", linestyle=style, label=key.split("/", 1)[1])
         ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("trial")
         ax.set_ylabel("best held-out perplexity so far")
         ax.set_title(f"AdaPruner searches at {target:.0%}")
