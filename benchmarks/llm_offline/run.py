@@ -1,21 +1,22 @@
-"""benchmarks/llm_offline: post-training pruning of smollm2-135m, every method, equal budgets.
+"""benchmarks/llm_offline: post-training pruning of smollm2-135m at equal parameter budgets.
 
-For each target fraction of non-embedding parameters removed (default 20% and 50%) and each
-variant, the script prunes a fresh copy of the dense model, measures perplexity on held-out
-Austen text (128-token windows), wordnet-defs zero-shot accuracy through lm-eval, and
-generation throughput against the dense model measured in the same process; then runs a short
-LoRA recovery and measures perplexity and accuracy again.
+For each calibration seed, target share of non-embedding parameters removed (default 20% and
+50%) and variant, the script prunes a fresh copy of the dense model with every method's
+default settings (``prune.budget=params``: each row removes the target within 0.2 points;
+``prune.layer_range=auto``), measures perplexity on held-out Austen text (*Persuasion*,
+128-token windows), runs a short LoRA recovery and measures perplexity again.
 
-Equal budgets: block-wise methods (magnitude, random, taylor, adapruner) prune heads and
-neurons in layers [4, 28) (LLM-Pruner keeps the first 4 and the last 2 layers); their
-per-unit sparsity is solved so that the removed share of non-embedding parameters is as close
-as the head granularity allows to the target. RI variants use a parameter budget directly;
-block influence removes whole layers.
+Variants (default set): the Taylor criteria (vector, element1, element2, param_second),
+AdaPruner with TPE and with random search (same trial count), and RI sublayer pruning
+normalized/raw x progressive/one-shot. AdaPruner also scores every trial on ``--probe``
+test windows (never seen by the search) to report how well its objective predicts test
+perplexity; every search history goes to ``adapruner_histories.json``.
 
-Results accumulate in OUT/results.json (a rerun skips variants already there), and
-OUT/results.md is rewritten after every variant.
+Results accumulate in OUT/results.json (a rerun skips rows already there; ``--time-budget``
+stops starting new rows, seeds are completed in order); OUT/results.md holds the per-row and
+the mean +- std tables and the targets; the last lines printed are the summary table.
 
-    python benchmarks/llm_offline/run.py --out benchmarks/llm_offline/results [--variants ...]
+    python benchmarks/llm_offline/run.py --out DIR [--model smollm2-135m|DIR] [--seeds 0 1 2]
 """
 from __future__ import annotations
 
@@ -31,194 +32,234 @@ import torch
 
 from lmprune.arch import describe
 from lmprune.config import load_config
-from lmprune.registry import load_builtin_methods
 from lmprune.structures import Masks, remove
 from lmprune.structures.counting import count_parameters
 
-BLOCK = ["prune.structures=[heads,neurons]"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from summary import write_outputs  # noqa: E402 (this folder's tables and plots)
+
+TAYLOR = ["prune.method=taylor"]  # every method at its defaults (docs/pruning_defaults.md)
+ADA = ["prune.method=adapruner"]
+RI = ["prune.method=sublayer-ri"]
 VARIANTS = {
-    "magnitude-l2": ["prune.method=magnitude", "magnitude.norm=2", *BLOCK],
-    "random": ["prune.method=random", *BLOCK],
-    "taylor-vector": ["prune.method=taylor", "taylor.importance=vector", *BLOCK],
-    "taylor-element1": ["prune.method=taylor", "taylor.importance=element1", *BLOCK],
-    "taylor-element2": ["prune.method=taylor", "taylor.importance=element2", *BLOCK],
-    "adapruner": ["prune.method=adapruner", *BLOCK],
-    "ri-progressive-normalized": ["prune.method=sublayer-ri", "prune.structures=[attention,ffn]",
-                                  "sublayer.normalize=true", "sublayer.progressive=true"],
-    "ri-oneshot-normalized": ["prune.method=sublayer-ri", "prune.structures=[attention,ffn]",
-                              "sublayer.normalize=true", "sublayer.progressive=false"],
-    "ri-progressive-raw": ["prune.method=sublayer-ri", "prune.structures=[attention,ffn]",
-                           "sublayer.normalize=false", "sublayer.progressive=true"],
-    "ri-oneshot-raw": ["prune.method=sublayer-ri", "prune.structures=[attention,ffn]",
-                       "sublayer.normalize=false", "sublayer.progressive=false"],
-    "block-influence": ["prune.method=block-influence", "prune.structures=[layers]"],
+    "taylor-vector": [*TAYLOR, "taylor.importance=vector"],
+    "taylor-element1": [*TAYLOR, "taylor.importance=element1"],
+    "taylor-element2": [*TAYLOR, "taylor.importance=element2"],
+    "taylor-param_second": [*TAYLOR, "taylor.importance=param_second"],
+    "adapruner-tpe": [*ADA, "adapruner.sampler=tpe"],
+    "adapruner-random": [*ADA, "adapruner.sampler=random"],
+    "ri-progressive-normalized": [*RI, "sublayer.normalize=true", "sublayer.progressive=true"],
+    "ri-oneshot-normalized": [*RI, "sublayer.normalize=true", "sublayer.progressive=false"],
+    "ri-progressive-raw": [*RI, "sublayer.normalize=false", "sublayer.progressive=true"],
+    "ri-oneshot-raw": [*RI, "sublayer.normalize=false", "sublayer.progressive=false"],
+    "magnitude-l2": ["prune.method=magnitude", "magnitude.norm=2"],
+    "random": ["prune.method=random"],
+    "block-influence": ["prune.method=block-influence"],
 }
+DEFAULT_VARIANTS = [v for v in VARIANTS if v not in ("magnitude-l2", "random", "block-influence")]
+TAYLOR_ROWS = [v for v in VARIANTS if v.startswith("taylor-")]
 
 
-def removed_params(model, structure, masks: Masks) -> int:
-    """Parameters that removing ``masks`` (heads / kv groups / neurons) takes away."""
-    from lmprune.structures.counting import head_cost, neuron_cost
-
-    total = 0
-    for site in structure.attention:
-        cost = head_cost(model, site)
-        heads = masks.heads.get(site.name)
-        if heads is not None:
-            gone = heads.view(site.num_kv_heads, site.group_size) == 0
-            total += int(gone.sum()) * cost["head"]
-            if site.group_size > 1:  # a group whose query heads all go takes its k/v along
-                total += int(gone.all(dim=1).sum()) * (cost["kv_group"] - site.group_size * cost["head"])
-    for site in structure.ffn:
-        neurons = masks.neurons.get(site.name)
-        if neurons is not None:
-            total += int((neurons == 0).sum()) * neuron_cost(model, site)
-    return total
-
-
-def solve_sparsity(model, structure, run, target: float) -> float:
-    """Per-unit sparsity whose uniform selection removes the share of non-embedding
-    parameters closest to ``target`` (counts depend only on how many units go, not which)."""
-    from lmprune.pruners.random import random_scores
-    from lmprune.pruners.selection import select
-
-    body = count_parameters(model, structure).body
-    scores = random_scores(structure)
-    best, best_gap = target, float("inf")
-    for step in range(1, 100):
-        s = step / 100
-        masks = select(structure, scores, s, list(run.prune.structures), run.prune.round_to,
-                       run.prune.layer_range)
-        gap = abs(removed_params(model, structure, masks) / body - target)
-        if gap < best_gap:
-            best, best_gap = s, gap
-    return best
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m", help="alias or HF directory")
+    parser.add_argument("--out", default="benchmarks/llm_offline/results")
+    parser.add_argument("--targets", type=float, nargs="+", default=[0.2, 0.5])
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="calibration seeds (data.seed = prune.seed)")
+    parser.add_argument("--windows", type=int, default=200, help="128-token test windows")
+    parser.add_argument("--probe", type=int, default=64,
+                        help="test windows every AdaPruner trial is also scored on")
+    parser.add_argument("--trials", type=int, default=30, help="AdaPruner trials")
+    parser.add_argument("--heldout", type=int, default=32,
+                        help="held-out calibration windows (AdaPruner's objective, RI)")
+    parser.add_argument("--recovery-steps", type=int, default=50, help="0: no recovery")
+    parser.add_argument("--rows-per-pass", type=int, default=256,
+                        help="windows per batched RI forward")
+    parser.add_argument("--set", dest="extra", nargs="*", default=[],
+                        help="extra key=value overrides for every variant")
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="seconds after which no new row is started (rerun to resume)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars of the searches (TQDM_DISABLE=1: none at all)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="processes sharing the device, one per seed at a time (a 135M "
+                             "model leaves a GPU mostly idle between kernel launches)")
+    return parser.parse_args(argv)
 
 
-def evaluate(model, tokenizer, args, dense_speed=None) -> dict:
+def test_windows(tokenizer, count: int) -> torch.Tensor:
+    """The first ``count`` 128-token windows of austen/test (the perplexity protocol's)."""
     from lmprune.data import load_dataset
-    from lmprune.evaluation.perplexity import perplexity
-    from lmprune.evaluation.speed import measure_speed
-    from lmprune.evaluation.zeroshot import zero_shot
+    from lmprune.evaluation.perplexity import _token_prefix
 
     texts = [t for t in load_dataset("austen", split="test")["text"] if t.strip()]
-    ppl = perplexity(model, tokenizer, texts, seq_len=128, max_windows=args.windows,
-                     batch_size=32, progress=False)
-    acc = zero_shot(model, tokenizer, ["wordnet-defs"], limit=args.zs_limit,
-                    batch_size=64)["wordnet-defs"]
-    result = {"ppl": ppl.perplexity, "ppl_tokens": ppl.tokens, "acc": acc["acc"],
-              "acc_norm": acc["acc_norm"], "params": count_parameters(model).as_dict()}
-    result["params"].pop("per_layer")
-    if args.speed:
-        speed = measure_speed(model, args.batch_sizes, 64, 32, repeats=3)
-        result["tokens_per_s"] = {r.batch_size: r.tokens_per_s for r in speed}
-        result["peak_mb"] = {r.batch_size: r.peak_memory_mb for r in speed}
-        if dense_speed:
-            result["speedup"] = {b: result["tokens_per_s"][b] / dense_speed[b] for b in dense_speed}
-    return result
+    ids = _token_prefix(tokenizer, texts, count * 128)
+    n = min(count, len(ids) // 128)
+    return ids[: n * 128].view(n, 128)
 
 
-def prune_variant(dense, tokenizer, name: str, target: float, args) -> tuple[torch.nn.Module, dict]:
+def perplexity(model, windows: torch.Tensor) -> float:
+    from lmprune.evaluation.perplexity import perplexity_of_windows
+
+    return perplexity_of_windows(model, windows, batch_size=32)
+
+
+def run_config(name: str, target: float, seed: int, args):
+    return load_config("prune", ["model.name=" + args.model, *VARIANTS[name],
+                                 f"prune.sparsity={target}", f"data.seed={seed}",
+                                 f"prune.seed={seed}", f"seed={seed}",
+                                 f"adapruner.trials={args.trials}",
+                                 f"adapruner.heldout={args.heldout}",
+                                 f"sublayer.rows_per_pass={args.rows_per_pass}", *args.extra])
+
+
+def prune_row(dense, tokenizer, name: str, target: float, seed: int, args,
+              probe: torch.Tensor) -> tuple[torch.nn.Module, dict]:
+    """Prune a copy of ``dense`` with variant ``name``; the model and what the row records."""
+    from lmprune.pruners.adapruner import adapruner_search
+    from lmprune.pruners.settings import settings_record
+    from lmprune.pruners.sublayer import search_from_run
     from lmprune.recipes.prune import calibration_for
+    from lmprune.registry import load_builtin_methods
 
-    overrides = ["model.name=" + args.model, *VARIANTS[name], f"adapruner.trials={args.trials}",
-                 f"prune.seed={args.seed}", "adapruner.fine=element1"]
-    if "prune.structures=[heads,neurons]" in VARIANTS[name]:
-        overrides.append(f"prune.layer_range=[{args.layer_range[0]},{args.layer_range[1]}]")
-    run = load_config("prune", overrides)
+    run = run_config(name, target, seed, args)
     model = copy.deepcopy(dense)
     structure = describe(model)
-    if run.prune.method == "sublayer-ri" or run.prune.structures == ["layers"]:
-        run.prune.sparsity = target
-    else:
-        run.prune.sparsity = solve_sparsity(model, structure, run, target)
     calibration = calibration_for(run, tokenizer)
+    info: dict = {"settings": settings_record(run, structure)}
     start = time.perf_counter()
-    result = load_builtin_methods().get(run.prune.method)(model, structure, run, calibration)
-    masks: Masks = result if isinstance(result, Masks) else result.masks
+    if run.prune.method == "adapruner":
+        result = adapruner_search(model, structure, run, calibration, progress=not args.quiet,
+                                  probe=probe)
+        masks = result.masks
+        info["search"] = {"best_trial": result.best_trial, "best_value": result.best_value,
+                          "best_candidate": result.best_candidate,
+                          "spearman_objective_test": result.objective_probe_correlation(),
+                          "history": result.history}
+    elif run.prune.method == "sublayer-ri":
+        result = search_from_run(model, structure, run, calibration, progress=not args.quiet)
+        masks = result.masks
+        info["search"] = {"removed": result.removed, "finish": result.finish}
+    else:
+        masks = load_builtin_methods().get(run.prune.method)(model, structure, run, calibration)
+    info["prune_seconds"] = time.perf_counter() - start
+    assert isinstance(masks, Masks)
     remove(model, masks, structure)
-    info = {"sparsity_setting": run.prune.sparsity, "prune_seconds": time.perf_counter() - start,
-            "removed_body": 1 - count_parameters(model).body / count_parameters(dense).body}
-    if hasattr(result, "summary"):
-        info["search"] = result.summary()
+    info["removed_body"] = 1 - count_parameters(model).body / count_parameters(dense).body
     return model, info
 
 
-def recover_short(model, tokenizer, args) -> torch.nn.Module:
+def recover_short(model, tokenizer, args, seed: int) -> torch.nn.Module:
     from lmprune.recovery import recover
 
     run = load_config("prune", [f"recovery.max_steps={args.recovery_steps}",
                                 f"recovery.warmup_steps={max(1, args.recovery_steps // 10)}",
-                                "recovery.micro_batch=8"])
+                                "recovery.micro_batch=8", f"seed={seed}"])
     with tempfile.TemporaryDirectory() as tmp:
-        return recover(model, tokenizer, run, Path(tmp) / "out", progress=False).model
+        return recover(model, tokenizer, run, Path(tmp) / "out", checkpoint_every=10**9,
+                       progress=False).model
 
 
-def write_markdown(results: dict, path: Path) -> None:
-    lines = ["| target | variant | removed | ppl | ppl (LoRA) | acc_norm | acc_norm (LoRA) | "
-             "speedup bs1 | bs8 | bs32 |", "|" + "---|" * 10]
-    for key, r in results.items():
-        if key.startswith("_"):
+def run_jobs(args, argv) -> dict:
+    """One child process per seed (at most ``args.jobs`` at a time), each with its own output
+    folder OUT/seed<s>; returns their rows merged."""
+    import subprocess
+
+    argv = list(argv if argv is not None else sys.argv[1:])
+    base = _without(argv, ("--seeds", "--out", "--jobs"))
+    pending = list(args.seeds)
+    running: list[subprocess.Popen] = []
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            seed = pending.pop(0)
+            cmd = [sys.executable, __file__, *base, "--seeds", str(seed), "--jobs", "1",
+                   "--out", str(Path(args.out) / f"seed{seed}")]
+            running.append(subprocess.Popen(cmd))
+        time.sleep(1)
+        running = [p for p in running if p.poll() is None]
+    merged: dict = {}
+    for seed in args.seeds:
+        path = Path(args.out) / f"seed{seed}" / "results.json"
+        if path.exists():
+            part = json.loads(path.read_text())
+            merged.setdefault("_dense", part.get("_dense"))
+            merged.update({k: v for k, v in part.items() if not k.startswith("_")})
+    return merged
+
+
+def _without(argv: list[str], options: tuple[str, ...]) -> list[str]:
+    """``argv`` without the given options and their values."""
+    out, skip = [], False
+    for arg in argv:
+        if arg in options:
+            skip = True
             continue
-        sp = r.get("pruned", {}).get("speedup", {})
-        rec = r.get("recovered", {})
-        lines.append(
-            f"| {r['target']:.0%} | {r['variant']} | {r.get('removed_body', 0):.1%} | "
-            f"{r['pruned']['ppl']:.2f} | {rec.get('ppl', float('nan')):.2f} | "
-            f"{r['pruned']['acc_norm']:.3f} | {rec.get('acc_norm', float('nan')):.3f} | "
-            + " | ".join(f"{sp.get(str(b), sp.get(b, float('nan'))):.2f}x" for b in (1, 8, 32)) + " |")
-    path.write_text("\n".join(lines) + "\n")
+        if skip and not arg.startswith("--"):
+            continue
+        skip = False
+        out.append(arg)
+    return out
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--out", default="benchmarks/llm_offline/results")
-    parser.add_argument("--targets", type=float, nargs="+", default=[0.2, 0.5])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    parser.add_argument("--windows", type=int, default=200, help="128-token perplexity windows")
-    parser.add_argument("--zs-limit", type=int, default=500, help="wordnet-defs questions")
-    parser.add_argument("--trials", type=int, default=30, help="AdaPruner TPE trials")
-    parser.add_argument("--recovery-steps", type=int, default=100)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--no-speed", dest="speed", action="store_false")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--layer-range", type=int, nargs=2, default=[4, 28],
-                        help="layers block-wise methods prune (default 4 28 of SmolLM2's 30)")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "results.json"
+    if args.jobs > 1 and len(args.seeds) > 1:
+        results = run_jobs(args, argv)
+        results_file.write_text(json.dumps(results, indent=1, default=str))
+        print(write_outputs(results, out))
+        return 0
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     from lmprune.zoo import load_model
 
-    loaded = load_model(args.model, "causal-lm")
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    loaded = load_model(args.model, "causal-lm", dtype=torch.float32)
     dense, tokenizer = loaded.model.to(device).eval(), loaded.tokenizer
+    windows = test_windows(tokenizer, args.windows)
+    probe = windows[:args.probe] if args.probe else None
     if "_dense" not in results:
-        results["_dense"] = evaluate(dense, tokenizer, args)
-        results["_dense"]["device"] = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
-        results["_command"] = " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])])
-    dense_speed = {int(k): v for k, v in results["_dense"].get("tokens_per_s", {}).items()}
-    for target in args.targets:
-        for name in args.variants:
-            key = f"{target:.2f}/{name}"
-            if key in results:
-                continue
-            print(f"[bench] {key}", flush=True)
-            model, info = prune_variant(dense, tokenizer, name, target, args)
-            entry = {"target": target, "variant": name, **info,
-                     "pruned": evaluate(model, tokenizer, args, dense_speed)}
-            if args.recovery_steps:
-                model = recover_short(model, tokenizer, args)
-                no_speed = argparse.Namespace(**{**vars(args), "speed": False})
-                entry["recovered"] = evaluate(model, tokenizer, no_speed)
-            results[key] = entry
-            results_file.write_text(json.dumps(results, indent=1, default=str))
-            write_markdown(results, out / "results.md")
-            del model
-            if device == "cuda":
-                torch.cuda.empty_cache()
-    write_markdown(results, out / "results.md")
+        results["_dense"] = {"ppl": perplexity(dense, windows), "windows": len(windows),
+                             "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+                             "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])])}
+    started = time.perf_counter()
+    stopped = False
+    for seed in args.seeds:
+        for target in args.targets:
+            for name in args.variants:
+                key = f"{target:.2f}/{name}/seed{seed}"
+                if key in results:
+                    continue
+                if args.time_budget and time.perf_counter() - started > args.time_budget:
+                    stopped = True
+                    break
+                row_start = time.perf_counter()
+                print(f"[bench] {key}", flush=True)
+                model, info = prune_row(dense, tokenizer, name, target, seed, args, probe)
+                entry = {"target": target, "variant": name, "seed": seed, **info,
+                         "ppl": perplexity(model, windows)}
+                if args.recovery_steps:
+                    model = recover_short(model, tokenizer, args, seed)
+                    entry["ppl_recovered"] = perplexity(model, windows)
+                entry["row_seconds"] = time.perf_counter() - row_start
+                results[key] = entry
+                results_file.write_text(json.dumps(results, indent=1, default=str))
+                print(f"[bench] {key}: removed {entry['removed_body']:.2%}, ppl {entry['ppl']:.2f}"
+                      f"{', recovered %.2f' % entry['ppl_recovered'] if 'ppl_recovered' in entry else ''}"
+                      f" ({entry['row_seconds']:.0f} s)", flush=True)
+                del model
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+    summary = write_outputs(results, out)
+    print(summary)
+    if stopped:
+        print(f"[bench] time budget reached: rerun the same command to finish the remaining rows")
     return 0
 
 

@@ -13,11 +13,13 @@ from lmprune.config import load_config
 from lmprune.data.calibration import Calibration, token_windows
 from lmprune.errors import LmpruneError
 from lmprune.evaluation.perplexity import perplexity_of_windows
-from lmprune.pruners.adapruner import (STUDY_NAME, adapruner_search, plot_search_history,
-                                       save_history)
-from lmprune.pruners.adapruner_space import (Candidate, candidate_from_params, mix_scores,
-                                             repair_indices)
-from lmprune.pruners.selection import Scores, select
+from lmprune.pruners.adapruner import (STUDY_NAME, adapruner_search, check_calibration,
+                                       make_sampler, plot_search_history, save_history)
+from lmprune.pruners.adapruner_space import (MIX_STEPS, Candidate, Space,
+                                             candidate_from_params, mix_scores,
+                                             repair_indices, suggest_candidate)
+from lmprune.pruners.param_budget import select_params
+from lmprune.pruners.selection import Scores
 from lmprune.registry import METHODS, load_builtin_methods
 from lmprune.scorers.taylor import taylor_metrics
 from lmprune.structures import apply_masks
@@ -57,11 +59,19 @@ def calibration():
 
 
 def make_run(*overrides: str):
-    return load_config(None, ["prune.method=adapruner", "prune.sparsity=0.5",
+    return load_config(None, ["prune.method=adapruner", "prune.sparsity=0.4",
                               "prune.structures=[heads,neurons]", "data.num_samples=2",
                               "data.seq_len=16", "adapruner.trials=4", "adapruner.pool_size=8",
                               "adapruner.heldout=2", "adapruner.startup_trials=2",
                               "adapruner.fine=element1", *overrides])
+
+
+def pool_of(calibration):
+    return torch.cat([calibration.samples, calibration.pool])
+
+
+def ranking(scores: torch.Tensor) -> list[int]:
+    return scores.double().argsort(stable=True).tolist()
 
 
 def heldout_ppl(model, structure, masks, calibration) -> float:
@@ -71,55 +81,141 @@ def heldout_ppl(model, structure, masks, calibration) -> float:
 
 def test_search_returns_the_best_trial_and_records_history(model, structure, calibration,
                                                            tmp_path):
-    run = make_run("adapruner.fine=search")
-    result = adapruner_search(model, structure, run, calibration, progress=False)
+    run = make_run("adapruner.fine=search", "adapruner.trials=6")
+    probe = calibration.pool[:2]
+    result = adapruner_search(model, structure, run, calibration, progress=False, probe=probe)
 
-    assert len(result.history) == 4
+    assert len(result.history) == 6
     values = [h["value"] for h in result.history]
     assert result.best_value == min(values)
-    assert [h["best_so_far"] for h in result.history] == [min(values[:i + 1]) for i in range(4)]
+    assert [h["best_so_far"] for h in result.history] == [min(values[:i + 1]) for i in range(6)]
     # the returned masks are the best trial's: its objective, recomputed, is the recorded best
     assert heldout_ppl(model, structure, result.masks, calibration) == pytest.approx(
         result.best_value, rel=1e-9)
     assert result.masks.is_binary()
-    for site in structure.attention:  # 50% of the query heads in every kv group
-        kept = result.masks.heads[site.name].view(site.num_kv_heads, site.group_size).sum(1)
-        assert kept.tolist() == [site.group_size // 2] * site.num_kv_heads
-    for site in structure.ffn:
-        assert int(result.masks.neurons[site.name].sum()) == site.width // 2
-    # every trial calibrated on exactly num_samples distinct pool windows
     for h in result.history:
-        cand = candidate_from_params(h["params"], 2, len(calibration.pool), "search")
+        space = Space.from_run(run, len(pool_of(calibration)))
+        cand = candidate_from_params(h["params"], space)
         assert h["samples"] == list(cand.samples) and len(set(h["samples"])) == 2
+        assert h["candidate"]["balance"] == cand.balance and h["probe"] > 0
+    # warm start: the pure fine rankings of each fine metric, then the pure coarse one
+    starts = [h for h in result.history if h["warm_start"]]
+    assert [(h["candidate"]["fine"], h["candidate"]["balance"]) for h in starts] == \
+        [("element1", 1.0), ("element2", 1.0), ("param_second", 1.0), ("element1", 0.0)]
+    assert all(h["samples"] == [0, 1] for h in starts)
 
     saved = json.loads(save_history(result, tmp_path / "h.json").read_text())
-    assert saved["best_value"] == result.best_value and len(saved["trials"]) == 4
+    assert saved["best_value"] == result.best_value and len(saved["trials"]) == 6
     assert saved["best_params"] == result.best_params
+    assert saved["objective_probe_spearman"] == pytest.approx(
+        result.objective_probe_correlation())
     png = plot_search_history(result, tmp_path / "h.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_warm_start_reproduces_the_taylor_method(model, structure, calibration):
+    """Trial 0 calibrates on the run's own samples and ranks by the pure fine metric: exactly
+    what method taylor with that importance prunes."""
+    run = make_run("adapruner.trials=1")
+    result = adapruner_search(model, structure, run, calibration, progress=False)
+    load_builtin_methods()
+    taylor = load_config(None, ["prune.method=taylor", "prune.sparsity=0.4",
+                                "prune.structures=[heads,neurons]", "taylor.importance=element1"])
+    expected = METHODS.get("taylor")(model, structure, taylor, calibration)
+    for kind in ("heads", "neurons"):
+        for site, mask in getattr(expected, kind).items():
+            assert torch.equal(getattr(result.masks, kind)[site], mask), (kind, site)
+
+
 def test_best_masks_are_the_mixed_real_taylor_scores(model, structure, calibration):
-    """Recompute the best trial by hand: real Taylor metrics on its samples, mixed as
-    α1·s1·I_vector + α2·s2·I_element1, uniform top-k selection."""
-    run = make_run("adapruner.trials=3")
+    """Recompute the best trial by hand: real Taylor metrics on its samples, each divided by
+    its mean over a kind's units, mixed (1 - balance) : balance, the parameter budget."""
+    run = make_run("adapruner.trials=5", "adapruner.warm_start=false")
     result = adapruner_search(model, structure, run, calibration, progress=False)
     best = result.best_candidate
-    assert result.best_params["alpha1"] == best["alpha1"]
-    metrics = taylor_metrics(model, structure, calibration.pool[best["samples"]],
+    metrics = taylor_metrics(model, structure, pool_of(calibration)[best["samples"]],
                              ("vector", "element1"), kinds=("heads", "neurons"), progress=False)
-    w1 = best["alpha1"] * best["scale_coarse"]
-    w2 = best["alpha2"] * best["scale_fine"]
-    assert best["scale_fine"] == result.best_params["scale_element1"]
-    mixed = Scores(
-        heads={k: w1 * v + w2 * metrics["element1"].heads[k] for k, v in metrics["vector"].heads.items()},
-        neurons={k: w1 * v + w2 * metrics["element1"].neurons[k]
-                 for k, v in metrics["vector"].neurons.items()})
-    expected = select(structure, mixed, 0.5, ["heads", "neurons"])
+
+    def aligned(metric, kind):
+        table = getattr(metrics[metric], kind)
+        mean = torch.cat(list(table.values())).mean()
+        return {k: v / mean for k, v in table.items()}
+
+    mixed = Scores(**{kind: {k: (1 - best["balance"]) * v + best["balance"] *
+                             aligned("element1", kind)[k]
+                             for k, v in aligned("vector", kind).items()}
+                      for kind in ("heads", "neurons")})
+    expected = select_params(model, structure, mixed, 0.4, ["heads", "neurons"]).masks
     for kind in ("heads", "neurons"):
         for site, mask in getattr(expected, kind).items():
             assert torch.equal(getattr(result.masks, kind)[site], mask), (kind, site)
     assert "fine" not in result.best_params  # fixed fine metric is not a search parameter
+
+
+def test_the_space_holds_both_pure_rankings_and_mixes(model, structure, calibration):
+    """balance 0 ranks by the coarse metric alone, balance 1 by the fine one, a middle value
+    by neither; every grid step is a possible suggestion."""
+    space = Space(10, 2, "element1", {}, search_samples=False)
+    metrics = taylor_metrics(model, structure, calibration.samples, ("vector", "element1"),
+                             kinds=("heads", "neurons"), progress=False)
+    site = "layers.0.ffn"
+    orders = {}
+    for step in (0, MIX_STEPS // 2, MIX_STEPS):
+        cand = suggest_candidate(optuna.trial.FixedTrial({"balance_step": step}), space)
+        assert cand.balance == step / MIX_STEPS
+        orders[step] = ranking(mix_scores(metrics["vector"], metrics["element1"], cand).neurons[site])
+    assert orders[0] == ranking(metrics["vector"].neurons[site])
+    assert orders[MIX_STEPS] == ranking(metrics["element1"].neurons[site])
+    assert orders[MIX_STEPS // 2] not in (orders[0], orders[MIX_STEPS])
+    study = optuna.create_study()
+    study.optimize(lambda t: suggest_candidate(t, space).balance, n_trials=1)
+    grid = study.trials[0].distributions["balance_step"]
+    assert (grid.low, grid.high, grid.step) == (0, MIX_STEPS, 1)
+
+
+def test_mixing_formula_by_hand():
+    coarse = Scores(heads={"a": torch.tensor([1.0, 3.0])}, neurons={"f": torch.tensor([4.0, 0.0])},
+                    hidden=torch.tensor([0.5, 1.5]))
+    fine = Scores(heads={"a": torch.tensor([10.0, 30.0])}, neurons={"f": torch.tensor([1.0, 3.0])},
+                  hidden=torch.tensor([8.0, 0.0]))
+    cand = Candidate((0,), 0.25, "element1", 2.0, 1.0)  # α1 = 0.75, α2 = 0.25
+    # aligned: each metric / its mean over the kind's units (heads: 2 and 20, neurons: 2, 2)
+    mixed = mix_scores(coarse, fine, cand)
+    assert mixed.heads["a"].tolist() == pytest.approx([0.75 * 2 * 0.5 + 0.25 * 0.5,
+                                                       0.75 * 2 * 1.5 + 0.25 * 1.5])
+    assert mixed.neurons["f"].tolist() == pytest.approx([0.75 * 2 * 2 + 0.25 * 0.5,
+                                                         0.25 * 1.5])
+    assert mixed.hidden.tolist() == pytest.approx([0.75 * 2 * 0.5 + 0.25 * 2, 0.75 * 2 * 1.5])
+    raw = mix_scores(coarse, fine, cand, align=False)  # align=false: raw metrics
+    assert raw.heads["a"].tolist() == pytest.approx([0.75 * 2 * 1 + 0.25 * 10,
+                                                     0.75 * 2 * 3 + 0.25 * 30])
+
+
+def test_switches_change_the_search_as_documented(model, structure, calibration):
+    n_pool = len(pool_of(calibration))
+    fixed = adapruner_search(model, structure, make_run("adapruner.search_samples=false",
+                                                        "adapruner.warm_start=false"),
+                             calibration, progress=False)
+    assert all(h["samples"] == [0, 1] and "sample_0" not in h["params"] for h in fixed.history)
+    unmixed = adapruner_search(model, structure, make_run("adapruner.search_mix=false"),
+                               calibration, progress=False)
+    assert all(h["candidate"]["balance"] == 0.5 and "balance_step" not in h["params"]
+               for h in unmixed.history)
+    cold = adapruner_search(model, structure, make_run("adapruner.warm_start=false"),
+                            calibration, progress=False)
+    assert not any(h["warm_start"] for h in cold.history)
+    assert any(s != [0, 1] for s in (h["samples"] for h in cold.history))
+    assert isinstance(make_sampler("random", 2, 0), optuna.samplers.RandomSampler)
+    assert isinstance(make_sampler("tpe", 2, 0), optuna.samplers.TPESampler)
+    rand = adapruner_search(model, structure, make_run("adapruner.sampler=random",
+                                                       "adapruner.warm_start=false",
+                                                       "adapruner.trials=6"),
+                            calibration, progress=False)
+    tpe = adapruner_search(model, structure, make_run("adapruner.warm_start=false",
+                                                      "adapruner.trials=6"),
+                           calibration, progress=False)
+    assert [h["params"] for h in rand.history] != [h["params"] for h in tpe.history]
+    assert all(0 <= i < n_pool for h in rand.history for i in h["samples"])
 
 
 def test_resume_from_storage_keeps_finished_trials(model, structure, calibration, tmp_path):
@@ -143,24 +239,9 @@ def test_resume_from_storage_keeps_finished_trials(model, structure, calibration
     assert again.history == resumed.history
     for site, mask in resumed.masks.neurons.items():
         assert torch.equal(again.masks.neurons[site], mask)
-    with pytest.raises(LmpruneError, match="sparsity"):
+    with pytest.raises(LmpruneError, match="settings"):
         adapruner_search(model, structure, make_run("prune.sparsity=0.25"), calibration,
                          storage=str(db), progress=False)
-
-
-def test_mixing_formula_by_hand():
-    coarse = Scores(heads={"a": torch.tensor([1.0, 2.0])}, neurons={"f": torch.tensor([4.0])},
-                    layers={"layers.0": 3.0}, hidden=torch.tensor([0.5, 0.0]))
-    fine = Scores(heads={"a": torch.tensor([10.0, 0.0])}, neurons={"f": torch.tensor([-2.0])},
-                  layers={"layers.0": 4.0}, hidden=torch.tensor([0.0, 8.0]))
-    # w1 = α1·s1 = 0.5·2 = 1, w2 = α2·s2 = 0.25·0.1 = 0.025
-    mixed = mix_scores(coarse, fine, Candidate((0,), 0.5, 0.25, "element1", 2.0, 0.1))
-    assert torch.allclose(mixed.heads["a"], torch.tensor([1.25, 2.0], dtype=torch.float64))
-    assert torch.allclose(mixed.neurons["f"], torch.tensor([3.95], dtype=torch.float64))
-    assert mixed.layers["layers.0"] == pytest.approx(3.1)
-    assert torch.allclose(mixed.hidden, torch.tensor([0.5, 0.2], dtype=torch.float64))
-    only_fine = mix_scores(coarse, fine, Candidate((0,), 0.0, 1.0, "element1", 1e6, 1e-3))
-    assert torch.allclose(only_fine.heads["a"], torch.tensor([1e-2, 0.0], dtype=torch.float64))
 
 
 def test_duplicate_sample_choices_are_repaired():
@@ -177,7 +258,8 @@ def test_registered_method_writes_its_report(model, structure, calibration, tmp_
     masks = METHODS.get("adapruner")(model, structure, run, calibration, report_dir=tmp_path)
     assert masks.is_binary() and set(masks.neurons) == {s.name for s in structure.ffn}
     history = json.loads((tmp_path / "adapruner_history.json").read_text())
-    assert len(history["trials"]) == 2
+    assert len(history["trials"]) == 2 and history["best_trial"] in (0, 1)
+    assert all({"params", "value", "candidate", "best_so_far"} <= set(t) for t in history["trials"])
     assert (tmp_path / "adapruner_history.png").stat().st_size > 0
     assert heldout_ppl(model, structure, masks, calibration) == pytest.approx(
         history["best_value"], rel=1e-9)
@@ -193,9 +275,11 @@ def test_missing_pool_or_heldout_says_how_to_build_it(model, structure, calibrat
         adapruner_search(model, structure, make_run(), cal, progress=False)
 
 
-def test_pool_smaller_than_num_samples_is_refused(model, structure, calibration):
-    with pytest.raises(LmpruneError, match="pool has 8 samples, fewer than the 9"):
-        adapruner_search(model, structure, make_run("data.num_samples=9"), calibration,
+def test_pool_starts_with_the_calibration_samples(model, structure, calibration):
+    pool, heldout = check_calibration(calibration, make_run())
+    assert torch.equal(pool[:2], calibration.samples) and torch.equal(pool[2:], calibration.pool)
+    with pytest.raises(LmpruneError, match="pool has 10 samples, fewer than the 11"):
+        adapruner_search(model, structure, make_run("data.num_samples=11"), calibration,
                          progress=False)
 
 

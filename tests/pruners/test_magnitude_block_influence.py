@@ -23,8 +23,9 @@ def calibration() -> Calibration:
 
 
 def method(name: str, model, overrides, calib=None):
+    """Unit budgets (each site keeps round((1 - s) * units)) unless a test says otherwise."""
     load_builtin_methods()
-    run = load_config(None, [f"prune.method={name}", *overrides])
+    run = load_config(None, [f"prune.method={name}", "prune.budget=units", *overrides])
     return METHODS.get(name)(model, describe(model), run, calib)
 
 

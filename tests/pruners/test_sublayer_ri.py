@@ -24,7 +24,7 @@ from lmprune.data.calibration import Calibration, build_calibration
 from lmprune.errors import LmpruneError
 from lmprune.evaluation.perplexity import perplexity_of_windows
 from lmprune.pruners.sublayer import candidate_kinds, plot_ri, search_from_run
-from lmprune.pruners.sublayer_search import removal_masks, ri_search
+from lmprune.pruners.sublayer_search import masked_perplexity, removal_masks, ri_search
 from lmprune.registry import METHODS, load_builtin_methods
 from lmprune.structures import apply_masks, remove
 from lmprune.structures.counting import count_parameters, sublayer_cost
@@ -262,7 +262,7 @@ def test_registered_method_masks_remove_save_and_reload(tmp_path):
     calibration = build_calibration(tokenizer, num_samples=2, seq_len=32, heldout=2,
                                     max_texts=200)
     run = load_config("demo", ["prune.method=sublayer-ri", "prune.sparsity=0.25",
-                               "sublayer.progressive=false"])
+                               "sublayer.progressive=false", "sublayer.finish=none"])
     masks = METHODS.get("sublayer-ri")(model, structure, run, calibration)
     result = search_from_run(model, structure, run, calibration, progress=False)
     assert result.settings["windows"] == [2, 32]  # the held-out windows were used
@@ -287,7 +287,48 @@ def test_structures_pick_candidate_kinds():
     calibration = Calibration(random_windows(2, 16), None, None, "random", "train", 16)
     model = tiny_llama(2, seed=7)
     run = load_config("demo", ["prune.method=sublayer-ri", "prune.sparsity=0.2",
-                               "prune.structures=[ffn]", "prune.layer_range=[1,2]"])
+                               "prune.structures=[ffn]", "prune.layer_range=[1,2]",
+                               "sublayer.finish=none"])
     result = search_from_run(model, describe(model), run, calibration, progress=False)
     assert [c.name for c in result.candidates] == ["layers.1.ffn"]
     assert result.removed == ["layers.1.ffn"] and not math.isnan(result.final_perplexity)
+
+
+@pytest.mark.parametrize("progressive", [True, False])
+def test_finishing_with_neurons_lands_on_the_budget(progressive):
+    """finish=neurons: no removal overshoots; FFN neurons of the remaining FFN sublayers fill
+    the rest, so the physically pruned model has lost the target share within 0.2 points."""
+    model = tiny_llama(4, seed=3)
+    structure, windows = describe(model), random_windows(2, 16)
+    body = count_parameters(model, structure).body
+    for target in (0.2, 0.3, 0.45):
+        result = ri_search(model, structure, windows, target, progressive=progressive,
+                           finish="neurons", progress=False)
+        pruned = remove(copy.deepcopy(model), result.masks)
+        achieved = 1 - count_parameters(pruned).body / body
+        assert abs(achieved - target) <= 0.002, (target, achieved)
+        assert result.achieved == pytest.approx(achieved, abs=1e-9)
+        sublayers = sum(c.cost for c in result.candidates if c.name in result.removed)
+        assert sublayers <= (target + 0.002) * body  # the sublayer part never overshoots
+        gone = set(result.removed)
+        assert all(site not in gone for site in result.finish["neurons"])
+        with apply_masks(model, result.masks, structure):
+            masked = perplexity_of_windows(model, windows)
+        assert result.final_perplexity == pytest.approx(masked, rel=1e-9)
+
+
+def test_batched_candidates_equal_one_at_a_time():
+    """Several candidates per forward (rows_per_pass) give the perplexities of one forward
+    per candidate with the scalar mask."""
+    from lmprune.pruners.sublayer_batch import candidate_perplexities
+
+    model = deeper("tiny-llama", 3, seed=2, dtype=torch.float64)
+    structure, windows = describe(model), random_windows(3, 16)
+    removed = {"layers.1.ffn": "ffn"}
+    names = [s.name for s in structure.attention] + ["layers.0.ffn", "layers.2.ffn"]
+    batched = candidate_perplexities(model, structure, windows,
+                                     removal_masks(structure, removed), names, rows_per_pass=9)
+    for name in names:
+        kind = "ffn" if name.endswith("ffn") else "attention"
+        alone = masked_perplexity(model, structure, windows, {**removed, name: kind})
+        assert batched[name] == pytest.approx(alone, rel=1e-10), name

@@ -24,7 +24,8 @@ def calibration(n: int = 4, length: int = 16) -> Calibration:
 
 
 def run_config(*overrides: str):
-    return load_config(None, ["prune.method=taylor", *overrides])
+    """Unit budgets (each site keeps round((1 - s) * units)) unless a test says otherwise."""
+    return load_config(None, ["prune.method=taylor", "prune.budget=units", *overrides])
 
 
 def prune(model, *overrides: str, calib=calibration()):
@@ -100,3 +101,14 @@ def test_errors(overrides, calib, message):
     with pytest.raises(LmpruneError, match=message):
         prune(model, *overrides, calib=calib)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_params_budget_hits_the_target_share_of_body_parameters():
+    from lmprune.structures.counting import count_parameters
+
+    model = build_tiny("tiny-llama")
+    before = count_parameters(model).body
+    masks = prune(model, "prune.budget=params", "prune.sparsity=0.3",
+                  "prune.structures=[heads,neurons]")
+    remove(model, masks, describe(model))
+    assert abs(1 - count_parameters(model).body / before - 0.3) <= 0.002

@@ -28,7 +28,8 @@ def test_prune_writes_model_plan_metrics_report(pruned_run):
         assert (pruned_run / name).exists(), name
     metrics = json.loads((pruned_run / "metrics.json").read_text())
     assert metrics["method"] == "random" and metrics["sparsity"] == 0.25
-    assert 0.1 < metrics["params_removed_fraction"]["body"] < 0.4
+    assert abs(metrics["params_removed_fraction"]["body"] - 0.25) <= 0.002  # budget params
+    assert metrics["settings"]["prune"]["budget"] == "params"
     for side in ("before", "after"):
         assert metrics[side]["perplexity"]["austen"]["perplexity"] > 1
         assert 0 <= metrics[side]["zero_shot"]["wordnet-defs"]["acc"] <= 1
@@ -37,6 +38,9 @@ def test_prune_writes_model_plan_metrics_report(pruned_run):
     assert "windows of 128 tokens" in metrics["protocols"]["austen"]
     report = (pruned_run / "report.md").read_text()
     assert "| ppl.austen |" in report and "Measured speedup" in report
+    removed = metrics["params_removed_fraction"]["body"]
+    assert f"- removed: {removed:.2%} of the non-embedding parameters" in report
+    assert "- settings: random: 25% of non-embedding parameters, heads/neurons" in report
     model = load_pretrained(pruned_run / "model")
     assert sum(p.numel() for p in model.parameters()) == metrics["after"]["params"]["total"]
 

@@ -48,19 +48,40 @@ def reference_gradients(model, samples):
 
 
 def reference_salience(metric: str, w, g, h, index) -> float:
-    """The metric of the slice ``index`` of one tensor, written straight from the formulas."""
+    """The metric of the slice ``index`` of one tensor, written straight from the formulas
+    (lmprune's ``group`` reduction: one number for all the group's elements)."""
     w, g, h = w[index].double(), g[index].double(), h[index].double()
     if metric == "vector":
         return float((g * w).sum().abs())
     if metric == "element1":
         return float((g * w).abs().sum())
+    if metric == "param_second":
+        return float((w * h * w).sum())
     return float((g * w - 0.5 * w * h * w).abs().sum())
 
 
-def reference_aggregate(values: list[float], how: str) -> float:
-    t = torch.tensor(values, dtype=torch.float64)
-    return {"sum": t.sum(), "mean": t.mean(), "max": t.max(), "prod": t.prod(),
-            "last": t[-1]}[how].item()
+def reference_channels(metric: str, w, g, h, index, channels: int) -> torch.Tensor:
+    """LLM-Pruner's per-channel values of the slice ``index`` (rows when it has one
+    subscript, columns when two): each row's (column's) value as in ``hf_llama_pruner``
+    (``vectorize``: |sum of the row|; ``param_*``: sum of |.| of the row), then rows at the
+    same offset of every ``channels`` rows added up (a key/value group's query heads)."""
+    w, g, h = w[index].double(), g[index].double(), h[index].double()
+    dim = 1 if len(index) == 2 else 0
+    if metric == "vector":
+        per_row = (g * w).sum(1 - dim).abs() if w.dim() == 2 else (g * w).abs()
+    else:
+        s = {"element1": (g * w).abs(), "param_second": (w * h * w).abs(),
+             "element2": (g * w - 0.5 * w * h * w).abs()}[metric]
+        per_row = s.sum(1 - dim) if w.dim() == 2 else s
+    return per_row.reshape(-1, channels).sum(0)
+
+
+def reference_aggregate(values: list, how: str):
+    """Combine per-tensor values (numbers, or per-channel tensors element by element)."""
+    t = torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in values])
+    out = {"sum": t.sum(0), "mean": t.mean(0), "max": t.max(0).values, "prod": t.prod(0),
+           "last": t[-1]}[how]
+    return out.item() if out.dim() == 0 else out
 
 
 def group_parts(kind: str, unit: int, d: int = 8, group: int = 4,

@@ -40,9 +40,10 @@ def test_grouped_query_slices():
     tensors = coupled_tensors(model, describe(model), ("heads", "kv_groups"))
     slices = {t.name.split(".")[-2]: t.slices for t in tensors}
     site = "layers.0.attn"
-    assert slices["q_proj"] == [Slice("heads", site, 0, 8), Slice("kv_groups", site, 0, 32)]
-    assert slices["k_proj"] == [Slice("kv_groups", site, 0, 8)]  # no query head owns k rows
-    assert slices["o_proj"] == [Slice("heads", site, 1, 8), Slice("kv_groups", site, 1, 32)]
+    # a head owns 8 rows = 8 channels; a kv group 32 q rows folded onto its 8 channels
+    assert slices["q_proj"] == [Slice("heads", site, 0, 8, 8), Slice("kv_groups", site, 0, 32, 8)]
+    assert slices["k_proj"] == [Slice("kv_groups", site, 0, 8, 8)]  # no query head owns k rows
+    assert slices["o_proj"] == [Slice("heads", site, 1, 8, 8), Slice("kv_groups", site, 1, 32, 8)]
     assert [t.name.split(".")[-2] for t in tensors] == ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 

@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from lmprune.arch import describe
-from lmprune.scorers.coupling import aggregate, per_unit, Slice
+from lmprune.scorers.coupling import Slice, aggregate, index_sums, per_unit
+from lmprune.scorers.importances import GroupImportances
 from lmprune.scorers.taylor import METRICS, salience, taylor_metrics
 
 from scorer_toys import (AGGREGATIONS, group_parts, hidden_parts, one_layer_llama,
-                         reference_aggregate, reference_gradients, reference_salience,
-                         token_samples, whole_parts)
+                         reference_aggregate, reference_channels, reference_gradients,
+                         reference_salience, token_samples, whole_parts)
 
 L0 = "model.layers.0."
 ATTN = [L0 + f"self_attn.{x}_proj.weight" for x in "qkvo"]
@@ -54,26 +55,72 @@ def gqa_case():
     return model, grads, hess, scores
 
 
-def _expected(model, grads, hess, metric, parts, how):
+def _expected(model, grads, hess, metric, parts, how, channels=None):
+    """Group form (``channels=None``): one number per tensor, combined. Channel form:
+    per-channel values per tensor, combined channel by channel, then summed."""
     params = dict(model.named_parameters())
-    values = [reference_salience(metric, params[n].detach(), grads[n], hess[n], idx)
+    if channels is None:
+        values = [reference_salience(metric, params[n].detach(), grads[n], hess[n], idx)
+                  for n, idx in parts]
+        return reference_aggregate(values, how)
+    values = [reference_channels(metric, params[n].detach(), grads[n], hess[n], idx, channels)
               for n, idx in parts]
-    return reference_aggregate(values, how)
+    return float(reference_aggregate(values, how).sum())
 
 
 @pytest.mark.parametrize("how", AGGREGATIONS)
 @pytest.mark.parametrize("metric", METRICS)
 def test_unit_scores_match_hand_computation(gqa_case, metric, how):
+    """Channel reduction (the default): LLM-Pruner's per-row values, aggregated per channel,
+    summed over a head's 8 channels; a kv group's 4 query heads fold onto its 8 channels."""
     model, grads, hess, scores = gqa_case
     got = scores[how][metric]
     site = "layers.0.attn"
     for kind, count, table in (("heads", 8, got.heads[site]), ("kv_groups", 2, got.kv_groups[site]),
                                ("neurons", 96, got.neurons["layers.0.ffn"])):
-        want = [_expected(model, grads, hess, metric, group_parts(kind, u), how)
+        channels = 8 if kind != "neurons" else 1
+        want = [_expected(model, grads, hess, metric, group_parts(kind, u), how, channels)
                 for u in range(count)]
         assert table.tolist() == pytest.approx(want, rel=1e-5, abs=1e-30), kind
     want = [_expected(model, grads, hess, metric, hidden_parts(c), how) for c in range(64)]
     assert got.hidden.tolist() == pytest.approx(want, rel=1e-5, abs=1e-30)
+
+
+@pytest.mark.parametrize("how", AGGREGATIONS)
+@pytest.mark.parametrize("metric", ["vector", "element1"])
+def test_group_reduction_matches_hand_computation(gqa_case, metric, how):
+    """``reduction="group"``: |sum over the whole head| per tensor, combined per head."""
+    model, grads, hess, _ = gqa_case
+    samples = token_samples(4, 16)
+    got = taylor_metrics(model, describe(model), samples, (metric,), how,
+                         kinds=("heads", "kv_groups"), reduction="group", progress=False)[metric]
+    for kind, count, table in (("heads", 8, got.heads["layers.0.attn"]),
+                               ("kv_groups", 2, got.kv_groups["layers.0.attn"])):
+        want = [_expected(model, grads, hess, metric, group_parts(kind, u), how)
+                for u in range(count)]
+        assert table.tolist() == pytest.approx(want, rel=1e-5, abs=1e-30), kind
+
+
+def test_llm_pruner_vector_form_by_hand():
+    """Two heads of two rows: per-row |sum| then summed over the head, against the whole-head
+    |sum| of the group form, on numbers small enough to check on paper."""
+    w = torch.tensor([[1.0, 2.0], [3.0, -4.0], [1.0, 1.0], [2.0, 0.0]])
+    g = torch.tensor([[1.0, -1.0], [1.0, 1.0], [0.5, 0.5], [-1.0, 3.0]])
+    # g*w rows: [1, -2] -> -1; [3, -4] -> -1; [0.5, 0.5] -> 1; [-2, 0] -> -2
+    head = Slice("heads", "a", 0, 2, 2)
+    parts = GroupImportances()
+    parts.add(0, 0, head, index_sums(salience("vector", w, g, None), head, {}), signed=True)
+    assert parts.aggregated("sum", "channel")[("heads", "a")].tolist() == [2.0, 3.0]
+    assert parts.aggregated("sum", "group")[("heads", "a")].tolist() == [2.0, 1.0]
+    # channel: |-1| + |-1|, |1| + |-2|; group: |-1 - 1|, |1 - 2|
+
+
+def test_param_second_by_hand():
+    """LLM-Pruner's param_second: sum over a row of W * acc_grad * W."""
+    w = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    h = torch.tensor([[1.0, 0.5], [0.0, 2.0]])
+    values = salience("param_second", w, None, h)  # [[1, 2], [0, 32]]
+    assert per_unit(values, Slice("neurons", "x", 0), {}).tolist() == [3.0, 32.0]
 
 
 @pytest.mark.parametrize("how", AGGREGATIONS)
@@ -86,7 +133,7 @@ def test_layer_and_sublayer_scores_match_hand_computation(gqa_case, metric, how)
     layer = whole_parts(LAYER)
     for table, key, parts in ((got.attention, "layers.0.attn", attention),
                               (got.ffn, "layers.0.ffn", ffn), (got.layers, "layers.0", layer)):
-        want = _expected(model, grads, hess, metric, parts, how)
+        want = _expected(model, grads, hess, metric, parts, how)  # one channel per tensor
         assert table[key] == pytest.approx(want, rel=1e-5), key
 
 

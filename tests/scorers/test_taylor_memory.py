@@ -6,9 +6,13 @@ import pytest
 import torch
 
 import lmprune.scorers.taylor as taylor
+import lmprune.scorers.taylor_passes as passes
 from lmprune.arch import describe
 from lmprune.errors import LmpruneError
+from lmprune.scorers.coupling import coupled_tensors
 from lmprune.scorers.taylor import METRICS, taylor_metrics, taylor_scores
+from lmprune.scorers.taylor_memory import activation_savings
+from lmprune.scorers.taylor_passes import plan_passes
 from lmprune.zoo import build_tiny
 
 from scorer_toys import one_layer_llama, token_samples
@@ -45,7 +49,7 @@ def test_each_weight_is_scored_while_no_other_gradient_is_alive(monkeypatch):
         original(tensor, index, grad, hessian, results)
 
     monkeypatch.setattr(taylor, "_score_tensor", spy)
-    monkeypatch.setattr(taylor, "FloatSums", None)  # element1 must not need any buffer
+    monkeypatch.setattr(passes, "FloatSums", None)  # element1 must not need any buffer
     taylor_scores(model, describe(model), token_samples(3, 10), "element1", progress=False)
     assert sorted(seen) == sorted(n for n, _ in model.named_parameters())
     assert max(alive) == 0
@@ -65,11 +69,12 @@ def test_only_the_requested_sites_get_gradients(monkeypatch):
     assert not scores.heads and scores.hidden is None and not scores.layers
 
 
-def test_micro_batches_give_the_full_batch_scores():
+def test_micro_batches_give_the_full_batch_scores(recwarn):
     model = one_layer_llama()
-    structure, samples = describe(model), token_samples(5, 12)
+    structure, samples = describe(model), token_samples(8, 64)
     whole = taylor_metrics(model, structure, samples, METRICS, progress=False)
     parts = taylor_metrics(model, structure, samples, METRICS, batch_size=2, progress=False)
+    assert not [w for w in recwarn if "one pass" in str(w.message)]  # really micro-batched
     alone = taylor_metrics(model, structure, samples, ("element1",), progress=False)
     for metric in METRICS:
         assert _close(whole[metric].neurons["layers.0.ffn"], parts[metric].neurons["layers.0.ffn"])
@@ -124,3 +129,92 @@ def test_bad_arguments(kwargs, message):
     samples = args.pop("samples")
     with pytest.raises(LmpruneError, match=message):
         taylor_metrics(model, describe(model), samples, progress=False, **args)
+
+
+def test_param_second_and_vector_need_no_per_element_buffer(monkeypatch):
+    """Both are linear in what the passes produce (H, resp. G): per-index sums add up."""
+    model = one_layer_llama()
+    structure, samples = describe(model), token_samples(8, 64)
+    expected = taylor_metrics(model, structure, samples, ("param_second", "vector"),
+                              progress=False)
+    monkeypatch.setattr(passes, "FloatSums", None)
+    got = taylor_metrics(model, structure, samples, ("param_second", "vector"), batch_size=3,
+                         progress=False)
+    for metric in ("param_second", "vector"):
+        assert _close(got[metric].neurons["layers.0.ffn"], expected[metric].neurons["layers.0.ffn"])
+        assert _close(got[metric].heads["layers.0.attn"], expected[metric].heads["layers.0.attn"])
+
+
+def test_streamed_layer_chunks_give_the_same_scores_and_bound_the_buffer(monkeypatch):
+    """element2 with a small buffer budget: one chunk per layer, the same scores, and while
+    a chunk runs only its own weights get gradients."""
+    model = one_layer_llama(layers=3)
+    structure, samples = describe(model), token_samples(3, 16)
+    kinds = ("heads", "neurons")
+    whole = taylor_metrics(model, structure, samples, ("element2",), kinds=kinds, progress=False)
+    tensors = coupled_tensors(model, structure, kinds)
+    plan = plan_passes(tensors, ("element2",), 3, None, buffer_fraction=0.3)
+    assert len(plan.chunks) == 3  # one layer's H (fp64 = weights' bytes) > 0.3 x all weights
+    weights = sum(t.param.numel() * t.param.element_size() for t in tensors)
+    assert plan.buffer_bytes == max(sum(tensors[i].param.numel() * 8 for i in c)
+                                    for c in plan.chunks) <= weights / 2
+    layers_seen = []
+    original = passes.watch_gradients
+
+    def spy(model_, params, hook):
+        names = {n for n, p in model_.named_parameters() if any(p is q for q in params)}
+        layers_seen.append({n.split(".")[2] for n in names})
+        return original(model_, params, hook)
+
+    monkeypatch.setattr(passes, "watch_gradients", spy)
+    streamed = taylor_metrics(model, structure, samples, ("element2",), kinds=kinds,
+                              buffer_fraction=0.3, progress=False)["element2"]
+    assert all(len(layers) == 1 for layers in layers_seen) and len(layers_seen) == 6
+    for site in whole["element2"].neurons:
+        assert _close(streamed.neurons[site], whole["element2"].neurons[site])
+        assert _close(streamed.heads[site.replace("ffn", "attn")],
+                      whole["element2"].heads[site.replace("ffn", "attn")])
+
+
+def test_micro_batch_buffers_never_exceed_the_activations_they_save():
+    """The plan's ΣG (+H) buffer fits in the lower bound of the activation memory that
+    micro-batching saves; where one layer's buffer would not, the plan uses one batch."""
+    model = one_layer_llama(layers=4)
+    structure = describe(model)
+    tensors = coupled_tensors(model, structure, ("heads", "neurons"))
+    for n, length, batch in ((8, 64, 2), (16, 128, 4), (4, 32, 1)):
+        saving = activation_savings(model, structure, tensors, n, length)
+        for metrics in (("element1",), ("element2",)):
+            plan = plan_passes(tensors, metrics, n, batch, 10.0, saving)
+            assert plan.batch == batch and plan.buffered_g
+            assert plan.buffer_bytes <= saving(batch)
+    saving = activation_savings(model, structure, tensors, 3, 8)  # too few tokens to matter
+    with pytest.warns(UserWarning, match="one pass"):
+        plan = plan_passes(tensors, ("element1",), 3, 1, 10.0, saving)
+    assert plan.batch == 3 and not plan.buffered_g and plan.buffer_bytes == 0
+
+
+def test_activation_lower_bound_counts_shared_inputs_once():
+    """Per token: q/k/v share one input (hidden), o reads the heads, gate/up share one input,
+    down reads the FFN width; plus 4 bytes of log-probabilities per vocabulary entry."""
+    from lmprune.scorers.taylor_memory import activation_bytes_lower_bound, saved_inputs_per_token
+
+    model = one_layer_llama(layers=2)  # hidden 64, 8 heads x 8, FFN 96, fp64
+    structure = describe(model)
+    tensors = coupled_tensors(model, structure, ("heads", "neurons"))
+    assert saved_inputs_per_token(model, structure, tensors) == 2 * (64 + 64 + 64 + 96)
+    vocab = model.config.vocab_size
+    assert activation_bytes_lower_bound(model, structure, tensors, 10) == \
+        10 * (2 * (64 + 64 + 64 + 96) * 8 + 4 * vocab)
+    only_ffn = coupled_tensors(model, structure, ("neurons",), [1, 2])
+    assert saved_inputs_per_token(model, structure, only_ffn) == 64 + 96
+
+
+def test_llm_pruner_names_are_accepted():
+    model = one_layer_llama()
+    samples = token_samples(2, 8)
+    a = taylor_scores(model, describe(model), samples, "param_first", kinds=("neurons",),
+                      progress=False)
+    b = taylor_scores(model, describe(model), samples, "element1", kinds=("neurons",),
+                      progress=False)
+    assert torch.equal(a.neurons["layers.0.ffn"], b.neurons["layers.0.ffn"])

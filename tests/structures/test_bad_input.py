@@ -140,7 +140,7 @@ def test_existing_output_is_not_overwritten(tmp_path):
 def test_random_pruner_respects_layer_range_and_structures():
     model, structure = fresh("tiny-llama")
     config = load_config("demo", ["prune.sparsity=0.5", "prune.layer_range=[1, 2]",
-                                  "prune.structures=[kv_groups, neurons]"])
+                                  "prune.structures=[kv_groups, neurons]", "prune.budget=units"])
     masks = prune_random(model, structure, config)
     assert set(masks.neurons) == {"layers.1.ffn"} and set(masks.kv_groups) == {"layers.1.attn"}
     assert int(masks.kv_groups["layers.1.attn"].sum()) == 1

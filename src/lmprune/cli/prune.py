@@ -26,7 +26,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="YAML config or shipped config name (default: prune)")
     parser.add_argument("--method", help="pruning method (`lmprune ls methods`)")
     parser.add_argument("--model", help="model alias, hub id or local directory")
-    parser.add_argument("--sparsity", type=float, help="fraction of units to remove, in [0, 1)")
+    parser.add_argument("--sparsity", type=float, help="share of the non-embedding parameters to "
+                        "remove, in [0, 1) (prune.budget=units: of the units of each kind)")
     parser.add_argument("--calibration", help="calibration text dataset (offline: austen)")
     parser.add_argument("--out", help="output directory")
     add_device_argument(parser)

@@ -57,11 +57,27 @@ class DataConfig(Section):
 @dataclass
 class PruneConfig(Section):
     method: str = param("random", "pruning method, from `lmprune ls methods`")
-    sparsity: float = param(0.2, "fraction of the prunable units to remove, in [0, 1)")
+    sparsity: float = param(0.2, "what to remove, in [0, 1): with budget params the share of "
+                                 "non-embedding parameters, with budget units the fraction of "
+                                 "the units of each kind at every site")
     structures: list[str] = param(["heads", "neurons"],
                                   "structure kinds to prune: " + ", ".join(STRUCTURES))
-    layer_range: list[int] | None = param(None, "[start, end): prune only these layers "
-                                                "(null: all layers)")
+    layer_range: list[int] | Literal["auto"] | None = param(
+        "auto", "[start, end): prune only these layers; null: all layers; auto: the method's "
+                "best-known range (block-wise methods keep LLM-Pruner's first 1/8 and last "
+                "1/16 of the layers, e.g. [4, 28) of 30; sublayer-ri and block-influence: all)")
+    budget: Literal["params", "units"] = param(
+        "params", "params: remove prune.sparsity of the non-embedding parameters (within 0.2 "
+                  "points; every method compares at equal parameters); units: remove that "
+                  "fraction of the units of each kind at every site")
+    allocation: Literal["uniform", "global"] = param(
+        "uniform", "how a params budget is spread: uniform (the same fraction at every site, "
+                   "LLM-Pruner's local pruning) or global (all units ranked together by "
+                   "importance per parameter)")
+    head_rounding: Literal["down", "nearest"] = param(
+        "down", "params budget, uniform allocation: heads removed per site (query heads per "
+                "key/value group) = floor(s * heads), LLM-Pruner's rounding (down), or the "
+                "nearest count (nearest); neurons make up the rest of the budget")
     round_to: int | Literal["auto"] = param(
         "auto", "kept units per site are a multiple of this (hardware-friendly widths); auto: "
                 "chosen per width (FFN neurons and hidden channels: 64 from 2048 units, 32 from "
@@ -75,7 +91,7 @@ class PruneConfig(Section):
             problems.append(f"sparsity: must be in [0, 1) (the fraction of units removed; "
                             f"1 would remove everything), got {self.sparsity}")
         problems += self._check_structures()
-        if self.layer_range is not None:
+        if isinstance(self.layer_range, list):
             lr = self.layer_range
             if len(lr) != 2 or lr[0] < 0 or lr[0] >= lr[1]:
                 problems.append(f"layer_range: must be [start, end) with 0 <= start < end, "
@@ -115,17 +131,34 @@ class PruneConfig(Section):
 class TaylorConfig(Section):
     """LLM-Pruner-style first/second-order Taylor importance (Ma et al., 2023)."""
 
-    importance: Literal["vector", "element1", "element2"] = param(
-        "element1", "vector: |sum g*w| per group; element1: sum |g*w|; element2: "
-                    "sum |g*w - 1/2 w*H_diag*w| with H_diag from averaged squared per-sample grads")
+    importance: Literal["vector", "element1", "element2", "param_second"] = param(
+        "element1", "vector: |sum g*w| per row (LLM-Pruner's vectorize); element1: sum |g*w| "
+                    "(param_first); element2: sum |g*w - 1/2 w*H*w| (param_mix); param_second: "
+                    "sum w*H*w; H = mean squared per-sample gradient")
     aggregation: Literal["sum", "mean", "max", "prod", "last"] = param(
         "sum", "how the importances of a coupled group's tensors are combined")
+    reduction: Literal["channel", "group"] = param(
+        "channel", "channel: LLM-Pruner's order (per-row values, combined across tensors per "
+                   "channel, then summed over a head's channels); group: per tensor over the "
+                   "whole group first (vector: |sum| over the whole head)")
     mode: Literal["block", "channel", "layer"] = param(
         "block", "block: heads/kv groups and FFN neurons per layer; channel: hidden channels; "
                  "layer: whole layers")
+    batch_size: int | None = param(None, "calibration samples per backward pass (null: all "
+                                         "at once, as LLM-Pruner; smaller saves activation "
+                                         "memory and never raises the peak)")
+    buffer_fraction: float = param(0.5, "per-element fp32 buffers (H of element2, summed "
+                                        "gradients under micro-batching) hold at most this "
+                                        "fraction of the scored weights' bytes at once; the "
+                                        "weights are streamed in chunks of layers")
 
     def validate(self) -> list[str]:
-        return []
+        problems = []
+        if self.batch_size is not None and self.batch_size < 1:
+            problems.append(f"batch_size: must be >= 1 or null, got {self.batch_size}")
+        if not self.buffer_fraction > 0:
+            problems.append(f"buffer_fraction: must be positive, got {self.buffer_fraction}")
+        return problems
 
 
 @dataclass
@@ -140,31 +173,38 @@ class MagnitudeConfig(Section):
 class AdaPrunerConfig(Section):
     """AdaPruner (Kong et al., AAAI 2025): TPE search over calibration samples and metric mix."""
 
-    trials: int = param(20, "number of TPE trials (each prunes with one candidate and measures "
-                            "perplexity on held-out calibration text)")
-    pool_size: int = param(64, "candidate calibration samples (samples shorter than "
-                               "data.seq_len tokens are removed first)")
-    heldout: int = param(8, "held-out samples of data.seq_len tokens for the objective")
-    fine: Literal["element1", "element2", "search"] = param(
-        "search", "fine-grained metric mixed with the coarse (vector) one; search: TPE picks")
+    trials: int = param(30, "number of search trials (each prunes with one candidate and "
+                            "measures perplexity on held-out calibration text)")
+    pool_size: int = param(64, "candidate calibration samples besides data.num_samples (the "
+                               "pool starts with the run's own calibration samples)")
+    heldout: int = param(32, "held-out samples of data.seq_len tokens for the objective (more "
+                             "windows: a less noisy objective, less overfitting of the search)")
+    fine: Literal["element1", "element2", "param_second", "search"] = param(
+        "search", "fine-grained metric mixed with the coarse (vector) one; search: each trial "
+                  "picks one")
     scales: dict[str, list[float]] = param(
-        {"vector": [1e5, 1e6, 1e7], "element1": [1e-2, 1e-3], "element2": [1e-4]},
-        "estimation-metric alignment factors TPE chooses from, per metric")
+        {}, "extra alignment multipliers the search chooses from, per metric (vector, element1, "
+            "element2, param_second), applied on top of the measured alignment (or on the raw "
+            "metrics with align=false); {}: none. The paper's literal sets: align=false "
+            "scales={vector: [1e5, 1e6, 1e7], element1: [1e-2, 1e-3], element2: [1e-4]}")
     startup_trials: int = param(5, "random trials before TPE starts modelling")
     sampler: Literal["tpe", "random"] = param("tpe", "search strategy: TPE (Bayesian) or "
                                                      "uniform random search")
-    search_samples: bool = param(True, "search which calibration samples to use (false: one "
-                                       "fixed random draw of data.num_samples pool samples)")
-    search_mix: bool = param(True, "search the coarse/fine balance coefficients (false: fixed "
-                                   "equal weights of the aligned metrics)")
-    align: bool = param(True, "apply the estimation-metric alignment factors (false: the raw "
-                              "metrics are mixed)")
+    search_samples: bool = param(True, "search which calibration samples to use (false: the "
+                                       "run's own data.num_samples calibration samples)")
+    search_mix: bool = param(True, "search the coarse/fine balance (false: fixed equal weights "
+                                   "of the aligned metrics)")
+    align: bool = param(True, "align the metrics' scales before mixing (each divided by its "
+                              "mean over the scored units of a kind); false: raw metrics")
+    warm_start: bool = param(True, "start with the fixed baselines (each pure fine ranking and "
+                                   "the pure coarse ranking on the run's own samples)")
 
     def validate(self) -> list[str]:
         problems = _positive(self, "trials", "pool_size", "heldout")
         for key, values in self.scales.items():
-            if key not in ("vector", "element1", "element2"):
-                problems.append(f"scales.{key}: unknown metric (vector, element1, element2)")
+            if key not in ("vector", "element1", "element2", "param_second"):
+                problems.append(f"scales.{key}: unknown metric (vector, element1, element2, "
+                                f"param_second)")
             if not values or any(v <= 0 for v in values):
                 problems.append(f"scales.{key}: must be a non-empty list of positive numbers")
         if self.startup_trials < 0:
@@ -183,11 +223,20 @@ class SublayerConfig(Section):
                   "gone; sublayers: remove that fraction of the sublayers")
     max_windows: int | None = param(None, "measure perplexity on at most this many calibration "
                                           "windows (each step costs one forward per sublayer)")
+    finish: Literal["neurons", "none"] = param(
+        "neurons", "how a params budget is met exactly: neurons (stop before a removal that "
+                   "overshoots by more than 0.2 points, remove the rest as FFN neurons of the "
+                   "remaining FFN sublayers, lowest first-order Taylor importance first); none "
+                   "(stop at the first removal reaching the target: overshoots by up to one "
+                   "sublayer)")
+    rows_per_pass: int = param(32, "calibration windows per batched forward when measuring "
+                                   "RI (several candidate sublayers per forward)")
 
     def validate(self) -> list[str]:
+        problems = _positive(self, "rows_per_pass")
         if self.max_windows is not None and self.max_windows < 1:
-            return ["max_windows: must be >= 1 or null"]
-        return []
+            problems.append("max_windows: must be >= 1 or null")
+        return problems
 
 
 @dataclass

@@ -50,7 +50,8 @@ def nll_of_windows(model, windows: torch.Tensor, batch_size: int = 8,
     batches = range(0, len(windows), batch_size)
     for start in tqdm(batches, desc="perplexity", disable=not progress, leave=False):
         ids = windows[start:start + batch_size].to(device)
-        logits = model(input_ids=ids).logits[:, :-1].float()
+        logits = model(input_ids=ids).logits[:, :-1]
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp64 stays fp64
         targets = ids[:, 1:]
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                                  targets.reshape(-1), reduction="sum")

@@ -2,31 +2,41 @@
 
 Kong et al., "Sample-aware Adaptive Structured Pruning for Large Language Models" (AAAI 2025).
 Each trial of a Bayesian optimization with a tree-structured Parzen estimator (optuna's
-``TPESampler``) picks a point of the solution space (``adapruner_space``): ``num_samples``
-calibration windows from a pool, and α1, α2, s1, s2 (and optionally the fine metric) of
+``TPESampler``; ``adapruner.sampler=random`` for plain random search) picks a point of the
+solution space (``adapruner_space``): ``num_samples`` calibration windows from a pool, and the
+mix of a coarse (vector-wise) and a fine (element-wise) Taylor importance,
 
     I = α1 · s1 · I_vector + α2 · s2 · I_fine,
 
-prunes with it (``select`` at ``run.prune.sparsity``, uniform per site) and scores the pruned
-model by its perplexity on held-out calibration windows. The best trial's masks are returned.
+prunes with it (``prune.*`` exactly as the taylor method: layer range, parameter budget,
+allocation) and scores the pruned model by its perplexity on held-out calibration windows.
+The best trial's masks are returned.
 
 Choices made here (no public code exists; see ``docs/adapruner.md``):
 
-* the pruned model of a trial is the *masked* model (``apply_masks``), which is exactly
-  equivalent to physical removal, so a trial copies nothing;
-* the Taylor metrics come from ``lmprune.scorers.taylor.taylor_metrics`` (one round of
-  gradient passes gives vector + the trial's fine metric, for the kinds and layer range
-  ``run.prune`` prunes); they are cached per (sample subset, fine metric), LRU of
-  ``CACHE_SIZE``, so a trial that picks element1 never pays for element2's per-sample passes;
-* the sampler is ``TPESampler(n_startup_trials=adapruner.startup_trials, group=True,
-  seed=prune.seed + <trials already in the study>)``: multivariate TPE (optuna's default for
-  one objective) that handles the conditional ``scale_<fine>`` parameter; offsetting the seed
-  on resume keeps a resumed study from replaying its first random trials;
+* the **pool** is the run's calibration samples followed by ``adapruner.pool_size`` further
+  windows, so pool windows ``0 .. num_samples-1`` are exactly what the taylor method
+  calibrates on; with ``adapruner.warm_start`` the first trials are those fixed baselines
+  (pure fine ranking per fine metric, pure coarse ranking, on those windows; optuna
+  ``enqueue_trial``), so the search starts where a hand-picked setting would stop;
+* the pruned model of a trial is the *masked* model (``apply_masks``), exactly equivalent to
+  physical removal, so a trial copies nothing;
+* the Taylor metrics come from ``lmprune.scorers.taylor.taylor_metrics`` with ``run.taylor``'s
+  aggregation, reduction and memory settings (one round of gradient passes gives vector +
+  the trial's fine metric); they are cached per (sample subset, fine metric), LRU of
+  ``CACHE_SIZE``;
+* the parameter budget's unit counts do not depend on the scores, so every trial removes
+  exactly as many parameters (``lmprune.pruners.param_budget``);
+* the sampler is seeded with ``prune.seed + <trials already in the study>`` (a resumed study
+  does not replay its random start-up trials); TPE is multivariate (``group=True`` handles the
+  conditional ``scale_<fine>`` parameter);
 * a non-finite perplexity is recorded as ``inf`` (the trial completes, TPE ranks it last);
 * with ``storage`` the study lives in an SQLite file and resumes: trials left RUNNING by an
   interruption are marked FAIL and do not count; only COMPLETE trials count towards
   ``adapruner.trials`` and appear in the history. A fingerprint of the search (pool, held-out
-  windows, space, budget) is stored with the study; resuming a different search is refused.
+  windows, space, budget) is stored with the study; resuming a different search is refused;
+* ``probe`` windows (e.g. test text, in benchmarks) are scored for every trial too but never
+  seen by the sampler: the history then shows how well the objective predicts them.
 """
 from __future__ import annotations
 
@@ -46,9 +56,11 @@ from tqdm.auto import tqdm
 from lmprune.arch import ModelStructure
 from lmprune.errors import LmpruneError
 from lmprune.evaluation.perplexity import perplexity_of_windows
-from lmprune.pruners.adapruner_space import (COARSE, Candidate, candidate_from_params,
+from lmprune.pruners.adapruner_space import (COARSE, FINE_METRICS, Candidate, Space,
+                                             baseline_params, candidate_from_params,
                                              mix_scores, suggest_candidate)
-from lmprune.pruners.selection import Scores, select
+from lmprune.pruners.selection import Scores
+from lmprune.pruners.settings import check_settings, prune_settings, select_masks
 from lmprune.registry import METHODS
 from lmprune.structures import Masks, apply_masks
 
@@ -67,36 +79,45 @@ class AdaPrunerResult:
     best_trial: int = -1
     best_candidate: dict = field(default_factory=dict)
 
-
-def _gradient_metrics(model, structure: ModelStructure, samples: torch.Tensor,
-                      metrics: tuple[str, ...], run) -> dict[str, Scores]:
-    """The requested Taylor metrics from one round of gradient passes over ``samples``, for
-    the structure kinds and layers ``run.prune`` prunes (only those weights get gradients)."""
-    from lmprune.scorers.taylor import taylor_metrics
-
-    return taylor_metrics(model, structure, samples, metrics=metrics,
-                          aggregation=run.taylor.aggregation, kinds=tuple(run.prune.structures),
-                          layer_range=run.prune.layer_range, progress=False)
+    def objective_probe_correlation(self) -> float | None:
+        """Spearman correlation of the objective and the probe perplexity over the trials
+        (None without probe values or with fewer than 3 finite trials)."""
+        pairs = [(h["value"], h["probe"]) for h in self.history
+                 if h.get("probe") is not None and math.isfinite(h["value"])
+                 and math.isfinite(h["probe"])]
+        if len(pairs) < 3:
+            return None
+        ranks = [torch.tensor(v, dtype=torch.float64).argsort().argsort().double()
+                 for v in zip(*pairs)]
+        return float(torch.corrcoef(torch.stack(ranks))[0, 1])
 
 
 class _Objective:
     """Candidate → masks → held-out perplexity, with gradient metrics cached per subset."""
 
     def __init__(self, model, structure: ModelStructure, run, pool: torch.Tensor,
-                 heldout: torch.Tensor):
+                 heldout: torch.Tensor, probe: torch.Tensor | None = None,
+                 progress: bool = False):
         self.model, self.structure, self.run = model, structure, run
-        self.pool, self.heldout = pool, heldout
+        self.pool, self.heldout, self.probe = pool, heldout, probe
+        self.settings = prune_settings(run, structure)
+        self.space = Space.from_run(run, len(pool))
+        self.progress = progress
         self._cache: OrderedDict[tuple, dict[str, Scores]] = OrderedDict()
 
     def metrics_for(self, samples: tuple[int, ...], fine: str) -> dict[str, Scores]:
         """vector + ``fine`` on the pool windows ``samples`` (LRU-cached per subset and fine
         metric: element1 never pays for element2's per-sample passes)."""
+        from lmprune.pruners.taylor import taylor_options
+        from lmprune.scorers.taylor import taylor_metrics
+
         key = (samples, fine)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        scores = _gradient_metrics(self.model, self.structure, self.pool[list(samples)],
-                                   (COARSE, fine), self.run)
+        scores = taylor_metrics(self.model, self.structure, self.pool[list(samples)],
+                                (COARSE, fine), progress=self.progress,
+                                **taylor_options(self.run, self.settings))
         self._cache[key] = scores
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
@@ -104,29 +125,30 @@ class _Objective:
 
     def masks(self, candidate: Candidate) -> Masks:
         metrics = self.metrics_for(candidate.samples, candidate.fine)
-        mixed = mix_scores(metrics[COARSE], metrics[candidate.fine], candidate)
-        prune = self.run.prune
-        return select(self.structure, mixed, prune.sparsity, list(prune.structures),
-                      prune.round_to, prune.layer_range)
+        mixed = mix_scores(metrics[COARSE], metrics[candidate.fine], candidate,
+                           self.run.adapruner.align)
+        return select_masks(self.model, self.structure, mixed, self.settings)
 
-    def value(self, masks: Masks) -> float:
+    def perplexity(self, masks: Masks, windows: torch.Tensor) -> float:
         with apply_masks(self.model, masks, self.structure):
-            ppl = perplexity_of_windows(self.model, self.heldout)
+            ppl = perplexity_of_windows(self.model, windows)
         return ppl if math.isfinite(ppl) else math.inf
 
     def __call__(self, trial) -> float:
-        adapruner = self.run.adapruner
-        candidate = suggest_candidate(trial, len(self.pool), self.run.data.num_samples,
-                                      adapruner.fine, adapruner.scales)
-        trial.set_user_attr("samples", list(candidate.samples))
+        candidate = suggest_candidate(trial, self.space)
         start = time.perf_counter()
-        value = self.value(self.masks(candidate))
+        masks = self.masks(candidate)
+        value = self.perplexity(masks, self.heldout)
+        trial.set_user_attr("candidate", candidate.as_dict())
         trial.set_user_attr("seconds", time.perf_counter() - start)
+        if self.probe is not None:
+            trial.set_user_attr("probe", self.perplexity(masks, self.probe))
         return value
 
 
 def check_calibration(calibration, run) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pool and held-out windows, or an error saying how to build them."""
+    """The pool (calibration samples first, then the extra pool windows) and the held-out
+    windows, or an error saying how to build them."""
     how = ("the adapruner recipe builds it with build_calibration(..., "
            "pool=run.adapruner.pool_size, heldout=run.adapruner.heldout)")
     if calibration is None:
@@ -136,7 +158,9 @@ def check_calibration(calibration, run) -> tuple[torch.Tensor, torch.Tensor]:
         if getattr(calibration, name, None) is None or len(getattr(calibration, name)) == 0:
             raise LmpruneError(f"method 'adapruner' needs calibration.{name} (the candidate "
                                f"pool and held-out windows), but the calibration has none; {how}")
-    pool, n = calibration.pool, run.data.num_samples
+    parts = [calibration.samples] if getattr(calibration, "samples", None) is not None else []
+    pool = torch.cat([*parts, calibration.pool]) if parts else calibration.pool
+    n = run.data.num_samples
     if len(pool) < n:
         raise LmpruneError(f"the AdaPruner pool has {len(pool)} samples, fewer than the "
                            f"{n} each trial calibrates on (data.num_samples); raise "
@@ -148,15 +172,21 @@ def _digest(tensor: torch.Tensor) -> str:
     return hashlib.sha1(tensor.contiguous().cpu().numpy().tobytes()).hexdigest()[:16]
 
 
-def search_fingerprint(model, run, pool: torch.Tensor, heldout: torch.Tensor) -> dict:
+def search_fingerprint(model, run, pool: torch.Tensor, heldout: torch.Tensor,
+                       structure: ModelStructure | None = None) -> dict:
     """What must match for a stored study to be resumed (the model by class and size)."""
-    a, p = run.adapruner, run.prune
-    size = sum(t.numel() for t in model.parameters())
+    from lmprune.arch import describe
+
+    a, t = run.adapruner, run.taylor
+    settings = prune_settings(run, structure or describe(model))
+    size = sum(p.numel() for p in model.parameters())
     return _plain({
-        "model": f"{type(model).__name__} with {size} parameters", "pool": _digest(pool), "heldout": _digest(heldout), "num_samples": run.data.num_samples,
-        "fine": a.fine, "scales": {k: [float(v) for v in vs] for k, vs in sorted(a.scales.items())},
-        "sparsity": p.sparsity, "structures": list(p.structures), "round_to": p.round_to,
-        "layer_range": p.layer_range, "aggregation": run.taylor.aggregation})
+        "model": f"{type(model).__name__} with {size} parameters", "pool": _digest(pool),
+        "heldout": _digest(heldout), "num_samples": run.data.num_samples, "fine": a.fine,
+        "scales": {k: [float(v) for v in vs] for k, vs in sorted(a.scales.items())},
+        "sampler": a.sampler, "search_samples": a.search_samples, "search_mix": a.search_mix,
+        "align": a.align, "warm_start": a.warm_start, "settings": settings.describe(),
+        "taylor": [t.aggregation, t.reduction]})
 
 
 def _plain(value):
@@ -174,6 +204,20 @@ def _quiet_optuna():
         yield
     finally:
         optuna.logging.set_verbosity(level)
+
+
+def make_sampler(kind: str, startup_trials: int, seed: int):
+    """optuna sampler for ``adapruner.sampler``: multivariate TPE or uniform random."""
+    import optuna
+
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind != "tpe":
+        raise LmpruneError(f"unknown adapruner.sampler {kind!r}; valid: tpe, random")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # group=True
+        return optuna.samplers.TPESampler(n_startup_trials=startup_trials, group=True,
+                                          seed=seed)
 
 
 def _open_study(run, storage: str | None, fingerprint: dict):
@@ -198,45 +242,62 @@ def _open_study(run, storage: str | None, fingerprint: dict):
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
         study.tell(trial.number, state=TrialState.FAIL)  # left behind by an interruption
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # group=True
-        study.sampler = optuna.samplers.TPESampler(
-            n_startup_trials=run.adapruner.startup_trials, group=True,
-            seed=run.prune.seed + len(study.trials))
+    study.sampler = make_sampler(run.adapruner.sampler, run.adapruner.startup_trials,
+                                 run.prune.seed + len(study.trials))
     return study, done
 
 
+def warm_start_params(space: Space) -> list[dict]:
+    """The fixed baselines on the first ``num_samples`` pool windows: the pure fine ranking of
+    each fine metric in the space, then the pure coarse ranking (one mix without search_mix)."""
+    fines = list(FINE_METRICS) if space.fine == "search" else [space.fine]
+    if not space.search_mix:
+        return [baseline_params(space, 0.5, fine) for fine in fines]
+    out = [baseline_params(space, 1.0, fine) for fine in fines]
+    coarse = baseline_params(space, 0.0, fines[0])
+    return out + ([coarse] if coarse not in out else [])
+
+
 def history_of(study) -> list[dict]:
-    """One dict per COMPLETE trial: number, value, best-so-far, params, samples, seconds."""
+    """One dict per COMPLETE trial: number, value, best-so-far, params, candidate, probe,
+    seconds, and whether it was a warm-start baseline."""
     from optuna.trial import TrialState
 
     history, best = [], math.inf
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         best = min(best, trial.value)
+        candidate = trial.user_attrs.get("candidate", {})
         history.append({"number": trial.number, "value": trial.value, "best_so_far": best,
-                        "params": dict(trial.params), "samples": trial.user_attrs.get("samples"),
-                        "seconds": trial.user_attrs.get("seconds")})
+                        "params": dict(trial.params), "samples": candidate.get("samples"),
+                        "candidate": candidate, "probe": trial.user_attrs.get("probe"),
+                        "seconds": trial.user_attrs.get("seconds"),
+                        "warm_start": bool(trial.user_attrs.get("warm_start"))})
     return history
 
 
 def adapruner_search(model, structure: ModelStructure, run, calibration,
-                     storage: str | None = None, progress: bool = True) -> AdaPrunerResult:
-    """Run (or resume, with ``storage``) the TPE search and return the best trial's masks."""
+                     storage: str | None = None, progress: bool = True,
+                     probe: torch.Tensor | None = None) -> AdaPrunerResult:
+    """Run (or resume, with ``storage``) the search and return the best trial's masks."""
     pool, heldout = check_calibration(calibration, run)
-    objective = _Objective(model, structure, run, pool, heldout)
+    check_settings(structure, prune_settings(run, structure))
+    objective = _Objective(model, structure, run, pool, heldout, probe, progress)
     with _quiet_optuna():
-        study, done = _open_study(run, storage, search_fingerprint(model, run, pool, heldout))
+        study, done = _open_study(run, storage,
+                                  search_fingerprint(model, run, pool, heldout, structure))
+        if not study.trials and run.adapruner.warm_start:
+            for params in warm_start_params(objective.space)[:run.adapruner.trials]:
+                study.enqueue_trial(params, user_attrs={"warm_start": True})
         remaining = max(0, run.adapruner.trials - done)
         bar = tqdm(total=run.adapruner.trials, initial=done, desc="adapruner trials",
-                   disable=not progress)
+                   disable=not progress, dynamic_ncols=True)
         with bar:
             for _ in range(remaining):
                 study.optimize(objective, n_trials=1)
                 bar.set_postfix(best_ppl=f"{study.best_value:.4g}")
                 bar.update(1)
         best = study.best_trial
-    candidate = candidate_from_params(best.params, run.data.num_samples, len(pool),
-                                      run.adapruner.fine)
+    candidate = candidate_from_params(best.params, objective.space)
     return AdaPrunerResult(objective.masks(candidate), dict(best.params), float(best.value),
                            history_of(study), best.number, candidate.as_dict())
 
@@ -247,6 +308,7 @@ def save_history(result: AdaPrunerResult, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"best_trial": result.best_trial, "best_value": result.best_value,
                "best_params": result.best_params, "best_candidate": result.best_candidate,
+               "objective_probe_spearman": result.objective_probe_correlation(),
                "trials": result.history}
     path.write_text(json.dumps(_strict(payload), indent=2, allow_nan=False) + "\n")
     return path
@@ -279,6 +341,10 @@ def plot_search_history(result: AdaPrunerResult, path: str | Path) -> Path:
                label="trial", color="tab:blue")
     ax.step([h["number"] for h in result.history], [h["best_so_far"] for h in result.history],
             where="post", label="best so far", color="tab:red")
+    probed = [h for h in finite if h.get("probe") is not None and math.isfinite(h["probe"])]
+    if probed:
+        ax.scatter([h["number"] for h in probed], [h["probe"] for h in probed], s=10,
+                   marker="x", label="probe (not searched on)", color="tab:gray")
     if finite and max(h["value"] for h in finite) > 10 * min(h["value"] for h in finite):
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

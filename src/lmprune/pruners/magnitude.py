@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from lmprune.arch import ModelStructure
-from lmprune.pruners._budget import check_budget
-from lmprune.pruners.selection import select
+from lmprune.pruners.settings import check_settings, prune_settings, select_masks
 from lmprune.registry import METHODS
 from lmprune.structures import Masks
 
@@ -14,10 +13,8 @@ def prune_magnitude(model, structure: ModelStructure, run, calibration=None) -> 
     """Masks keeping the groups of ``prune.structures`` with the largest weight norms."""
     from lmprune.scorers.magnitude import magnitude_scores
 
-    prune = run.prune
-    structures = list(prune.structures)
-    check_budget(structure, structures, prune.sparsity, prune.layer_range)
-    scores = magnitude_scores(model, structure, run.magnitude.norm, kinds=structures,
-                              layer_range=prune.layer_range)
-    return select(structure, scores, prune.sparsity, structures, prune.round_to,
-                  prune.layer_range)
+    settings = prune_settings(run, structure)
+    check_settings(structure, settings)
+    scores = magnitude_scores(model, structure, run.magnitude.norm, kinds=settings.structures,
+                              layer_range=settings.layer_range)
+    return select_masks(model, structure, scores, settings)

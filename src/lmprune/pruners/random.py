@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from lmprune.arch import ModelStructure
-from lmprune.pruners.selection import Scores, select
+from lmprune.pruners.selection import Scores
+from lmprune.pruners.settings import prune_settings, select_masks
 from lmprune.registry import METHODS
 from lmprune.structures import Masks
 
@@ -32,7 +33,5 @@ def random_scores(structure: ModelStructure, seed: int = 0) -> Scores:
 @METHODS.register("random", help="random scores: a baseline (LLM-Pruner's 'random' row)")
 def prune_random(model, structure: ModelStructure, run, calibration=None) -> Masks:
     """Masks that keep a random subset of each requested structure kind."""
-    config = run.prune
-    scores = random_scores(structure, config.seed)
-    return select(structure, scores, config.sparsity, list(config.structures),
-                  config.round_to, config.layer_range)
+    scores = random_scores(structure, run.prune.seed)
+    return select_masks(model, structure, scores, prune_settings(run, structure))

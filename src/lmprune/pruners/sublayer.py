@@ -3,12 +3,13 @@
 The search itself (RI, normalized RI, progressive vs one-shot, budgets) is in
 :mod:`lmprune.pruners.sublayer_search`. This module maps a :class:`RunConfig` onto it:
 
-* ``sublayer.normalize`` / ``sublayer.progressive`` / ``sublayer.budget`` are passed as they are;
+* ``sublayer.normalize`` / ``sublayer.progressive`` / ``sublayer.budget`` /
+  ``sublayer.finish`` / ``sublayer.rows_per_pass`` are passed as they are;
 * ``prune.sparsity`` is the fraction of body parameters (budget ``params``) or of candidate
   sublayers (budget ``sublayers``) to remove;
 * ``prune.structures``: the candidates are the ``attention`` / ``ffn`` kinds it lists; when it
   lists neither (the default ``[heads, neurons]``) both kinds are candidates, as in the paper;
-* ``prune.layer_range`` restricts the candidates to those layers;
+* ``prune.layer_range`` restricts the candidates to those layers (``auto``: every layer);
 * RI is measured on ``calibration.heldout`` when present, else on ``calibration.samples``.
 
 The registered method returns only the masks. Code that wants the search record (per-step RI
@@ -29,6 +30,7 @@ from lmprune.pruners.sublayer_search import (
     SublayerSearchResult,
     ri_search,
 )
+from lmprune.pruners.settings import resolve_layer_range
 from lmprune.registry import METHODS
 from lmprune.structures import Masks
 
@@ -53,11 +55,12 @@ def search_from_run(model, structure: ModelStructure, run, calibration,
     """Run the RI search with the settings of ``run`` (see the module docstring)."""
     if max_windows is None:
         max_windows = run.sublayer.max_windows
+    layer_range = resolve_layer_range("sublayer-ri", run.prune.layer_range, structure)
     return ri_search(model, structure, calibration_windows(calibration), run.prune.sparsity,
                      normalize=run.sublayer.normalize, progressive=run.sublayer.progressive,
                      budget=run.sublayer.budget, kinds=candidate_kinds(run.prune.structures),
-                     layer_range=run.prune.layer_range, max_windows=max_windows,
-                     progress=progress)
+                     layer_range=layer_range, max_windows=max_windows, progress=progress,
+                     finish=run.sublayer.finish, rows_per_pass=run.sublayer.rows_per_pass)
 
 
 @METHODS.register("sublayer-ri", help="remove whole attention/FFN sublayers with the lowest "

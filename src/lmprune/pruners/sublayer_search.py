@@ -23,7 +23,15 @@ parameters; body 106.2M) on 4 windows x 128 tokens, 2 shared CPU cores: one mask
 took 7-9 s at load average ~4; the one-shot scan (61 forwards) took 965 s at load 7-10.
 Removing 20% of the body takes 8 (all FFN) to 24 (all attention) removals, so progressive
 needs ~450-1,170 forwards: hours on such a CPU, which is what ``max_windows`` and fewer,
-shorter windows are for.
+shorter windows are for. Candidates are evaluated ``rows_per_pass // N`` at a time in one
+forward (:mod:`lmprune.pruners.sublayer_batch`), which is what makes the search fast on a
+GPU (a 135M model is bound by kernel launches there).
+
+**Exact budgets.** With ``finish="neurons"`` and a ``params`` budget the search stops before a
+removal that would overshoot the target by more than ``TOLERANCE`` (0.2 points of the body)
+and removes the rest as FFN neurons (:mod:`lmprune.pruners.sublayer_finish`); with
+``finish="none"`` it stops at the first removal that reaches the target (overshooting by up
+to one sublayer). ``params_removed`` / ``achieved`` report what was removed either way.
 """
 from __future__ import annotations
 
@@ -38,7 +46,10 @@ from tqdm.auto import tqdm
 from lmprune.arch import AttentionSite, FFNSite, ModelStructure
 from lmprune.errors import LmpruneError
 from lmprune.evaluation.perplexity import perplexity_of_windows
+from lmprune.pruners.param_budget import TOLERANCE
 from lmprune.pruners.selection import in_range
+from lmprune.pruners.sublayer_batch import candidate_perplexities
+from lmprune.pruners.sublayer_finish import finish_with_neurons
 from lmprune.structures import Masks, apply_masks
 from lmprune.structures.counting import count_parameters, sublayer_cost
 
@@ -79,6 +90,12 @@ class SublayerSearchResult:
     body_params: int
     target: float  # parameters (budget "params") or sublayers (budget "sublayers") to remove
     settings: dict = field(default_factory=dict)
+    finish: dict = field(default_factory=dict)  # neurons removed to land on the budget
+
+    @property
+    def achieved(self) -> float:
+        """Share of the body parameters removed (sublayers and finishing neurons)."""
+        return self.params_removed / self.body_params
 
     @property
     def removed(self) -> list[str]:
@@ -93,7 +110,8 @@ class SublayerSearchResult:
                 "base_perplexity": self.base_perplexity,
                 "final_perplexity": self.final_perplexity,
                 "params_removed": self.params_removed, "body_params": self.body_params,
-                "target": self.target, "settings": self.settings}
+                "achieved": self.achieved, "target": self.target, "settings": self.settings,
+                "finish": self.finish}
 
 
 def sublayer_candidates(model: nn.Module, structure: ModelStructure,
@@ -141,7 +159,7 @@ class _Budget:
     """
 
     def __init__(self, kind: Budget, sparsity: float, candidates: list[Candidate], body: int,
-                 structure: ModelStructure):
+                 structure: ModelStructure, finishing: bool = False):
         if kind not in ("params", "sublayers"):
             raise LmpruneError(f"sublayer budget must be 'params' or 'sublayers', got {kind!r} "
                                f"(set sublayer.budget)")
@@ -150,13 +168,19 @@ class _Budget:
         self.kind = kind
         self.target = (sparsity * body if kind == "params"
                        else math.floor(sparsity * len(candidates) + 1e-9))
+        self.finishing = finishing and kind == "params"
+        self.slack = TOLERANCE * body if self.finishing else 0.0
         self._check_reachable(candidates, structure, sparsity)
 
     def amount(self, removed: list[Candidate]) -> float:
         return sum(c.cost for c in removed) if self.kind == "params" else len(removed)
 
     def met(self, removed: list[Candidate]) -> bool:
-        return self.amount(removed) >= self.target
+        return self.amount(removed) >= self.target - self.slack
+
+    def fits(self, removed: list[Candidate], choice: Candidate) -> bool:
+        """False when finishing and removing ``choice`` would overshoot beyond the slack."""
+        return not self.finishing or self.amount(removed) + choice.cost <= self.target + self.slack
 
     def _check_reachable(self, candidates, structure, sparsity) -> None:
         keep_one = None  # the cheapest attention sublayer must stay if all are candidates
@@ -182,15 +206,23 @@ def _removable(c: Candidate, structure: ModelStructure, removed: dict[str, str])
     return left > 1
 
 
-def _score_step(model, structure, windows, present, removed, ppl, normalize, batch_size,
+def _score_step(model, structure, windows, present, removed, ppl, normalize, rows_per_pass,
                 step, progress) -> dict[str, dict]:
     """RI of every present candidate on the current model (``removed`` stays masked)."""
     rows = {}
-    for c in tqdm(present, desc=f"sublayer RI, step {step}", leave=False, disable=not progress):
-        without = masked_perplexity(model, structure, windows, {**removed, c.name: c.kind},
-                                    batch_size)
-        ri, score = relative_impact(without, ppl, c.cost, normalize)
-        rows[c.name] = {"ri": ri, "score": score, "perplexity": without}
+    per_pass = max(1, rows_per_pass // len(windows))
+    base = removal_masks(structure, removed)
+    groups = [present[i:i + per_pass] for i in range(0, len(present), per_pass)]
+    bar = tqdm(total=len(present), desc=f"sublayer RI, step {step}", leave=False,
+               disable=not progress, unit="sublayer")
+    with bar:
+        for group in groups:
+            ppls = candidate_perplexities(model, structure, windows, base,
+                                          [c.name for c in group], rows_per_pass)
+            for c in group:
+                ri, score = relative_impact(ppls[c.name], ppl, c.cost, normalize)
+                rows[c.name] = {"ri": ri, "score": score, "perplexity": ppls[c.name]}
+            bar.update(len(group))
     return rows
 
 
@@ -198,41 +230,56 @@ def ri_search(model: nn.Module, structure: ModelStructure, windows: torch.Tensor
               sparsity: float, normalize: bool = True, progressive: bool = True,
               budget: Budget = "params", *, kinds: tuple[str, ...] = SUBLAYER_KINDS,
               layer_range: list[int] | None = None, max_windows: int | None = None,
-              batch_size: int = 8, progress: bool = True) -> SublayerSearchResult:
+              batch_size: int = 8, progress: bool = True, finish: str = "none",
+              rows_per_pass: int = 64) -> SublayerSearchResult:
     """Greedy removal of the sublayer with the lowest (normalized) RI until the budget is met.
 
     ``windows`` [N, L] are the calibration token windows (``max_windows`` keeps the first
-    ones). Ties keep the candidates' (layer, attention-before-ffn) order. Raises
-    :class:`LmpruneError` when the budget cannot be met without removing every attention
-    sublayer.
+    ones). Ties keep the candidates' (layer, attention-before-ffn) order. ``finish`` is
+    ``neurons`` or ``none`` (module docstring); ``rows_per_pass`` bounds the windows of one
+    batched forward (``rows_per_pass // N`` candidates each). Raises :class:`LmpruneError`
+    when the budget cannot be met without removing every attention sublayer.
     """
+    if finish not in ("neurons", "none"):
+        raise LmpruneError(f"sublayer.finish must be 'neurons' or 'none', got {finish!r}")
     _check_model(model, structure, windows)
     if max_windows is not None:
         windows = windows[:max_windows]
     candidates = sublayer_candidates(model, structure, kinds, layer_range)
     body = count_parameters(model, structure).body
-    goal = _Budget(budget, sparsity, candidates, body, structure)
+    goal = _Budget(budget, sparsity, candidates, body, structure, finishing=finish == "neurons")
     was_training = model.training
     try:
-        state = _Search(model, structure, windows, normalize, batch_size, progress)
+        state = _Search(model, structure, windows, normalize, batch_size, progress,
+                        rows_per_pass)
         state.run(candidates, goal, progressive)
+        masks, record = removal_masks(structure, state.removed), {"params": 0, "neurons": {}}
+        if goal.finishing:
+            remainder = goal.target - goal.amount(state.gone)
+            masks, record = finish_with_neurons(model, structure, windows, state.removed,
+                                                masks, remainder, layer_range, progress)
+            if record["params"]:
+                with apply_masks(model, masks, structure):
+                    state.ppl = perplexity_of_windows(model, windows, batch_size)
     finally:
         model.train(was_training)
     settings = {"sparsity": sparsity, "normalize": normalize, "progressive": progressive,
                 "budget": budget, "kinds": list(kinds), "layer_range": layer_range,
-                "windows": list(windows.shape)}
+                "windows": list(windows.shape), "finish": finish}
     return SublayerSearchResult(
-        removal_masks(structure, state.removed), state.history, state.ri_initial,
-        state.score_initial, candidates, state.base, state.ppl,
-        sum(c.cost for c in state.gone), body, goal.target, settings)
+        masks, state.history, state.ri_initial, state.score_initial, candidates, state.base,
+        state.ppl, sum(c.cost for c in state.gone) + record["params"], body, goal.target,
+        settings, record)
 
 
 class _Search:
     """The search's mutable state: removed sublayers, current perplexity, history."""
 
-    def __init__(self, model, structure, windows, normalize, batch_size, progress):
+    def __init__(self, model, structure, windows, normalize, batch_size, progress,
+                 rows_per_pass=64):
         self.model, self.structure, self.windows = model, structure, windows
         self.normalize, self.batch_size, self.progress = normalize, batch_size, progress
+        self.rows_per_pass = rows_per_pass
         self.removed: dict[str, str] = {}
         self.gone: list[Candidate] = []
         self.history: list[dict] = []
@@ -242,25 +289,33 @@ class _Search:
 
     def score(self, present: list[Candidate]) -> dict[str, dict]:
         return _score_step(self.model, self.structure, self.windows, present, self.removed,
-                           self.ppl, self.normalize, self.batch_size, len(self.history),
+                           self.ppl, self.normalize, self.rows_per_pass, len(self.history),
                            self.progress)
 
     def run(self, candidates: list[Candidate], goal: _Budget, progressive: bool) -> None:
         present = list(candidates)
-        rows = self.score(present)
-        self.ri_initial = {n: r["ri"] for n, r in rows.items()}
-        self.score_initial = {n: r["score"] for n, r in rows.items()}
-        while not goal.met(self.gone):
-            if progressive and self.history:
-                rows = self.score(present)
-            choice = self._lowest(present, rows)
-            if choice is None:  # only the last attention sublayer is left
-                raise LmpruneError(
-                    f"sublayer-ri stopped after {len(self.gone)} removals without reaching "
-                    f"the budget: the only sublayer left is the model's last attention "
-                    f"sublayer. Lower prune.sparsity.")
-            after = rows[choice.name]["perplexity"] if progressive else None
-            self._remove(choice, present, rows, after)
+        bar = tqdm(total=100, desc="sublayer-ri budget", unit="%", leave=False,
+                   disable=not self.progress, bar_format="{l_bar}{bar}| {n:.0f}/{total}% "
+                                                         "[{elapsed}<{remaining}]")
+        with bar:
+            rows = self.score(present)
+            self.ri_initial = {n: r["ri"] for n, r in rows.items()}
+            self.score_initial = {n: r["score"] for n, r in rows.items()}
+            while not goal.met(self.gone):
+                if progressive and self.history:
+                    rows = self.score(present)
+                choice = self._lowest(present, rows)
+                if choice is None:  # only the last attention sublayer is left
+                    raise LmpruneError(
+                        f"sublayer-ri stopped after {len(self.gone)} removals without reaching "
+                        f"the budget: the only sublayer left is the model's last attention "
+                        f"sublayer. Lower prune.sparsity.")
+                if not goal.fits(self.gone, choice):
+                    break  # the rest is removed as neurons (finish="neurons")
+                after = rows[choice.name]["perplexity"] if progressive else None
+                self._remove(choice, present, rows, after)
+                done = min(100.0, 100.0 * goal.amount(self.gone) / max(goal.target, 1))
+                bar.update(done - bar.n)
 
     def _lowest(self, present: list[Candidate], rows: dict) -> Candidate | None:
         allowed = [c for c in present if _removable(c, self.structure, self.removed)]

@@ -2,26 +2,28 @@
 
 ``run.taylor.mode`` picks the structures, as in LLM-Pruner's three settings:
 
-* ``block``: attention heads (or key/value groups, if ``prune.structures`` lists
-  ``kv_groups``) and FFN neurons of every layer inside ``prune.layer_range``, each site at
-  ``prune.sparsity`` (``prune.round_to`` keeps the widths aligned). LLM-Pruner's LLaMA-7B recipe
-  prunes only layers 4..29 of 32 (``--block_*_layer_start 4 --block_*_layer_end 30``: the
-  first 4 and the last 2 layers are kept); lmprune's default ``layer_range: null`` prunes
-  every layer: set ``prune.layer_range=[4,30]`` to follow LLM-Pruner on a 32-layer model.
+* ``block``: query heads (the same number in every key/value group), whole key/value
+  groups (LLM-Pruner's GQA mode, ``kv_groups``) and FFN neurons of every layer inside
+  ``prune.layer_range`` (``prune.round_to`` keeps the widths aligned). The default
+  ``layer_range: auto`` keeps LLM-Pruner's first 1/8 and last 1/16 of the layers (its
+  LLaMA-7B recipe prunes layers 4..29 of 32), i.e. layers 4..27 of a 30-layer model.
 * ``channel``: the hidden (residual) channels, across the whole model.
 * ``layer``: whole layers — the ``sparsity`` fraction of the layers in ``layer_range`` with the
   lowest importance (aggregated over all of a layer's weights) are removed.
 
 In ``channel`` and ``layer`` mode the kind is fixed by the mode and ``prune.structures`` is
-not used. Importance and aggregation come from ``run.taylor`` (see
-:mod:`lmprune.scorers.taylor`); gradients come from ``calibration.samples``.
+not used. ``prune.budget=params`` (default) removes ``prune.sparsity`` of the non-embedding
+parameters (:mod:`lmprune.pruners.param_budget`). Importance, aggregation, reduction and
+micro-batching come from ``run.taylor`` (see :mod:`lmprune.scorers.taylor`); gradients come
+from ``calibration.samples``.
 """
 from __future__ import annotations
 
 from lmprune.arch import ModelStructure
 from lmprune.errors import LmpruneError
-from lmprune.pruners._budget import calibration_samples, check_budget
-from lmprune.pruners.selection import select
+from lmprune.pruners._budget import calibration_samples
+from lmprune.pruners.settings import (PruneSettings, check_settings, prune_settings,
+                                      select_masks)
 from lmprune.registry import METHODS
 from lmprune.structures import Masks
 
@@ -46,6 +48,14 @@ def mode_structures(mode: str, structures: list[str]) -> list[str]:
     return chosen
 
 
+def taylor_options(run, settings: PruneSettings) -> dict:
+    """Keyword arguments of ``taylor_metrics`` from ``run.taylor`` and the settings."""
+    taylor = run.taylor
+    return {"aggregation": taylor.aggregation, "kinds": settings.structures,
+            "layer_range": settings.layer_range, "reduction": taylor.reduction,
+            "batch_size": taylor.batch_size, "buffer_fraction": taylor.buffer_fraction}
+
+
 @METHODS.register("taylor", help="LLM-Pruner: Taylor importance from calibration gradients "
                                  "(taylor.mode: block heads/neurons, channel, layer)")
 def prune_taylor(model, structure: ModelStructure, run, calibration=None) -> Masks:
@@ -53,11 +63,9 @@ def prune_taylor(model, structure: ModelStructure, run, calibration=None) -> Mas
     from lmprune.scorers.taylor import taylor_scores
 
     samples = calibration_samples(calibration, "taylor")
-    prune, taylor = run.prune, run.taylor
-    structures = mode_structures(taylor.mode, list(prune.structures))
-    check_budget(structure, structures, prune.sparsity, prune.layer_range)
-    scores = taylor_scores(model, structure, samples, importance=taylor.importance,
-                           aggregation=taylor.aggregation, kinds=structures,
-                           layer_range=prune.layer_range)
-    return select(structure, scores, prune.sparsity, structures, prune.round_to,
-                  prune.layer_range)
+    settings = prune_settings(run, structure, mode_structures(run.taylor.mode,
+                                                              list(run.prune.structures)))
+    check_settings(structure, settings)
+    scores = taylor_scores(model, structure, samples, importance=run.taylor.importance,
+                           **taylor_options(run, settings))
+    return select_masks(model, structure, scores, settings)

@@ -1,9 +1,9 @@
 """The demo's LLM part: Taylor and RI sublayer pruning of smollm2-135m, before vs after.
 
-Both methods remove about 20% of the non-embedding parameters: Taylor prunes heads and
-neurons of layers 4-27 at a per-unit sparsity of 0.25 (which is 20.0% of the non-embedding
-parameters for SmolLM2's shapes), RI (normalized, one-shot on 1 held-out window) removes
-whole sublayers until 20% is gone. The dense model
+Both methods remove 20% of the non-embedding parameters (``prune.budget=params``): Taylor
+prunes heads and neurons of layers 4-27 (``prune.layer_range=auto``), RI (normalized,
+one-shot on 1 held-out window) removes whole sublayers and finishes with FFN neurons. The
+dense model
 is evaluated once; speedups are throughput ratios measured in this process.
 """
 from __future__ import annotations

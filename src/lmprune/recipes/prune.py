@@ -22,8 +22,9 @@ from lmprune.config import dump_yaml
 from lmprune.config.schema import RunConfig
 from lmprune.device import announce, describe_device, resolve_device, resolve_dtype
 from lmprune.errors import LmpruneError
-from lmprune.outputs import check_output_dir, remove_stale_stages, stale_stage_note, staged_dir
 from lmprune import registry
+from lmprune.outputs import check_output_dir, remove_stale_stages, stale_stage_note, staged_dir
+from lmprune.pruners.settings import settings_record
 from lmprune.reporting.plots import layer_widths, plot_layer_widths
 from lmprune.reporting.report import write_report
 from lmprune.structures import Masks, remove
@@ -130,6 +131,8 @@ def run_prune(run: RunConfig, progress: bool = True, log=print,
             "structures": list(run.prune.structures), "seed": run.prune.seed})
         remove(model, masks, structure)
         prune_seconds = time.perf_counter() - t0
+        settings = settings_record(run, structure)
+        log(f"[prune] settings: {settings['summary']}")
         log("[prune] evaluating the pruned model")
         after = evaluate(model, tokenizer, run.eval, progress=progress)
         saved = save_model(model, stage / "model", tokenizer, plan, run.output.format, log)
@@ -144,7 +147,11 @@ def run_prune(run: RunConfig, progress: bool = True, log=print,
                  "alignment": {"round_to": run.prune.round_to, "unaligned": saved.unaligned}}
         metrics = _metrics(run, calibration, before, after, saved, out, prune_seconds,
                            time.perf_counter() - start,
-                           {**extra, "memory": {"prune": prune_memory.result.as_dict()}})
+                           {**extra, "settings": settings,
+                            "memory": {"prune": prune_memory.result.as_dict()}})
+        log(f"[prune] removed {metrics['params_removed_fraction']['body']:.2%} of the "
+            f"non-embedding parameters (requested {run.prune.sparsity:.2%}"
+            f"{'' if run.prune.budget == 'params' else ' of the units of each kind'})")
         dump_yaml(run, stage / "config.yaml")
         write_report(stage, metrics, plots)
     log(f"[prune] done: {out}/report.md")

@@ -42,19 +42,33 @@ def flatten(evaluation: dict) -> dict:
 
 
 def _outcome_lines(metrics: dict) -> list[str]:
-    """The share actually removed, the width alignment, and what the saved format lacks."""
+    """The width alignment, the device, and what the saved format lacks."""
     lines = []
-    removed = metrics.get("params_removed_fraction")
     alignment = metrics.get("alignment") or {}
-    if removed:
-        lines.append(f"- removed: {removed['body']:.1%} of the non-embedding parameters "
-                     f"({removed['total']:.1%} of all), widths rounded with prune.round_to="
-                     f"{alignment.get('round_to', '-')}")
+    if alignment:
+        lines.append(f"- widths rounded with prune.round_to={alignment.get('round_to', '-')}")
     for width in alignment.get("unaligned") or []:
         lines.append(f"- warning: unaligned width (not a multiple of 8, slow on GPUs): {width}")
     if metrics.get("device"):
         lines.append(f"- device: {metrics['device']}, {metrics.get('dtype', '-')}")
     lines += [f"- saved-format note: {n}" for n in metrics.get("saved", {}).get("notes") or []]
+    return lines
+
+
+def _removed_lines(metrics: dict) -> list[str]:
+    """The achieved share of parameters and the settings used, when the run recorded them."""
+    lines = []
+    removed = metrics.get("params_removed_fraction", {}).get("body")
+    if removed is not None:
+        total = metrics["params_removed_fraction"].get("total")
+        lines.append(f"- removed: {removed:.2%} of the non-embedding parameters"
+                     + (f" ({total:.2%} of all)" if total is not None else ""))
+    settings = metrics.get("settings", {})
+    if settings.get("summary"):
+        lines.append(f"- settings: {settings['summary']}")
+    for section, values in settings.items():
+        if section not in ("summary", "prune") and isinstance(values, dict):
+            lines.append(f"- {section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
     return lines
 
 
@@ -64,6 +78,7 @@ def write_report(out: Path, metrics: dict, plots: list[Path]) -> Path:
     before, after = flatten(metrics.get("before", {})), flatten(metrics.get("after", {}))
     lines = [f"# lmprune run: {metrics['method']} on {metrics['model']}", "",
              f"- sparsity requested: {metrics['sparsity']} of {', '.join(metrics['structures'])}",
+             *_removed_lines(metrics),
              f"- calibration: {metrics.get('calibration', '-')}",
              f"- saved model: `{metrics.get('saved', {}).get('path', '-')}` "
              f"({metrics.get('saved', {}).get('format', '-')} format)",

@@ -24,6 +24,17 @@ The order of a group's tensors (what ``aggregation="last"`` picks) is the order 
 ``model.named_parameters()``: q, k, v, o for attention groups; gate, up, down for neurons;
 embeddings first and the LM head last for hidden channels; for a LLaMA layer q, k, v, o, gate,
 up, down, input norm, post-attention norm.
+
+**Channels.** LLM-Pruner scores every *channel* (one row or column index) of every coupled
+tensor, reduces across the tensors channel by channel, and only then sums the ``head_dim``
+channels of a head ("consecutive groups"). A group therefore owns ``unit`` consecutive indices
+of a tensor that are *aligned* to ``channels`` channels: a head owns ``head_dim`` rows of q
+(and of k/v without grouped-query attention) and ``head_dim`` columns of o, one channel each;
+a key/value group owns ``head_dim`` rows of k and v but ``group_size * head_dim`` rows of q
+and columns of o, which fold onto its ``head_dim`` channels by summing the query heads of the
+group at the same offset (query head h belongs to key/value group ``h // group_size``, HF's
+``repeat_kv`` pairing; LLM-Pruner's own fold pairs h with ``h % num_kv_heads`` instead).
+Neurons and hidden channels are one channel per group; a sublayer or layer is one channel.
 """
 from __future__ import annotations
 
@@ -42,6 +53,9 @@ UNIT_KINDS = ("heads", "kv_groups", "neurons", "hidden")
 SITE_KINDS = ("attention", "ffn", "layers")
 ALL_KINDS = UNIT_KINDS + SITE_KINDS
 AGGREGATIONS = ("sum", "mean", "max", "prod", "last")
+#: Where the coupled tensors are combined: per aligned channel, then summed over a group's
+#: channels (LLM-Pruner), or per group after summing each tensor over the group's elements.
+REDUCTIONS = ("channel", "group")
 
 
 @dataclass(frozen=True)
@@ -50,13 +64,15 @@ class Slice:
 
     ``dim`` is the tensor dimension indexed by the groups and ``unit`` how many consecutive
     indices along it one group owns (``head_dim`` for a head); ``dim=None`` means the whole
-    tensor is one unit (sublayer and layer kinds).
+    tensor is one unit (sublayer and layer kinds). ``channels`` is how many aligned channels
+    those ``unit`` indices fold onto (module docstring): ``unit`` is a multiple of it.
     """
 
     kind: str
     site: str  # site name; "" for the hidden channel
     dim: int | None = None
     unit: int = 1
+    channels: int = 1
 
 
 @dataclass
@@ -80,6 +96,12 @@ def check_aggregation(aggregation: str) -> str:
     if aggregation not in AGGREGATIONS:
         raise LmpruneError(f"unknown aggregation {aggregation!r}; valid: {', '.join(AGGREGATIONS)}")
     return aggregation
+
+
+def check_reduction(reduction: str) -> str:
+    if reduction not in REDUCTIONS:
+        raise LmpruneError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
+    return reduction
 
 
 def coupled_tensors(model: nn.Module, structure: ModelStructure, kinds: Iterable[str],
@@ -122,12 +144,12 @@ def _attention_slices(site, kinds, add) -> None:
     heads = "heads" in kinds
     kv = "kv_groups" in kinds
     mha = site.group_size == 1
-    q_rows = (_when(heads, Slice("heads", site.name, 0, d))
-              + _when(kv, Slice("kv_groups", site.name, 0, group)))
-    kv_rows = (_when(heads and mha, Slice("heads", site.name, 0, d))
-               + _when(kv, Slice("kv_groups", site.name, 0, d)))
-    o_cols = (_when(heads, Slice("heads", site.name, 1, d))
-              + _when(kv, Slice("kv_groups", site.name, 1, group)))
+    q_rows = (_when(heads, Slice("heads", site.name, 0, d, d))
+              + _when(kv, Slice("kv_groups", site.name, 0, group, d)))
+    kv_rows = (_when(heads and mha, Slice("heads", site.name, 0, d, d))
+               + _when(kv, Slice("kv_groups", site.name, 0, d, d)))
+    o_cols = (_when(heads, Slice("heads", site.name, 1, d, d))
+              + _when(kv, Slice("kv_groups", site.name, 1, group, d)))
     whole = _when("attention" in kinds or "layers" in kinds, Slice("attention", site.name))
     add(site.q, *q_rows, *whole)
     add(site.k, *kv_rows, *whole)
@@ -159,22 +181,40 @@ def _hidden_slices(structure: ModelStructure, add) -> None:
         add(path, Slice("hidden", "", 0))
 
 
-def per_unit(values: torch.Tensor, piece: Slice, dim_sums: dict[int, torch.Tensor]) -> torch.Tensor:
-    """Sum ``values`` over each group's elements of this tensor: one number per group.
+def index_sums(values: torch.Tensor, piece: Slice,
+               dim_sums: dict[int, torch.Tensor]) -> torch.Tensor:
+    """Sum ``values`` over every dimension but the one ``piece`` indexes: one number per index
+    (a row of q, a column of o), or one number for the whole tensor (``dim=None``).
 
-    ``dim_sums`` caches the sums over all other dimensions, one per indexed dimension, so a
-    tensor with several slices along the same dimension is reduced once.
+    ``dim_sums`` caches the sums per indexed dimension, so a tensor with several slices along
+    the same dimension is reduced once. The result is linear in ``values``, so sums from
+    several backward passes may simply be added.
     """
     if piece.dim is None:
         return values.sum().reshape(1)
     if piece.dim not in dim_sums:
         others = [d for d in range(values.dim()) if d != piece.dim]
         dim_sums[piece.dim] = values.sum(dim=others) if others else values
-    return dim_sums[piece.dim].reshape(-1, piece.unit).sum(1)
+    return dim_sums[piece.dim]
+
+
+def to_channels(sums: torch.Tensor, piece: Slice) -> torch.Tensor:
+    """Per-index sums -> ``[groups, channels]``: a group's ``unit`` indices folded onto its
+    ``channels`` aligned channels (the query heads of a key/value group summed offset by
+    offset; see the module docstring)."""
+    if piece.dim is None:
+        return sums.reshape(1, 1)
+    return sums.reshape(-1, piece.unit // piece.channels, piece.channels).sum(1)
+
+
+def per_unit(values: torch.Tensor, piece: Slice, dim_sums: dict[int, torch.Tensor]) -> torch.Tensor:
+    """Sum ``values`` over each group's elements of this tensor: one number per group."""
+    return to_channels(index_sums(values, piece, dim_sums), piece).sum(1)
 
 
 def aggregate(stack: list[torch.Tensor], how: str) -> torch.Tensor:
-    """Combine one group's per-tensor importances (listed in parameter order), in float64.
+    """Combine one group's per-tensor importances (listed in parameter order, each of one
+    shape: per group, or per group and channel), in float64, element by element.
 
     ``prod`` of many small importances underflows: a hidden channel spans every tensor of
     the model (about 270 in smollm2-135m), and its product is 0 even in float64.

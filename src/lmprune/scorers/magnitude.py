@@ -15,7 +15,7 @@ from torch import nn
 from lmprune.arch import ModelStructure
 from lmprune.errors import LmpruneError
 from lmprune.pruners.selection import Scores
-from lmprune.scorers.coupling import ALL_KINDS, coupled_tensors, per_unit
+from lmprune.scorers.coupling import ALL_KINDS, coupled_tensors, index_sums
 from lmprune.scorers.importances import GroupImportances
 
 
@@ -31,5 +31,5 @@ def magnitude_scores(model: nn.Module, structure: ModelStructure, norm: int = 2,
         powered = tensor.param.detach().float().abs().pow(norm)
         cache: dict[int, torch.Tensor] = {}
         for position, piece in enumerate(tensor.slices):
-            collected.add(index, position, piece, per_unit(powered, piece, cache))
+            collected.add(index, position, piece, index_sums(powered, piece, cache))
     return collected.scores(structure, "sum", finish=lambda v: v.pow(1.0 / norm))

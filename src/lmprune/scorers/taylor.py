@@ -1,18 +1,25 @@
 """First- and second-order Taylor importance of LLM-Pruner (Ma et al., NeurIPS 2023, Sec. 3.2).
 
-For a weight W with loss gradient G (element-wise products, sums over a group's elements of W):
+For a weight W with loss gradient G (element-wise products, sums over a channel's elements):
 
-* ``vector``   (Eq. 3, coarse): ``|Σ G·W|`` — the first-order change of the loss when the
-  group's whole weight vector in W is zeroed;
-* ``element1`` (Eq. 4-5, first order): ``Σ |G·W|``;
-* ``element2`` (Eq. 4-5, with the Hessian diagonal): ``Σ |G·W − ½ · W·H·W|`` where
-  ``H = (1/N) Σ_s g_s²`` is the Fisher approximation of the Hessian diagonal from the squared
-  per-sample gradients g_s (LLM-Pruner's ``acc_grad``, its ``param_mix`` criterion).
+* ``vector``       (Eq. 3, coarse; LLM-Pruner's ``vectorize``): ``|Σ G·W|``;
+* ``element1``     (Eq. 4-5, first order; ``param_first``): ``Σ |G·W|``;
+* ``element2``     (Eq. 4-5 with the Hessian diagonal; ``param_mix``): ``Σ |G·W − ½·W·H·W|``;
+* ``param_second`` (the second-order term alone; ``param_second``): ``Σ W·H·W``;
 
-The group importance then aggregates the per-tensor importances of the group's coupled tensors
-(``sum``, ``mean``, ``max``, ``prod`` or ``last``; see :mod:`lmprune.scorers.coupling` for the
-coupling and the tensor order). Layer, attention and FFN sublayer scores treat a whole tensor
-as one group and aggregate over all the layer's (sublayer's) weights.
+where ``H = (1/N) Σ_s g_s²`` is the Fisher approximation of the Hessian diagonal from the
+squared per-sample gradients g_s (LLM-Pruner's ``acc_grad``).
+
+**Reduction (``reduction="channel"``, LLM-Pruner's, the default).** Each coupled tensor gives
+one value per channel (row or column index; :mod:`lmprune.scorers.coupling`): for ``vector``
+the |·| is taken per row (``salience.sum(1).abs()``), for the element-wise criteria the sum of
+|·| over the row. The coupled tensors are combined channel by channel by ``aggregation``
+(``sum``, ``mean``, ``max``, ``prod`` or ``last``), and a head's (key/value group's)
+``head_dim`` channels are then summed. ``reduction="group"`` (lmprune's earlier form) sums each
+tensor over all of a group's elements first (for ``vector``: |Σ| over the whole head) and
+combines the tensors per group. For neurons, hidden channels, sublayers and layers (one
+channel per group) the two agree; for heads they differ in ``vector`` and in ``max``/``prod``.
+Layer, attention and FFN sublayer scores treat a whole tensor as one channel.
 
 Exact choices (the paper leaves them open; LLM-Pruner's code fixes them):
 
@@ -21,29 +28,14 @@ Exact choices (the paper leaves them open; LLM-Pruner's code fixes them):
   g_s is the gradient of sample s's mean loss (all samples have the same length). Ranking by
   ``vector``/``element1`` does not depend on that 1/N; ``element2`` mixes G with H, so the
   scale matters and is LLM-Pruner's.
-* ``vector`` takes |·| of the sum over *all* the group's elements in a tensor (the paper's
-  Eq. 3 with W_i = the group's slice). LLM-Pruner's code takes |·| per row/column and then
-  sums the ``head_dim`` rows of a head, which differs for heads and key/value groups only.
 * Biases are not scored (as in LLM-Pruner).
 
-Memory (the point of this module): gradients are consumed by per-weight hooks
-(:mod:`lmprune.scorers.grad_accumulator`) and freed at once, and only the weights the
-requested kinds need (within ``layer_range``) get gradients at all.
-
-* ``vector``/``element1`` with ``batch_size=None`` (the default, one backward over the N
-  samples as LLM-Pruner does): no per-weight buffer at all — each weight is scored inside its
-  hook and only per-group reductions are kept. Peak = weights + the batch's activations +
-  the few gradients autograd holds in flight + fp32 temporaries for one matrix (3x its size).
-* ``element2`` adds N per-sample backward passes (activations of one sample) and one fp32
-  buffer per watched weight for H.
-* ``batch_size < N`` (less activation memory) adds one fp32 buffer per watched weight for ΣG.
-
-For LLaMA-7B (6.5B parameters in the 32 layers, bf16 weights 13.5 GB): element1 needs
-13.5 GB + activations of 10x128 tokens (a few GB) + < 2 GB transient; element2 adds
-26 GB of fp32 H (all layers; 21 GB for LLM-Pruner's layers 4..29), i.e. about 45 GB in all;
-a full copy of the gradients is never held. Measured on smollm2-135m (fp32, 10x128 tokens,
-all kinds, peak RSS): a plain ``loss.backward()`` 3.8 GB; element1 3.5 GB; all three metrics
-4.4 GB; element1 with ``batch_size=2`` 2.5 GB.
+Memory: gradients are consumed by per-weight hooks (:mod:`lmprune.scorers.grad_accumulator`)
+and freed at once, only the weights the requested kinds need (within ``layer_range``) get
+gradients, and per-element buffers (H for ``element2``; ΣG under micro-batching) are bounded
+by streaming the weights in chunks of layers (:mod:`lmprune.scorers.taylor_passes`, with the
+memory model in :mod:`lmprune.scorers.taylor_memory`). ``vector``, ``element1`` (one batch) and
+``param_second`` never hold a per-element buffer. Measured peaks: ``benchmarks/taylor_memory``.
 """
 from __future__ import annotations
 
@@ -55,12 +47,17 @@ from torch import nn
 from lmprune.arch import ModelStructure
 from lmprune.errors import LmpruneError
 from lmprune.pruners.selection import Scores
-from lmprune.scorers.coupling import CoupledTensor, check_aggregation, coupled_tensors, per_unit
-from lmprune.scorers.grad_accumulator import (FloatSums, LossFn, backward_passes,
-                                              causal_lm_loss, watch_gradients)
+from lmprune.scorers.coupling import (CoupledTensor, check_aggregation, check_reduction,
+                                      coupled_tensors, index_sums)
+from lmprune.scorers.grad_accumulator import LossFn, causal_lm_loss
 from lmprune.scorers.importances import GroupImportances
+from lmprune.scorers.taylor_memory import activation_savings
+from lmprune.scorers.taylor_passes import NEEDS_G, plan_passes, run_passes
 
-METRICS = ("vector", "element1", "element2")
+METRICS = ("vector", "element1", "element2", "param_second")
+#: LLM-Pruner's names (``hf_prune.py --taylor``) for the same criteria.
+LLM_PRUNER_NAMES = {"vectorize": "vector", "param_first": "element1", "param_mix": "element2",
+                    "param_second": "param_second"}
 DEFAULT_KINDS = ("heads", "kv_groups", "neurons", "hidden", "layers")
 
 
@@ -70,70 +67,64 @@ def taylor_scores(model: nn.Module, structure: ModelStructure, samples: torch.Te
     """Taylor importance of every group of ``kinds`` (higher = more important).
 
     ``samples`` [N, L] are calibration token ids; ``options`` are those of
-    :func:`taylor_metrics` (``layer_range``, ``batch_size``, ``loss_fn``, ``progress``).
+    :func:`taylor_metrics` (``layer_range``, ``batch_size``, ``reduction``, ...).
     Asking for ``layers`` also gives ``attention`` and ``ffn`` sublayer scores.
     """
-    return taylor_metrics(model, structure, samples, (importance,), aggregation, kinds,
-                          **options)[importance]
+    name = LLM_PRUNER_NAMES.get(importance, importance)
+    return taylor_metrics(model, structure, samples, (name,), aggregation, kinds,
+                          **options)[name]
 
 
 def taylor_metrics(model: nn.Module, structure: ModelStructure, samples: torch.Tensor,
                    metrics: Iterable[str] = METRICS, aggregation: str = "sum",
                    kinds: Iterable[str] = DEFAULT_KINDS, layer_range: list[int] | None = None,
                    batch_size: int | None = None, loss_fn: LossFn | None = None,
-                   progress: bool = True) -> dict[str, Scores]:
+                   progress: bool = True, reduction: str = "channel",
+                   buffer_fraction: float = 0.5) -> dict[str, Scores]:
     """Every requested metric from one round of gradient passes: ``{metric: Scores}``.
 
     ``layer_range`` [start, end) limits the scored sites (and the weights that get
-    gradients); ``batch_size`` splits the first-order pass into micro-batches (None: one
-    batch of all N samples); ``loss_fn(model, ids) -> loss`` replaces the causal-LM loss.
+    gradients); ``batch_size`` splits the gradient passes into micro-batches (None: one
+    batch of all N samples); ``loss_fn(model, ids) -> loss`` replaces the causal-LM loss;
+    ``reduction`` is ``channel`` (LLM-Pruner) or ``group`` (module docstring);
+    ``buffer_fraction`` bounds per-element buffers relative to the scored weights' bytes.
     """
     metrics = _check_metrics(metrics)
     check_aggregation(aggregation)
+    check_reduction(reduction)
     samples = _check_samples(samples)
     if batch_size is not None and batch_size < 1:
         raise LmpruneError(f"batch_size must be a positive number of samples, got {batch_size}")
+    if not buffer_fraction > 0:
+        raise LmpruneError(f"buffer_fraction must be positive, got {buffer_fraction}")
     tensors = coupled_tensors(model, structure, kinds, layer_range)
     if not tensors:
         raise LmpruneError(f"nothing to score: no weight belongs to kinds {tuple(kinds)} "
                            f"within layer_range {layer_range}")
-    params = [t.param for t in tensors]
-    loss_fn = loss_fn or causal_lm_loss
-    n = len(samples)
-    hessian = None
-    if "element2" in metrics:  # H = (1/N) Σ_s g_s², one backward per sample
-        hessian = FloatSums(transform=torch.square, scale=1.0 / n)
-        with watch_gradients(model, params, hessian):
-            backward_passes(model, samples, 1, loss_fn, "taylor: per-sample gradients",
-                            progress, share=False)
+    n, seq_len = samples.shape
+    plan = plan_passes(tensors, metrics, n, batch_size, buffer_fraction,
+                       activation_savings(model, structure, tensors, n, seq_len))
     results = {m: GroupImportances() for m in metrics}
-    scored: set[int] = set()
+    first = tuple(m for m in metrics if m in NEEDS_G)
 
-    def score(index: int, grad: torch.Tensor) -> None:
-        hess = hessian.pop(index) if hessian is not None else None
-        _score_tensor(tensors[index], index, grad, hess, results)
-        scored.add(index)
+    def on_sample(index: int, grad: torch.Tensor) -> None:
+        if "param_second" in results:
+            _score_second(tensors[index], index, grad, n, results["param_second"])
 
-    batch = n if batch_size is None else batch_size
-    if batch >= n:  # one backward: each weight is scored in its hook, no gradient buffer
-        with watch_gradients(model, params, lambda i, p, g: score(i, g)):
-            backward_passes(model, samples, n, loss_fn, "taylor: gradient", progress)
-    else:
-        sums = FloatSums()
-        with watch_gradients(model, params, sums):
-            backward_passes(model, samples, batch, loss_fn, "taylor: gradient", progress)
-        for index in list(sums.buffers):
-            score(index, sums.pop(index))
-    for index, tensor in enumerate(tensors):  # weights the loss does not depend on
-        if index not in scored:
-            score(index, torch.zeros_like(tensor.param, dtype=_score_dtype(tensor.param)))
-    return {m: results[m].scores(structure, aggregation) for m in metrics}
+    def on_gradient(index: int, grad: torch.Tensor, hessian: torch.Tensor | None) -> None:
+        _score_tensor(tensors[index], index, grad, hessian, {m: results[m] for m in first})
+
+    run_passes(model, tensors, plan, samples, loss_fn or causal_lm_loss, on_sample, on_gradient,
+               progress)
+    return {m: results[m].scores(structure, aggregation, reduction) for m in metrics}
 
 
 def salience(metric: str, weight: torch.Tensor, grad: torch.Tensor,
              hessian: torch.Tensor | None) -> torch.Tensor:
-    """Element-wise salience of one tensor (fp32); ``vector`` stays signed (|·| comes after
-    the sum over a group's elements)."""
+    """Element-wise salience of one tensor; ``vector`` stays signed (|·| comes after the sum
+    over a channel's elements) and ``param_second`` takes ``hessian`` as H."""
+    if metric == "param_second":
+        return weight * hessian * weight
     first = grad * weight
     if metric == "vector":
         return first
@@ -155,23 +146,34 @@ def _score_tensor(tensor: CoupledTensor, index: int, grad: torch.Tensor,
     weight, grad = tensor.param.detach().to(dtype), grad.to(dtype)
     hessian = hessian.to(dtype) if hessian is not None else None
     for metric, collected in results.items():
-        values = salience(metric, weight, grad, hessian)
-        cache: dict[int, torch.Tensor] = {}
-        for position, piece in enumerate(tensor.slices):
-            per_group = per_unit(values, piece, cache)
-            if metric == "vector":  # |Σ g·w| over the group's elements (Eq. 3)
-                per_group = per_group.abs()
-            collected.add(index, position, piece, per_group)
+        _add_slices(tensor, index, salience(metric, weight, grad, hessian), collected,
+                    signed=metric == "vector")
+
+
+def _score_second(tensor: CoupledTensor, index: int, grad: torch.Tensor, n: int,
+                  collected: GroupImportances) -> None:
+    """One sample's share of ``Σ W·H·W``: linear in H, so it needs no per-element buffer."""
+    dtype = _score_dtype(tensor.param)
+    weight, grad = tensor.param.detach().to(dtype), grad.to(dtype)
+    _add_slices(tensor, index, salience("param_second", weight, None, grad.square() / n),
+                collected)
+
+
+def _add_slices(tensor: CoupledTensor, index: int, values: torch.Tensor,
+                collected: GroupImportances, signed: bool = False) -> None:
+    cache: dict[int, torch.Tensor] = {}
+    for position, piece in enumerate(tensor.slices):
+        collected.add(index, position, piece, index_sums(values, piece, cache), signed=signed)
 
 
 def _check_metrics(metrics: Iterable[str]) -> tuple[str, ...]:
-    metrics = tuple(dict.fromkeys(metrics))
+    metrics = tuple(dict.fromkeys(LLM_PRUNER_NAMES.get(m, m) for m in metrics))
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
         raise LmpruneError(f"unknown Taylor metric(s) {unknown or '(none given)'}; valid: "
-                           f"{', '.join(METRICS)}")
+                           f"{', '.join(METRICS)} (LLM-Pruner's names "
+                           f"{', '.join(LLM_PRUNER_NAMES)} are accepted too)")
     return metrics
-
 
 def _check_samples(samples: torch.Tensor) -> torch.Tensor:
     if not isinstance(samples, torch.Tensor) or samples.dim() != 2 or samples.numel() == 0:
