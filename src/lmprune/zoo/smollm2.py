@@ -27,9 +27,10 @@ log = logging.getLogger(__name__)
 
 
 def smollm2_dir() -> Path:
-    """The cached HF directory of SmolLM2-135M-Instruct, converting it on first use."""
-    gguf = package_file(SMOLLM2, ALIAS)
-    return cached_dir(ALIAS, CONVERSION_VERSION, lambda out: convert_gguf(gguf, out))
+    """The cached HF directory of SmolLM2-135M-Instruct, converting it on first use (the PyPI
+    package is needed only then: a populated cache works without it)."""
+    return cached_dir(ALIAS, CONVERSION_VERSION,
+                      lambda out: convert_gguf(package_file(SMOLLM2, ALIAS), out))
 
 
 def convert_gguf(gguf: Path, out: Path) -> dict[str, Any]:

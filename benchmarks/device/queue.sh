@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The job queue of one GPU lease (started by session.sh launch, in its own process session).
+# Two lanes, one per GPU, run their jobs in order; a job waits for the assets it needs
+# (~/ready/<asset>, written by session.sh receive) and runs under its own time limit, with
+# its log, exit status and wall time in ~/results/<job>/. The multi-GPU job runs last, on both.
+set -u
+cd ~/repo
+RESULTS=${RESULTS:-$HOME/results}
+export PYTHONPATH=$HOME/site:$HOME/repo/src LMPRUNE_CACHE=$HOME/cache HF_HUB_OFFLINE=1 \
+  HF_DATASETS_OFFLINE=1 TRANSFORMERS_VERBOSITY=error PYTHONUNBUFFERED=1 \
+  TOKENIZERS_PARALLELISM=false NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 \
+  NVSHMEM_DISABLE_NVLS=1
+
+job() {  # job NAME GPUS LIMIT_S NEEDS -- COMMAND...
+  local name=$1 gpus=$2 limit=$3 needs=$4 waited=0
+  shift 5
+  local dir="$RESULTS/$name"
+  mkdir -p "$dir"
+  echo "waiting for: $needs" > "$dir/status"
+  for need in ${needs//,/ }; do
+    [ "$need" = "-" ] && continue
+    while [ ! -f "$HOME/ready/$need" ]; do
+      sleep 5; waited=$((waited + 5))
+      if [ "$waited" -gt 1200 ]; then echo "skipped: $need never arrived" > "$dir/status"; return; fi
+    done
+  done
+  echo "running on GPU $gpus since $(date +%T)" > "$dir/status"
+  local start=$(date +%s)
+  OUT=$dir CUDA_VISIBLE_DEVICES=$gpus timeout "$limit" "$@" > "$dir/log.txt" 2>&1
+  local rc=$?
+  echo "done rc=$rc in $(( $(date +%s) - start )) s (limit $limit s)" > "$dir/status"
+  echo "$(date +%T) $name: rc=$rc"
+}
+
+lane0() {
+  job speed 0 450 - -- env BUDGET=330 bash benchmarks/speed/device_run.sh
+  job llm 0 600 env,smol -- env ROWS_BUDGET=420 BUDGET=570 bash benchmarks/llm_offline/device_run.sh &
+  job ablate-llm 0 600 env,smol -- env PLANS="sublayer-ri adapruner" BUDGET=560 \
+    ABLATIONS=$HOME/ablations bash benchmarks/ablations/device_run.sh &
+  wait
+}
+
+lane1() {
+  job ablate-apt 1 600 env -- env PLANS=apt BUDGET=560 ABLATIONS=$HOME/ablations \
+    bash benchmarks/ablations/device_run.sh
+  for seed in 0 1 2; do
+    job "mpnet-seed$seed" 1 240 mpnet -- env BUDGET=230 BENCH=$HOME/bench_base_seed$seed \
+      bash benchmarks/apt_base/device_run.sh --set all:seed=$seed
+  done
+}
+
+echo "$(date +%T) queue started"
+lane0 & lane1 & wait
+if [ -f benchmarks/multigpu/device_run.sh ]; then
+  job multigpu 0,1 300 - -- bash benchmarks/multigpu/device_run.sh
+fi
+echo "$(date +%T) queue finished"
