@@ -144,6 +144,19 @@ class APTConfig(Section):
                                           "of training)")
     events: int = param(10, "pruning events between start and stop (paper: about 10)")
     round_to: int = param(8, "final FFN widths are multiples of this (hardware-friendly; 1: off)")
+    compact: bool = param(True, "remove pruned heads, neurons and hidden channels physically "
+                                "at every pruning event (and when the masks reach the last "
+                                "event's targets): backbone, adapters, optimizer state and "
+                                "teacher shrink and training goes on with the smaller model "
+                                "(APT); false: keep them masked until the end (same losses, "
+                                "full-size cost)")
+    selection: Literal["event", "step"] = param(
+        "event", "when the budget search runs: event (once per pruning event, masks move "
+                 "monotonically to those targets) or step (APT's code: again after every step "
+                 "between the first and the last event, masks move toward the latest choice "
+                 "and can come back)")
+    min_units: int = param(1, "heads and neurons every attention / FFN sublayer keeps (APT: "
+                              "0, a sublayer and so a whole layer can be pruned away)")
     rank_growth: Literal["adaptive", "uniform", "static"] = param(
         "adaptive", "adapter ranks: top half by salience grow (APT), all grow, or static")
     growth_factor: float = param(4.0, "tuning parameters grow linearly to this multiple of the "
@@ -165,6 +178,8 @@ class APTConfig(Section):
 
     def validate(self) -> list[str]:
         problems = _positive(self, "r", "events", "round_to", "max_rank", "calibration_batches")
+        if self.min_units < 0:
+            problems.append(f"min_units: must be >= 0, got {self.min_units}")
         if self.adapter == "lora" and not self.targets:
             problems.append("targets: empty, so no adapter and nothing tuned in the backbone; to "
                             "tune the backbone without adapters set apt.adapter=none")

@@ -112,8 +112,11 @@ class LoopResult:
 
 
 def build_optimizer(method: TrainMethod, model, lr: float, weight_decay: float,
-                    previous: torch.optim.Optimizer | None = None) -> torch.optim.AdamW:
-    """AdamW over the method's groups; the state of tensors ``previous`` trained is kept."""
+                    previous: torch.optim.Optimizer | None = None,
+                    moves=None) -> torch.optim.AdamW:
+    """AdamW over the method's groups; the state of tensors ``previous`` trained is kept, and
+    the state of tensors that ``moves`` (a compaction's
+    :class:`~lmprune.structures.moves.ParamMoves`) says replaced them, cut the same way."""
     groups = method.parameter_groups(model, lr)
     for g in groups:
         g.setdefault("weight_decay", weight_decay)
@@ -126,6 +129,8 @@ def build_optimizer(method: TrainMethod, model, lr: float, weight_decay: float,
                         not torch.is_tensor(v) or v.dim() == 0 or v.shape == p.shape
                         for v in previous.state[p].values()):
                     optimizer.state[p] = previous.state[p]
+        if moves is not None:
+            moves.carry_optimizer_state(previous.state, optimizer)
     return optimizer
 
 
@@ -168,7 +173,7 @@ def run_loop(model, method: TrainMethod, features: list[dict], collate: Callable
             optimizer.zero_grad(set_to_none=True)
             if method.after_step(model, step):
                 optimizer = build_optimizer(method, model, settings.lr, settings.weight_decay,
-                                            previous=optimizer)
+                                            previous=optimizer, moves=method.take_moves())
                 result.rebuilds += 1
             result.steps = step + 1
             result.losses.append(float(loss.detach()))

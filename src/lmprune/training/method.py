@@ -45,8 +45,14 @@ class TrainMethod:
 
     def after_step(self, model: nn.Module, step: int) -> bool:
         """After the optimizer step; return True when the trainable tensors changed (the loop
-        then rebuilds the optimizer, keeping the state of tensors that did not change)."""
+        then rebuilds the optimizer, keeping the state of tensors that did not change, and
+        of tensors that :meth:`take_moves` says replaced others, cut to their shape)."""
         return False
+
+    def take_moves(self):
+        """The :class:`~lmprune.structures.moves.ParamMoves` of a compaction that happened in
+        the last :meth:`after_step` (None: none); the loop asks once per rebuild."""
+        return None
 
     @contextlib.contextmanager
     def active(self, model: nn.Module) -> Iterator[nn.Module]:
