@@ -24,10 +24,13 @@ import torch
 
 CUDA_KIND = "cuda_max_allocated"
 CPU_KIND = "cpu_rss_peak"
+CPU_NOW_KIND = "cpu_rss"
 
 LABELS = {
     CUDA_KIND: "GPU peak allocated (torch.cuda.max_memory_allocated)",
     CPU_KIND: "process RSS peak (CPU; not comparable to GPU figures)",
+    CPU_NOW_KIND: "process RSS at the end of the interval (CPU; freed memory may stay "
+                  "resident; not comparable to GPU figures)",
 }
 
 
@@ -54,6 +57,10 @@ class PeakMemoryBox:
 
     device: torch.device
     result: PeakMemory | None = None
+    carried: int = 0  # peaks read (and reset) inside the block by interval_peak
+
+
+_OPEN: list[PeakMemoryBox] = []  # trackers whose block is running
 
 
 class RssSampler:
@@ -114,11 +121,14 @@ def track_peak_memory(device=None) -> Iterator[PeakMemoryBox]:
     if box.device.type == "cuda":
         torch.cuda.synchronize(box.device)
         torch.cuda.reset_peak_memory_stats(box.device)
+        _OPEN.append(box)
         try:
             yield box
         finally:
+            _OPEN.remove(box)
             torch.cuda.synchronize(box.device)
-            box.result = PeakMemory(int(torch.cuda.max_memory_allocated(box.device)), CUDA_KIND)
+            peak = max(int(torch.cuda.max_memory_allocated(box.device)), box.carried)
+            box.result = PeakMemory(peak, CUDA_KIND)
         return
     sampler = RssSampler()
     try:
@@ -126,3 +136,41 @@ def track_peak_memory(device=None) -> Iterator[PeakMemoryBox]:
             yield box
     finally:
         box.result = PeakMemory(int(sampler.peak), CPU_KIND)
+
+
+def interval_peak(device=None) -> PeakMemory:
+    """Memory of the interval since the previous call (a training curve's point).
+
+    On CUDA: ``torch.cuda.max_memory_allocated`` since the last call, then the peak
+    statistics are reset; a :func:`track_peak_memory` block around the calls keeps the
+    largest of these peaks, so its own figure stays the block's peak. Elsewhere: the
+    process's resident set now (labelled so: memory freed by the allocator may stay
+    resident, so it shows a fall late or not at all; see :func:`tensor_megabytes`).
+    """
+    device = _as_device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        peak = int(torch.cuda.max_memory_allocated(device))
+        for box in _OPEN:
+            if box.device == device:
+                box.carried = max(box.carried, peak)
+        torch.cuda.reset_peak_memory_stats(device)
+        return PeakMemory(peak, CUDA_KIND)
+    import psutil
+
+    return PeakMemory(int(psutil.Process().memory_info().rss), CPU_NOW_KIND)
+
+
+def tensor_megabytes(tensors) -> float:
+    """MB held by ``tensors`` (an iterable of tensors; each storage counted once): what a
+    training run keeps between steps, whatever the allocator does with freed memory."""
+    seen, total = set(), 0
+    for t in tensors:
+        if t is None or not torch.is_tensor(t):
+            continue
+        storage = t.untyped_storage()
+        key = (storage.data_ptr(), t.device)
+        if key not in seen:
+            seen.add(key)
+            total += storage.nbytes()
+    return total / 2**20

@@ -192,6 +192,7 @@ def _metrics(run, task, ctx, dense, after, dev, test, inference, dense_inference
         "own_train_seconds": round(ctx.clock.seconds, 3),
         "upstream": [u.as_dict() for u in upstream],
         "curve": ctx.curve, "time_to_accuracy": tta,
+        "training_cost": {"series": ctx.costs, "events": ctx.events},
         "inference": inference, "dense_inference": dense_inference,
         "memory": {"train": own_memory,
                    "pipeline": pipeline_memory(own_memory, upstream) if upstream else own_memory,

@@ -205,6 +205,15 @@ class APTMethod(TrainMethod):
             params += list(self.transform.parameters())
         return [{"params": params, "lr": lr}]
 
+    def held_tensors(self):
+        teacher = self.teacher
+        if teacher is not None and teacher.model is not None:
+            yield from teacher.model.parameters()
+        elif teacher is not None and teacher.state:
+            yield from teacher.state.values()
+        for masks in (self.masks, self.targets, self.space.alive):
+            yield from (t for _, _, t in masks.items())
+
     def take_moves(self) -> ParamMoves | None:
         moves, self._moves = self._moves, None
         return moves

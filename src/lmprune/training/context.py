@@ -33,6 +33,10 @@ class TrainContext:
     curve: list[dict] = field(default_factory=list)
     steps_done: int = 0
     phases: list[dict] = field(default_factory=list)
+    #: what each evaluation interval cost (``LoopResult.costs`` with ``step`` counted over all
+    #: phases and the phase's name), and the steps of pruning events / compactions
+    costs: list[dict] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
     extra_seconds: float = 0.0  # training time of the runs this one builds on (upstream)
     dense_body: int | None = None  # body parameters of the model before training
     #: called after each dev evaluation of a phase with (model, method, phase step, phase
@@ -96,10 +100,17 @@ class TrainContext:
         result = run_loop(model, method, self.train.features, self.task.collate, settings,
                           self.accelerator, self.clock, on_eval=on_eval)
         self.steps_done = start + result.steps
+        summary = method.summary()
         self.phases.append({"phase": settings.phase, "method": method.name,
                             "steps": result.steps, "lr": settings.lr,
                             "final_loss": result.losses[-1] if result.losses else None,
-                            "optimizer_rebuilds": result.rebuilds, **method.summary()})
+                            "optimizer_rebuilds": result.rebuilds, **summary})
+        self.costs += [{**c, "step": start + c["step"], "phase": settings.phase}
+                       for c in result.costs]
+        self.events += [{"step": start + e["step"], "kind": "pruning event"}
+                        for e in summary.get("pruning_log", [])]
+        self.events += [{"step": start + e["step"], "kind": "compaction"}
+                        for e in summary.get("compactions", [])]
         return model
 
     def training_batches(self, count: int):

@@ -14,6 +14,9 @@ Choices:
 * the data order is a seeded permutation per epoch, a pure function of (seed, epoch);
 * the **clock** counts training only: dev evaluations (the points of the training curve) pause
   it, so time-to-accuracy measures the method, not how often we looked;
+* every evaluation interval also records what its steps cost (``LoopResult.costs``): seconds
+  per step, memory (GPU peak of the interval, reset after each; CPU: resident set) and the
+  MB of tensors held between steps, so a run that shrinks while it trains shows it;
 * a method that changes its trainable tensors (APT's rank growth) returns True from
   ``after_step``; the optimizer is then rebuilt and the AdamW state of every tensor that is
   still trained is carried over (new tensors start fresh, as in APT);
@@ -109,6 +112,28 @@ class LoopResult:
     steps: int = 0
     losses: list[float] = field(default_factory=list)
     rebuilds: int = 0
+    #: one point per evaluation interval: what the interval's steps cost (see ``_cost_point``)
+    costs: list[dict] = field(default_factory=list)
+
+
+def _cost_point(step: int, steps: int, seconds: float, model, optimizer, method,
+                device) -> dict:
+    """The cost of the ``steps`` steps before ``step``: mean training seconds per step,
+    memory (:func:`lmprune.evaluation.memory.interval_peak`: the GPU peak of the interval, or
+    the CPU process's resident set), the MB of tensors the run holds between steps (model,
+    optimizer state, what the method keeps, e.g. APT's teacher) and the parameters."""
+    from lmprune.evaluation.memory import interval_peak, tensor_megabytes
+
+    memory = interval_peak(device)
+    params = list(model.parameters())
+    optimized = [p for g in optimizer.param_groups for p in g["params"]]
+    state = [v for s in optimizer.state.values() for v in s.values()]
+    return {"step": step, "step_seconds": round(seconds / max(1, steps), 6),
+            "memory_mb": round(memory.mb, 3), "memory_kind": memory.kind,
+            "state_mb": round(tensor_megabytes(params + optimized + state +
+                                               list(method.held_tensors())), 3),
+            "params": sum(p.numel() for p in params),
+            "trainable": sum(p.numel() for p in params if p.requires_grad)}
 
 
 def build_optimizer(method: TrainMethod, model, lr: float, weight_decay: float,
@@ -148,6 +173,11 @@ def run_loop(model, method: TrainMethod, features: list[dict], collate: Callable
     model.train()
     bar = tqdm(total=settings.total_steps, desc=settings.phase, unit="step", dynamic_ncols=True,
                disable=not settings.progress)
+    interval = (0, clock.seconds)  # first step and clock time of the current interval
+    if device.type == "cuda":
+        from lmprune.evaluation.memory import interval_peak
+
+        interval_peak(device)  # the first interval's peak starts here
     clock.start()
     try:
         for step in range(settings.total_steps):
@@ -180,10 +210,15 @@ def run_loop(model, method: TrainMethod, features: list[dict], collate: Callable
             bar.update(1)
             bar.set_postfix(loss=f"{result.losses[-1]:.4f}", keep=f"{method.keep_ratio():.2f}")
             last = step + 1 == settings.total_steps
-            if on_eval is not None and ((step + 1) % settings.eval_every == 0 or last):
+            if (step + 1) % settings.eval_every == 0 or last:
                 with clock.paused():
-                    on_eval(step + 1)
-                    model.train()
+                    result.costs.append(_cost_point(step + 1, step + 1 - interval[0],
+                                                    clock.seconds - interval[1], model,
+                                                    optimizer, method, device))
+                    if on_eval is not None:
+                        on_eval(step + 1)
+                        model.train()
+                interval = (step + 1, clock.seconds)
     finally:
         clock.stop()
         bar.close()

@@ -49,6 +49,11 @@ class TrainMethod:
         of tensors that :meth:`take_moves` says replaced others, cut to their shape)."""
         return False
 
+    def held_tensors(self):
+        """Tensors the method keeps between steps beyond the model and the optimizer (a
+        teacher, masks), for the memory the run holds (:class:`~lmprune.training.loop.LoopResult`)."""
+        return ()
+
     def take_moves(self):
         """The :class:`~lmprune.structures.moves.ParamMoves` of a compaction that happened in
         the last :meth:`after_step` (None: none); the loop asks once per rebuild."""
