@@ -68,6 +68,9 @@ class TrainConfig(Section):
     measure_seconds: float | None = param(None, "cap on timed seconds per batch size (slow CPUs)")
     save_model: bool = param(True, "save the final (pruned, merged) model in Hugging Face format")
     progress: bool = param(True, "show progress bars")
+    resume: bool = param(True, "checkpoint into DIR.partial after every evaluation and resume "
+                               "a killed run with the same --out from there (another config "
+                               "is an error); false: start afresh (deletes DIR.partial)")
 
     def validate(self) -> list[str]:
         problems = _positive(self, "batch_size", "max_len", "eval_every", "eval_batch_size",

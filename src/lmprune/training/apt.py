@@ -52,7 +52,8 @@ from lmprune.training import apt_select as select
 from lmprune.training import distill
 from lmprune.training.apt_parts import adapter_importance, grow_ranks, ones_on
 from lmprune.training.apt_space import UnitSpace, adapter_roles, spec_channels, spec_size
-from lmprune.training.apt_teacher import APTTeacher
+from lmprune.training.apt_state import apt_state, restore_apt
+from lmprune.training.apt_teacher import APTTeacher, clone_masks
 from lmprune.training.compaction import compact
 from lmprune.training.method import TrainMethod, unfreeze_heads
 from lmprune.tuners.apt_adapter import APTLinear, apply_apt, apt_modules, merge_apt
@@ -87,6 +88,7 @@ class APTMethod(TrainMethod):
         self.adapter_ema: dict[str, float] = {}
         self.log: list[dict] = []
         self.compactions: list[dict] = []
+        self.removals: list[Masks] = []  # keep masks of every compaction (for resuming)
         self.teacher: APTTeacher | None = None
         self.best_teacher_metric = float("-inf")
         self._collector = None
@@ -213,6 +215,12 @@ class APTMethod(TrainMethod):
             yield from teacher.state.values()
         for masks in (self.masks, self.targets, self.space.alive):
             yield from (t for _, _, t in masks.items())
+
+    def state_dict(self) -> dict:
+        return apt_state(self)
+
+    def load_state_dict(self, model: nn.Module, state: dict) -> None:
+        restore_apt(self, model, state)
 
     def take_moves(self) -> ParamMoves | None:
         moves, self._moves = self._moves, None
@@ -395,6 +403,7 @@ class APTMethod(TrainMethod):
         structure = self.space.current
         moves = compact(model, keep, structure, followers=[self.transform])
         self.teacher.follow(moves, names, model, keep, structure)
+        self.removals.append(clone_masks(keep))
         self.space.removed(model)
         self.adapters = apt_modules(model)
         self.adapter_ema = {p: v for p, v in self.adapter_ema.items() if p in self.adapters}

@@ -20,6 +20,8 @@ Choices:
 * a method that changes its trainable tensors (APT's rank growth) returns True from
   ``after_step``; the optimizer is then rebuilt and the AdamW state of every tensor that is
   still trained is carried over (new tensors start fresh, as in APT);
+* with a checkpoint (``lmprune train``: ``DIR.partial``), the state after every evaluation is
+  saved and a rerun resumes from it (:mod:`lmprune.training.checkpoint`);
 * devices through accelerate (``Accelerator().device``, ``backward``, autocast). Training is
   single-process: the masked and growing methods change shapes mid-run, which DDP does not
   allow.
@@ -161,26 +163,43 @@ def build_optimizer(method: TrainMethod, model, lr: float, weight_decay: float,
 
 def run_loop(model, method: TrainMethod, features: list[dict], collate: Callable[[list], dict],
              settings: LoopSettings, accelerator: Any, clock: Clock,
-             on_eval: Callable[[int], None] | None = None) -> LoopResult:
+             on_eval: Callable[[int], None] | None = None, checkpoint=None) -> LoopResult:
     """Train ``model`` for ``settings.total_steps`` steps; ``on_eval(step)`` every
-    ``eval_every`` steps and after the last one (the clock is paused around it)."""
+    ``eval_every`` steps and after the last one (the clock is paused around it).
+
+    ``checkpoint`` (optional, :class:`lmprune.training.context.PhaseCheckpoint`): after each
+    evaluation the loop's state is saved through it; when it holds a saved state, training
+    resumes from there (:mod:`lmprune.training.checkpoint`)."""
+    from lmprune.training.checkpoint import load_model_state, set_rng_state
+
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:  # the method rebuilds its structure (compactions, ranks) first
+        method.load_state_dict(model, saved["method"])
+        load_model_state(model, saved["model"])
     optimizer = build_optimizer(method, model, settings.lr, settings.weight_decay)
     restarts = {s for s in method.schedule_restarts(settings.total_steps)
                 if 0 < s < settings.total_steps}
-    segment = 0  # first step of the current learning-rate schedule
+    segment, first = 0, 0  # first step of the current learning-rate schedule, of this session
     result = LoopResult()
+    if saved is not None:
+        optimizer.load_state_dict(saved["optimizer"])
+        first = saved["step"]
+        segment = max([r for r in restarts if r < first], default=0)
+        result = LoopResult(first, list(saved["losses"]), saved["rebuilds"], list(saved["costs"]))
+        set_rng_state(saved["rng"])
     device = accelerator.device
     model.train()
     bar = tqdm(total=settings.total_steps, desc=settings.phase, unit="step", dynamic_ncols=True,
                disable=not settings.progress)
-    interval = (0, clock.seconds)  # first step and clock time of the current interval
+    interval = (first, clock.seconds)  # first step and clock time of the current interval
     if device.type == "cuda":
         from lmprune.evaluation.memory import interval_peak
 
         interval_peak(device)  # the first interval's peak starts here
     clock.start()
     try:
-        for step in range(settings.total_steps):
+        bar.update(first)
+        for step in range(first, settings.total_steps):
             if step in restarts:
                 optimizer = build_optimizer(method, model, settings.lr, settings.weight_decay)
                 segment = step
@@ -218,6 +237,8 @@ def run_loop(model, method: TrainMethod, features: list[dict], collate: Callable
                     if on_eval is not None:
                         on_eval(step + 1)
                         model.train()
+                    if checkpoint is not None:
+                        checkpoint.save(step + 1, model, optimizer, method, result)
                 interval = (step + 1, clock.seconds)
     finally:
         clock.stop()

@@ -54,6 +54,15 @@ class TrainMethod:
         teacher, masks), for the memory the run holds (:class:`~lmprune.training.loop.LoopResult`)."""
         return ()
 
+    def state_dict(self) -> dict:
+        """What the method holds besides the model and the optimizer, for a checkpoint
+        (masks, salience, a teacher, the structural changes it made)."""
+        return {}
+
+    def load_state_dict(self, model: nn.Module, state: dict) -> None:
+        """Restore :meth:`state_dict` on a freshly set-up ``model``: first the model's shape
+        as it was (removed units, grown ranks), since the checkpoint's tensors have it."""
+
     def take_moves(self):
         """The :class:`~lmprune.structures.moves.ParamMoves` of a compaction that happened in
         the last :meth:`after_step` (None: none); the loop asks once per rebuild."""
