@@ -71,6 +71,9 @@ CASES = {
     "tiny-bert+hidden": dict(structures=["heads", "neurons", "hidden"]),
     "tiny-bert+step+layers": dict(selection="step", min_units=0),
     "tiny-bert+separate": dict(teacher="separate", structures=["heads", "neurons", "hidden"]),
+    "tiny-bert+teacher-follows": dict(teacher_structure="student",
+                                      structures=["heads", "neurons", "hidden"]),
+    "tiny-bert+separate-follows": dict(teacher="separate", teacher_structure="student"),
     "tiny-bert+no-adapter": dict(adapter="none", structures=["heads", "neurons", "hidden"]),
     "tiny-llama": {},
     "tiny-llama+hidden": dict(structures=["heads", "neurons", "hidden"]),
@@ -142,7 +145,7 @@ def test_nothing_full_size_stays_alive_after_compaction():
         if not gone:  # the full-size adapters and backbone of the first evaluation
             gone.extend(weakref.ref(p) for p in model.parameters())
 
-    model, method, _, _ = _run("tiny-bert", True, on_eval=watch,
+    model, method, _, _ = _run("tiny-bert", True, on_eval=watch, teacher_structure="student",
                                structures=["heads", "neurons", "hidden"])
     gc.collect()
     alive = [r for r in gone if r() is not None]
@@ -212,3 +215,16 @@ def test_compaction_refuses_stale_gradients():
     model(**collate(features(model.config.vocab_size)[:4])).loss.backward()
     with pytest.raises(Exception, match="zero_grad"):
         compact(model, Masks(heads={"layers.0.attn": torch.tensor([1., 0., 1., 1.])}))
+
+
+def test_a_teacher_that_keeps_its_structure_becomes_a_frozen_copy_at_compaction():
+    model, method, _, feats = _run("tiny-bert", True)  # teacher=best, structure: snapshot
+    teacher = method.teacher
+    assert teacher.model is not None and teacher.state is None  # made before the first cut
+    sizes = {n: p.shape for n, p in teacher.model.named_parameters()}
+    student = {n.replace(".base.", "."): p.shape for n, p in model.named_parameters()
+               if "lora_" not in n}
+    assert sizes.keys() == student.keys() and sizes != student  # it kept pruned blocks
+    assert not any(p.requires_grad for p in teacher.model.parameters())
+    method.on_evaluate(model, 2.0, method.stop)  # a refresh takes the student as it is now
+    assert teacher.model is None and teacher.state is not None

@@ -171,8 +171,8 @@ def test_separate_teacher_holds_its_own_frozen_weights():
     assert method.summary()["teacher_params"] == count_parameters(_model()).total
 
 
-def test_separate_teacher_is_compacted_with_the_student():
-    method, seen = _run(teacher="separate")
+def test_separate_teacher_following_the_student_is_compacted_with_it():
+    method, seen = _run(teacher="separate", teacher_structure="student")
     student, teacher = seen["model"], method.teacher.model
     assert method.compactions and method.teacher_snapshots == 1
     bases = {n.replace(".base.", "."): p.shape for n, p in student.named_parameters()
@@ -343,7 +343,8 @@ def _check_switch(name, method, seen, ref_method, ref):
         assert method.masks.hidden is not None and (method.masks.hidden == 0).any()
         assert ref_method.masks.hidden is None
     elif name == "teacher=separate":
-        assert method.teacher.model is not None and ref_method.teacher.model is None
+        assert method.teacher.model is not None and method.teacher_snapshots == 1
+        assert ref_method.teacher.mode == "best"
     elif name == "adapter=none":
         assert not apt_modules(seen["model"]) and apt_modules(ref["model"])
 

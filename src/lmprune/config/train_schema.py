@@ -172,6 +172,13 @@ class APTConfig(Section):
                 "APT's self_momentum, or a copy taken when pruning starts); separate: a whole "
                 "frozen copy of the model taken when pruning starts (no parameter sharing, its "
                 "memory counted)")
+    teacher_structure: Literal["snapshot", "student"] = param(
+        "snapshot", "blocks the student prunes after the teacher was taken: snapshot (the "
+                    "teacher keeps them and computes what the model computed when taken, as "
+                    "APT's code, which removes them only when distillation ends; with "
+                    "compaction a shared teacher then becomes a frozen copy until the next "
+                    "refresh) or student (they are gone from the teacher too: nothing "
+                    "full-size stays; measured worse, docs/apt.md)")
     temperature: float = param(4.0, "prediction-distillation temperature (issue: 4; the "
                                     "authors' scripts use 2/3)")
     teacher_layers: Literal["block", "static"] = param(

@@ -140,7 +140,8 @@ class APTMethod(TrainMethod):
         self.transform = None
         if cfg.distill:
             self.transform = distill.LayerTransform(self.structure.hidden.size).to(device)
-        self.teacher = APTTeacher(cfg.teacher, self.structure)
+        self.teacher = APTTeacher(cfg.teacher, self.structure,
+                                  follows_student=cfg.teacher_structure == "student")
         if cfg.salience == "fisher":
             for m in _flat(self.masks).values():
                 m.requires_grad_(True)
@@ -252,7 +253,7 @@ class APTMethod(TrainMethod):
             return
         if metric > self.best_teacher_metric:
             self.best_teacher_metric = metric
-            self.teacher.snapshot(model, self.masks)
+            self.teacher.snapshot(model, self.masks, self.space)
 
     def _new_collector(self, model: nn.Module) -> sal.SalienceCollector | None:
         if self.cfg.salience != "outlier":
@@ -265,7 +266,7 @@ class APTMethod(TrainMethod):
     def loss(self, model: nn.Module, batch: dict, step: int) -> torch.Tensor:
         distilling = self._distilling(step)
         if distilling and not self.teacher.ready:  # pruning started: freeze the teacher
-            self.teacher.snapshot(model, self.masks)
+            self.teacher.snapshot(model, self.masks, self.space)
         teacher = self.teacher.outputs(model, batch, self.space) if distilling else None
         self._collector = self._new_collector(model) if self._scoring(step) else None
         with self.active(model), (self._collector or contextlib.nullcontext()):
@@ -279,10 +280,11 @@ class APTMethod(TrainMethod):
         n = len(s_hidden) - 1
         ids = distill.teacher_layers(n, self.cfg.teacher_layers, self.rng)
         channels = None if self.cfg.compact else self.space.channels("hidden")
+        t_channels = self.teacher.channels(self.space) if self.cfg.compact else channels
         mapping = distill.match_layers(s_hidden, t_hidden, ids, self._surviving(n),
-                                       self.transform, channels)
+                                       self.transform, channels, t_channels)
         layer = distill.layer_distillation(s_hidden, t_hidden, mapping, self.transform,
-                                           channels=channels)
+                                           channels=channels, teacher_channels=t_channels)
         return distill.total_loss(out.loss, pred, layer, self.distill_weight(step),
                                   self.task_type)
 
@@ -395,6 +397,8 @@ class APTMethod(TrainMethod):
         """Units whose mask is exactly 0 are pruned for good; with ``apt.compact`` they leave
         the model, its adapters, the layer transform, the teacher and (through
         :meth:`take_moves`) the optimizer state. Returns True when tensors were replaced."""
+        if self.cfg.compact and self.space.dies(self.masks):  # before the alive units change
+            self.teacher.before_compaction(model, self.space)
         keep = self.space.kill(self.masks)
         if keep is None or not self.cfg.compact:
             return False

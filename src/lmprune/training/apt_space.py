@@ -72,6 +72,12 @@ class UnitSpace:
         return self.alive
 
     # --- deaths ---------------------------------------------------------------------------
+    def dies(self, masks: Masks) -> bool:
+        """Whether an alive unit has a mask of exactly 0 (what :meth:`kill` would prune)."""
+        return any(bool(((alive != 0) & (current == 0)).any())
+                   for (_, _, alive), (_, _, current) in zip(self.alive.items(), masks.items(),
+                                                             strict=True))
+
     def kill(self, masks: Masks) -> Masks | None:
         """Units alive with a mask of exactly 0 die. Returns the binary keep masks of the
         model's current units (only sites that lose units; what removal takes), or None when

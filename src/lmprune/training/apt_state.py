@@ -13,6 +13,7 @@ import copy
 import torch
 from torch import nn
 
+from lmprune.arch import describe
 from lmprune.structures.masks import Masks
 from lmprune.training.apt_teacher import clone_masks
 from lmprune.training.compaction import compact
@@ -45,15 +46,25 @@ def apt_state(method) -> dict:
         "teacher": {"masks": _cpu(teacher.masks), "snapshots": teacher.snapshots,
                     "state": None if teacher.state is None else
                     {k: v.cpu() for k, v in teacher.state.items()},
-                    "model": None if teacher.model is None else teacher.model.state_dict()}}
+                    "model": None if teacher.model is None else teacher.model.state_dict(),
+                    "copied_at": teacher.copied_at,
+                    "own": None if teacher.own is None else _cpu(teacher.own[0]),
+                    "own_hidden": teacher.own_hidden}}
 
 
 def restore_apt(method, model: nn.Module, state: dict) -> None:
     device = next(model.parameters()).device
-    for keep in state["removals"][len(method.removals):]:  # oneshot removed at set-up
+    saved_teacher, copy_ = state["teacher"], None
+    for i, keep in enumerate(state["removals"]):
+        if saved_teacher["model"] is not None and i == saved_teacher["copied_at"]:
+            copy_ = _frozen_copy(model)  # the teacher's copy has the shape of that moment
+        if i < len(method.removals):  # oneshot removed at set-up
+            continue
         compact(model, _moved(keep, device), method.space.current, followers=[method.transform])
         method.space.removed(model)
         method.removals.append(keep)
+    if saved_teacher["model"] is not None and copy_ is None:
+        copy_ = _frozen_copy(model)
     method.adapters = apt_modules(model)
     for path, rank in state["ranks"].items():
         if method.adapters[path].rank < rank:
@@ -74,18 +85,25 @@ def restore_apt(method, model: nn.Module, state: dict) -> None:
     method.rng.setstate(state["rng"])
     if method.transform is not None:
         method.transform.load_state_dict(state["transform"])
-    _restore_teacher(method.teacher, model, state["teacher"], device)
+    _restore_teacher(method.teacher, copy_, saved_teacher, device)
 
 
-def _restore_teacher(teacher, model: nn.Module, state: dict, device) -> None:
-    teacher.snapshots = state["snapshots"]
+def _frozen_copy(model: nn.Module) -> nn.Module:
+    copy_ = copy.deepcopy(model)
+    merge_apt(copy_)
+    for p in copy_.parameters():
+        p.requires_grad_(False)
+    return copy_
+
+
+def _restore_teacher(teacher, copy_: nn.Module | None, state: dict, device) -> None:
+    teacher.snapshots, teacher.copied_at = state["snapshots"], state["copied_at"]
     teacher.masks = None if state["masks"] is None else _moved(state["masks"], device)
     if state["state"] is not None:
         teacher.state = {k: v.to(device) for k, v in state["state"].items()}
-    if state["model"] is not None:  # the separate copy has the student's current shape
-        copy_ = copy.deepcopy(model)
-        merge_apt(copy_)
+    if copy_ is not None:
         copy_.load_state_dict(state["model"])
-        for p in copy_.parameters():
-            p.requires_grad_(False)
         teacher.model = copy_
+        if state["own"] is not None:
+            teacher.own = (_moved(state["own"], device), describe(copy_))
+            teacher.own_hidden = state["own_hidden"]

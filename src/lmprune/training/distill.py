@@ -198,23 +198,25 @@ def _channels(h: Tensor, channels: Tensor | None) -> Tensor:
 def match_layers(student_hidden: Sequence[Tensor], teacher_hidden: Sequence[Tensor],
                  teacher_ids: Sequence[int], surviving: Sequence[bool],
                  transform: nn.Module | None = None,
-                 channels: Tensor | None = None) -> dict[int, int]:
+                 channels: Tensor | None = None,
+                 teacher_channels: Tensor | None = None) -> dict[int, int]:
     """phi: teacher layer -> student layer, recomputed every step (APT ``dynamic_student``).
 
     A teacher layer whose student layer survives maps to that same layer; otherwise to the
     nearest surviving student layer below or above, whichever has the lower
     MSE(Tr(H_s), H_t) (``transform`` = Tr, applied as in APT). Teacher layers with no surviving
     student layer are left out. ``surviving[i]`` says whether student layer i is kept (APT's
-    ``layer_z``: its attention and its FFN both keep a unit). ``channels``: the hidden
-    channels compared (None: all; see :func:`layer_distillation`).
+    ``layer_z``: its attention and its FFN both keep a unit). ``channels`` /
+    ``teacher_channels``: the hidden channels compared (see :func:`layer_distillation`).
     """
+    teacher_channels = channels if teacher_channels is None else teacher_channels
     n = len(surviving)
     s_out, t_out = _layer_outputs(student_hidden, n), _layer_outputs(teacher_hidden, n)
 
     def cost(s: int, t: int) -> float:
         h = s_out[s] if transform is None else transform(s_out[s])
         return F.mse_loss(_wide(_channels(h, channels)),
-                          _wide(_channels(t_out[t], channels))).item()
+                          _wide(_channels(t_out[t], teacher_channels))).item()
 
     mapping: dict[int, int] = {}
     for t in teacher_ids:
@@ -232,7 +234,8 @@ def match_layers(student_hidden: Sequence[Tensor], teacher_hidden: Sequence[Tens
 def layer_distillation(student_hidden: Sequence[Tensor], teacher_hidden: Sequence[Tensor],
                        mapping: Mapping[int, int],
                        transforms: nn.Module | Mapping[int, nn.Module] | None,
-                       n_layers: int | None = None, channels: Tensor | None = None) -> Tensor:
+                       n_layers: int | None = None, channels: Tensor | None = None,
+                       teacher_channels: Tensor | None = None) -> Tensor:
     """L_layer = sum_{t in mapping} MSE(Tr(H_s^{phi(t)}), H_t^t) (mean-reduced MSE per pair).
 
     ``transforms``: one module shared by all pairs (APT), a dict teacher layer -> module (or an
@@ -241,8 +244,11 @@ def layer_distillation(student_hidden: Sequence[Tensor], teacher_hidden: Sequenc
     ``len(student_hidden) - 1`` (HF lists, embedding output first); pass it when the lists
     hold layer outputs only. ``channels`` (optional): the hidden channels compared, the alive
     ones of a model whose pruned hidden channels are masked rather than removed, so the MSE
-    averages over what the compacted model holds (None: all).
+    averages over what the compacted model holds (None: all); ``teacher_channels`` (default:
+    ``channels``): the same channels in the teacher's states, when the teacher keeps more
+    channels than the student (a frozen copy taken before the student lost some).
     """
+    teacher_channels = channels if teacher_channels is None else teacher_channels
     n = len(student_hidden) - 1 if n_layers is None else n_layers
     s_out, t_out = _layer_outputs(student_hidden, n), _layer_outputs(teacher_hidden, n)
     loss = s_out[-1].new_zeros((), dtype=torch.promote_types(s_out[-1].dtype, torch.float32))
@@ -253,7 +259,7 @@ def layer_distillation(student_hidden: Sequence[Tensor], teacher_hidden: Sequenc
             tr = transforms.get(t) if isinstance(transforms, Mapping) else transforms
         h = s_out[s] if tr is None else tr(s_out[s])
         loss = loss + F.mse_loss(_wide(_channels(h, channels)),
-                                 _wide(_channels(t_out[t].detach(), channels)))
+                                 _wide(_channels(t_out[t].detach(), teacher_channels)))
     return loss
 
 
