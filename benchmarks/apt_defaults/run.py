@@ -33,12 +33,13 @@ VARIANTS: dict[str, list[str]] = {
     "step-selection": ["apt.selection=step", "apt.min_units=0"],  # APT's code
     "event-selection": ["apt.selection=event", "apt.min_units=1"],
     "static-teacher-layers": ["apt.teacher_layers=static"],
+    "teacher-follows-student": ["apt.teacher_structure=student"],
+    "dense-growth": ["apt.growth_counts=dense"],  # ranks grow as if nothing were pruned
     "masked": ["apt.compact=false"],  # same losses, full-size cost
 }
-BASES = {
-    "cpu": ["--config", "ablate-apt-cpu", "train.measure=false", "train.save_model=false"],
-    "gpu": ["--config", "train-apt", "train.lr=1e-3", "train.measure=false",
-            "train.save_model=false"],
+BASES = {  # config name, then overrides
+    "cpu": ["ablate-apt-cpu", "train.measure=false", "train.save_model=false"],
+    "gpu": ["train-apt", "train.lr=1e-3", "train.measure=false", "train.save_model=false"],
 }
 
 
@@ -61,10 +62,11 @@ def run_one(args, variant: str, seed: int) -> dict:
     out = args.out / variant / f"seed{seed}"
     metrics = out / "metrics.json"
     if not metrics.exists():
+        config, *base = BASES[args.base]
         model = ["--model", args.model] if args.model else []
-        argv = ["train", *BASES[args.base], *model, "--method", "apt", *VARIANTS[variant],
-                *args.set, f"seed={seed}", "train.progress=false", "output.overwrite=true",
-                "--out", str(out)]
+        argv = ["train", "--config", config, *model, "--method", "apt", "--out", str(out),
+                *base, *VARIANTS[variant], *args.set, f"seed={seed}", "train.progress=false",
+                "output.overwrite=true"]
         if main(argv) != 0:
             raise SystemExit(f"run {variant} seed {seed} failed")
     m = json.loads(metrics.read_text())

@@ -165,6 +165,10 @@ class APTConfig(Section):
     growth_factor: float = param(4.0, "tuning parameters grow linearly to this multiple of the "
                                       "initial count by the last pruning event")
     max_rank: int = param(64, "rank cap of one adapter")
+    growth_counts: Literal["current", "dense"] = param(
+        "current", "what the tuning-parameter goal of rank growth counts: the adapters as "
+                   "pruned (current: they shrink with their blocks, so ranks grow more, as "
+                   "APT) or their dense dimensions (ranks grow less)")
     distill: bool = param(True, "self-distillation from a frozen teacher (apt.teacher)")
     teacher: Literal["best", "start", "separate"] = param(
         "best", "self-distillation teacher: best / start share the student's frozen backbone "

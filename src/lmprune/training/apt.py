@@ -134,6 +134,8 @@ class APTMethod(TrainMethod):
         self.targets = ones_on(self.structure, self.kinds, device)
         self.space = UnitSpace(self.structure, ones_on(self.structure, self.kinds, device),
                                compact=cfg.compact)
+        self._dense_space = UnitSpace(self.structure, ones_on(self.structure, self.kinds,
+                                                              "cpu"), compact=False)
         self.adapters = self._tuned(model)
         self.roles = adapter_roles(self.structure)
         self.initial_adapter_params = self._adapter_params()
@@ -434,13 +436,15 @@ class APTMethod(TrainMethod):
                                     self.structure, step)
         return out
 
-    def _adapter_dims(self) -> dict[str, tuple[int, int]]:
-        """Each adapter's ``(d_in, d_out)`` counting alive units (what a compacted model holds)."""
+    def _adapter_dims(self, dense: bool = False) -> dict[str, tuple[int, int]]:
+        """Each adapter's ``(d_in, d_out)`` counting alive units (what a compacted model
+        holds), or with ``dense`` its dimensions in the dense model."""
+        space = self._dense_space if dense else self.space
         out = {}
         for path, a in self.adapters.items():
             spec_in, spec_out = self.roles.get(path, (None, None))
-            out[path] = (spec_size(self.space, spec_in) if spec_in else a.in_features,
-                         spec_size(self.space, spec_out) if spec_out else a.out_features)
+            out[path] = (spec_size(space, spec_in) if spec_in else a.in_features,
+                         spec_size(space, spec_out) if spec_out else a.out_features)
         return out
 
     def _adapter_params(self) -> int:
@@ -460,8 +464,9 @@ class APTMethod(TrainMethod):
             columns = {p: spec_channels(self.space, self.roles[p][0]) if p in self.roles
                        else None for p in self.adapters}
         order = None if self.cfg.rank_growth == "uniform" else self.adapter_ema
+        dims = self._adapter_dims(dense=self.cfg.growth_counts == "dense")
         return grow_ranks(self.adapters, goal, self.cfg.max_rank, order, self.generator,
-                          dims=self._adapter_dims(), columns=columns)
+                          dims=dims, columns=columns)
 
     # --- reporting and the end ------------------------------------------------------------
     def keep_ratio(self) -> float:
