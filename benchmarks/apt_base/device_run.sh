@@ -24,5 +24,5 @@ export PYTHONPATH=$PWD/src HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error PYTHONU
 timeout "${BUDGET:-540}" python3 benchmarks/apt_base/run.py --out "$BENCH" --model "$MODEL" "$@" 2>&1 \
   | grep -v "it/s\]\|it\]$\|Loading weights\|LOAD REPORT\|MISSING\|UNEXPECTED\|newly initialized\|^Key \|^---\|^Notes\|^classifier\|^pooler\|Generating\|can be ignored"
 cp "$BENCH"/results.json "$BENCH"/results.md "$BENCH"/results.csv "$OUT"/ 2>/dev/null
-(cd "$BENCH" && tar czf "$OUT"/runs.tgz --exclude=model */metrics.json */report.md */training_curve.png 2>/dev/null)
+(cd "$BENCH" && tar czf "$OUT"/runs.tgz --exclude=model */metrics.json */report.md */training_curve.png */training_cost.png 2>/dev/null)
 exit 0

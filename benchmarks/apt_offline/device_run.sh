@@ -22,5 +22,5 @@ BENCH=${BENCH:-$HOME/bench}
 timeout "${BUDGET:-540}" python3 benchmarks/apt_offline/run.py --out "$BENCH" "$@" 2>&1 \
   | grep -v "it/s\]\|it\]$\|Loading weights\|LOAD REPORT\|MISSING\|newly initialized\|^Key \|^---\|^Notes\|^classifier\|Generating"
 cp "$BENCH"/results.json "$BENCH"/results.md "$BENCH"/results.csv "$OUT"/ 2>/dev/null
-(cd "$BENCH" && tar czf "$OUT"/runs.tgz --exclude=model */metrics.json */report.md */training_curve.png 2>/dev/null)
+(cd "$BENCH" && tar czf "$OUT"/runs.tgz --exclude=model */metrics.json */report.md */training_curve.png */training_cost.png 2>/dev/null)
 exit 0

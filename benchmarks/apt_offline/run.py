@@ -102,6 +102,32 @@ def speedup_verdict(apt: dict, lp: dict, factor: float = 10.0) -> str:
     return f"{claim}: {a:.1f} s vs {b:.1f} s ({b / a:.1f}x) -> {'met' if b >= factor * a else 'MISSED'}"
 
 
+def cost_ends(run: dict) -> dict:
+    """First and last evaluation interval of a run's ``training_cost``: seconds per step and
+    memory (GPU peak of the interval / CPU resident set), to show APT's cost falling as it
+    compacts (the whole series and its plot are in each run's directory)."""
+    series = (run.get("training_cost") or {}).get("series") or []
+    if not series:
+        return {}
+    first, last = series[0], series[-1]
+    return {"step_s_first": first["step_seconds"], "step_s_last": last["step_seconds"],
+            "interval_mb_first": first["memory_mb"], "interval_mb_last": last["memory_mb"],
+            "interval_memory_kind": last["memory_kind"]}
+
+
+def cost_table(rows: list[dict]) -> str:
+    lines = ["## Training cost, first vs last evaluation interval", "",
+             "| method | s/step first | s/step last | memory MB first | memory MB last |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        if "step_s_first" in r:
+            lines.append(f"| {r['method']} | {r['step_s_first']:.4f} | {r['step_s_last']:.4f} | "
+                         f"{r['interval_mb_first']:.0f} | {r['interval_mb_last']:.0f} |")
+    kind = next((r["interval_memory_kind"] for r in rows if "interval_memory_kind" in r), "")
+    return "\n".join(lines) + (f"\n\nMemory: {kind} (per interval; `training_cost` in each "
+                               "run's metrics.json, plot in its training_cost.png).\n")
+
+
 def summarize(out: Path, methods: list[str], header: str = "Targets (issue 4)") -> None:
     from lmprune.reporting.compare import compare_runs, load_run, write_comparison
 
@@ -113,12 +139,13 @@ def summarize(out: Path, methods: list[str], header: str = "Targets (issue 4)") 
         flat.append({**{k: v for k, v in row.items() if not isinstance(v, (dict, list))},
                      "method": run["method"], "metric": run["metric"],
                      "peak_train_mb": mem.get("mb"), "memory_kind": mem.get("kind"),
-                     "device": run.get("device")})
+                     "device": run.get("device"), **cost_ends(run)})
     (out / "results.json").write_text(json.dumps(flat, indent=2, default=str))
     md = write_comparison(rows, out / "results.md")
     targets = check_targets(flat)
     with md.open("a") as f:
         f.write(f"\n## {header}\n\n" + "\n".join(f"- {t}" for t in targets) + "\n")
+        f.write("\n" + cost_table(flat) + "\n")
     print(md.read_text())
 
 

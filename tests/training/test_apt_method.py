@@ -95,7 +95,7 @@ def test_salience_replacements_run(salience):
 
 def test_teacher_snapshot_and_pruning_window():
     _, method, _ = _train("tiny-bert")
-    assert method.teacher.state is not None  # snapshot taken when pruning started
+    assert method.teacher.ready  # snapshot taken when pruning started
     assert method.start == 2 and method.stop == 12
 
 

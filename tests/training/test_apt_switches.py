@@ -17,7 +17,7 @@ from lmprune.arch import describe
 from lmprune.cli.main import main
 from lmprune.config.train_schema import APTConfig, TrainConfig
 from lmprune.errors import ConfigError, LmpruneError
-from lmprune.pruners.apt_budget import select_within_budget
+from lmprune.pruners.apt_cost import select_bilinear
 from lmprune.pruners.apt_schedule import pruning_events
 from lmprune.structures.counting import count_parameters, head_cost, neuron_cost
 from lmprune.training.apt import APTMethod
@@ -157,7 +157,7 @@ def test_separate_teacher_holds_its_own_frozen_weights():
         if teacher is not None and not frozen:  # the first evaluation after the snapshot
             frozen.update({k: v.clone() for k, v in teacher.state_dict().items()})
 
-    method, seen = _run(teacher="separate", on_eval=check)
+    method, seen = _run(teacher="separate", on_eval=check, compact=False)  # shapes stay
     student, teacher = seen["model"], method.teacher.model
     assert method.teacher_snapshots == 1 and frozen  # one copy, when pruning started
     assert not apt_modules(teacher)  # adapters merged into the copy
@@ -169,6 +169,16 @@ def test_separate_teacher_holds_its_own_frozen_weights():
     assert not torch.equal(student.classifier.weight, teacher.classifier.weight)
     assert {p.device for p in teacher.parameters()} == {p.device for p in student.parameters()}
     assert method.summary()["teacher_params"] == count_parameters(_model()).total
+
+
+def test_separate_teacher_following_the_student_is_compacted_with_it():
+    method, seen = _run(teacher="separate", teacher_structure="student")
+    student, teacher = seen["model"], method.teacher.model
+    assert method.compactions and method.teacher_snapshots == 1
+    bases = {n.replace(".base.", "."): p.shape for n, p in student.named_parameters()
+             if "lora_" not in n}
+    assert {n: p.shape for n, p in teacher.named_parameters()} == bases
+    assert method.summary()["teacher_params"] < count_parameters(_model()).total
 
 
 def test_separate_teacher_computes_what_the_shared_teacher_computes_when_taken():
@@ -199,7 +209,8 @@ def test_oneshot_prunes_by_calibration_salience_and_keeps_the_task_loss():
     assert all(p.grad is None for p in model.parameters())  # scored, not stepped
     salience = method._stacked_salience(0)
     assert all(torch.all(v.sum(-1) > 0) for v in salience.values())
-    expected = select_within_budget(salience, method.costs, KEEP * method.body)
+    available = {k: torch.ones_like(v) for k, v in salience.items()}
+    expected = select_bilinear(salience, method.cost, KEEP * method.dense_cost, available)
     for kind in ("heads", "neurons"):
         got = torch.stack(list(getattr(method.masks, kind).values()))
         assert torch.equal(got, expected[kind])  # binary from step 0, chosen by salience
@@ -273,7 +284,7 @@ def _same_start(reference, seen) -> bool:
 
 SWITCHES = {
     "kurtosis=false": dict(kurtosis=False),
-    "salience=magnitude": dict(salience="magnitude"),
+    "salience=magnitude": dict(salience="magnitude", compact=False),  # o keeps its heads
     "salience=fisher": dict(salience="fisher"),
     "salience=random": dict(salience="random"),
     "distill=false": dict(distill=False),
@@ -299,7 +310,7 @@ def _check_switch(name, method, seen, ref_method, ref):
         assert any(torch.any(first[k] < ref_first[k] - 1e-6) for k in first)
     elif name == "salience=magnitude":  # L1 norms of the frozen output projections' columns
         o = seen["model"].bert.encoder.layer[0].attention.output.dense.weight
-        assert torch.allclose(first["heads"][0], o.T.reshape(4, 8, -1).abs().sum((1, 2)))
+        assert torch.allclose(first["heads"][0].float(), o.T.reshape(4, 8, -1).abs().sum((1, 2)))
     elif name == "salience=fisher":
         assert all(m.requires_grad for m in method.masks.heads.values())
         assert not torch.allclose(first["heads"], ref_first["heads"])
@@ -332,7 +343,8 @@ def _check_switch(name, method, seen, ref_method, ref):
         assert method.masks.hidden is not None and (method.masks.hidden == 0).any()
         assert ref_method.masks.hidden is None
     elif name == "teacher=separate":
-        assert method.teacher.model is not None and ref_method.teacher.model is None
+        assert method.teacher.model is not None and method.teacher_snapshots == 1
+        assert ref_method.teacher.mode == "best"
     elif name == "adapter=none":
         assert not apt_modules(seen["model"]) and apt_modules(ref["model"])
 

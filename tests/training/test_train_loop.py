@@ -7,9 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from lmprune.arch import describe
-from lmprune.pruners.apt_budget import bert_like_costs
-from lmprune.training.apt_parts import body_hidden_cost, equal_heads_per_group, grow_ranks
+from lmprune.training.apt_parts import equal_heads_per_group, grow_ranks
 from lmprune.training.loop import Clock, build_optimizer, lr_factor, steps_for
 from lmprune.training.method import TrainMethod
 from lmprune.tuners.apt_adapter import apply_apt
@@ -50,15 +48,6 @@ def test_optimizer_rebuild_keeps_state_of_unchanged_tensors():
     new = build_optimizer(method, model, 1e-3, 0.0, previous=opt)
     assert new.state[model[0].weight]["exp_avg"] is opt.state[model[0].weight]["exp_avg"]
     assert model[1].weight not in new.state
-
-
-def test_body_hidden_cost_is_apt_formula_plus_biases():
-    model = build_tiny("tiny-bert", "sequence-classification")
-    s = describe(model)
-    d, ffn, layers = s.hidden.size, s.ffn[0].width, len(s.ffn)
-    formula = bert_like_costs(d, s.attention[0].num_heads, ffn, layers)["hidden"]
-    # per layer: the o and FFN-out bias entries (2)
-    assert body_hidden_cost(model, s) == formula + layers * 2
 
 
 def test_grow_ranks_top_half_uniform_and_cap():

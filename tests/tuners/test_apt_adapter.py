@@ -216,3 +216,50 @@ def test_structure_masks_still_apply_after_wrapping(name):
     apply_apt(model)
     with apply_masks(model, masks):  # describes the wrapped model again
         assert torch.allclose(_logits(model, name), reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-llama", "tiny-t5"])
+def test_removal_cuts_adapters_with_their_linears(name):
+    """masked == removed with APT adapters in place (what compaction during training does)."""
+    from lmprune.structures import Masks, apply_masks, remove
+    from lmprune.structures.moves import ParamMoves
+
+    torch.manual_seed(0)
+    model = build_tiny(name).double()
+    adapters = apply_apt(model)
+    for a in adapters.values():
+        nn.init.normal_(a.lora_B, std=0.1)
+    structure = describe(model)
+    masks = Masks.ones(structure, kinds=("heads", "neurons", "hidden"), dtype=torch.float64)
+    g = torch.Generator().manual_seed(1)
+    for site in structure.attention:  # equal heads per key/value group (grouped queries)
+        keep = torch.ones(site.num_kv_heads, site.group_size, dtype=torch.float64)
+        keep[:, torch.randperm(site.group_size, generator=g)[:max(1, site.group_size // 2)]] = 0
+        masks.heads[site.name] = keep.reshape(-1) if site.group_size > 1 else \
+            (torch.rand(site.num_heads, generator=g) > 0.4).double()
+    for site in structure.ffn:
+        masks.neurons[site.name] = (torch.rand(site.width, generator=g) > 0.5).double()
+    masks.hidden = (torch.rand(structure.hidden.size, generator=g) > 0.3).double()
+    with torch.no_grad(), apply_masks(model, masks, structure):
+        expected = _logits(model, name)
+    moves = ParamMoves()
+    old = {id(a.lora_B): a.lora_B.detach().clone() for a in adapters.values()}
+    remove(model, masks, structure, moves=moves)
+    with torch.no_grad():
+        # RMSNorm (LLaMA, T5) normalises in float32 even for a float64 model
+        assert torch.allclose(_logits(model, name), expected, atol=1e-6)
+    for a in apt_modules(model).values():  # A/B cut to the kept dims, recorded as moves
+        assert a.lora_A.shape[1] == a.base.in_features and a.lora_B.shape[0] == a.base.out_features
+        source = moves.source(a.lora_B)
+        assert source is not None and torch.equal(moves.slice(a.lora_B, old[id(source)]),
+                                                  a.lora_B.detach())
+
+
+def test_growth_over_alive_columns_is_growth_of_the_compacted_adapter():
+    base = nn.Linear(6, 4)
+    masked, small = APTLinear(base, r=2), APTLinear(nn.Linear(3, 4), r=2)
+    columns = torch.tensor([0, 2, 5])
+    masked.grow_rank(4, torch.Generator().manual_seed(7), columns=columns)
+    small.grow_rank(4, torch.Generator().manual_seed(7))
+    assert torch.equal(masked.lora_A.data[2:, columns], small.lora_A.data[2:])
+    assert masked.lora_A.data[2:, [1, 3, 4]].abs().sum() == 0

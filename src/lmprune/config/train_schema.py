@@ -68,6 +68,9 @@ class TrainConfig(Section):
     measure_seconds: float | None = param(None, "cap on timed seconds per batch size (slow CPUs)")
     save_model: bool = param(True, "save the final (pruned, merged) model in Hugging Face format")
     progress: bool = param(True, "show progress bars")
+    resume: bool = param(True, "checkpoint into DIR.partial after every evaluation and resume "
+                               "a killed run with the same --out from there (another config "
+                               "is an error); false: start afresh (deletes DIR.partial)")
 
     def validate(self) -> list[str]:
         problems = _positive(self, "batch_size", "max_len", "eval_every", "eval_batch_size",
@@ -145,11 +148,28 @@ class APTConfig(Section):
                                           "of training)")
     events: int = param(10, "pruning events between start and stop (paper: about 10)")
     round_to: int = param(8, "final FFN widths are multiples of this (hardware-friendly; 1: off)")
+    compact: bool = param(True, "remove pruned heads, neurons and hidden channels physically "
+                                "at every pruning event (and when the masks reach the last "
+                                "event's targets): backbone, adapters, optimizer state and "
+                                "teacher shrink and training goes on with the smaller model "
+                                "(APT); false: keep them masked until the end (same losses, "
+                                "full-size cost)")
+    selection: Literal["event", "step"] = param(
+        "event", "when the budget search runs: event (once per pruning event, masks move "
+                 "monotonically to those targets) or step (APT's code: again after every step "
+                 "between the first and the last event, masks move toward the latest choice "
+                 "and can come back)")
+    min_units: int = param(1, "heads and neurons every attention / FFN sublayer keeps (APT: "
+                              "0, a sublayer and so a whole layer can be pruned away)")
     rank_growth: Literal["adaptive", "uniform", "static"] = param(
         "adaptive", "adapter ranks: top half by salience grow (APT), all grow, or static")
     growth_factor: float = param(4.0, "tuning parameters grow linearly to this multiple of the "
                                       "initial count by the last pruning event")
     max_rank: int = param(64, "rank cap of one adapter")
+    growth_counts: Literal["current", "dense"] = param(
+        "current", "what the tuning-parameter goal of rank growth counts: the adapters as "
+                   "pruned (current: they shrink with their blocks, so ranks grow more, as "
+                   "APT) or their dense dimensions (ranks grow less)")
     distill: bool = param(True, "self-distillation from a frozen teacher (apt.teacher)")
     teacher: Literal["best", "start", "separate"] = param(
         "best", "self-distillation teacher: best / start share the student's frozen backbone "
@@ -157,6 +177,13 @@ class APTConfig(Section):
                 "APT's self_momentum, or a copy taken when pruning starts); separate: a whole "
                 "frozen copy of the model taken when pruning starts (no parameter sharing, its "
                 "memory counted)")
+    teacher_structure: Literal["snapshot", "student"] = param(
+        "snapshot", "blocks the student prunes after the teacher was taken: snapshot (the "
+                    "teacher keeps them and computes what the model computed when taken, as "
+                    "APT's code, which removes them only when distillation ends; with "
+                    "compaction a shared teacher then becomes a frozen copy until the next "
+                    "refresh) or student (they are gone from the teacher too: nothing "
+                    "full-size stays; measured worse, docs/apt.md)")
     temperature: float = param(4.0, "prediction-distillation temperature (issue: 4; the "
                                     "authors' scripts use 2/3)")
     teacher_layers: Literal["block", "static"] = param(
@@ -166,6 +193,8 @@ class APTConfig(Section):
 
     def validate(self) -> list[str]:
         problems = _positive(self, "r", "events", "round_to", "max_rank", "calibration_batches")
+        if self.min_units < 0:
+            problems.append(f"min_units: must be >= 0, got {self.min_units}")
         if self.adapter == "lora" and not self.targets:
             problems.append("targets: empty, so no adapter and nothing tuned in the backbone; to "
                             "tune the backbone without adapters set apt.adapter=none")

@@ -39,6 +39,7 @@ CUDA_KIND = "cuda_max_allocated"
 CPU_KIND = "cpu_rss_peak"
 MODEL_CUDA_KIND = "cuda_model_peak"
 MODEL_CPU_KIND = "cpu_tensor_bytes"
+CPU_NOW_KIND = "cpu_rss"
 
 LABELS = {
     CUDA_KIND: "GPU peak allocated (torch.cuda.max_memory_allocated)",
@@ -47,6 +48,8 @@ LABELS = {
                      "(torch.cuda.max_memory_allocated)",
     MODEL_CPU_KIND: "CPU, this model alone: weights + KV cache + largest activation, from tensor "
                     "sizes (an estimate, not process RSS)",
+    CPU_NOW_KIND: "process RSS at the end of the interval (CPU; freed memory may stay "
+                  "resident; not comparable to GPU figures)",
 }
 
 
@@ -73,6 +76,10 @@ class PeakMemoryBox:
 
     device: torch.device
     result: PeakMemory | None = None
+    carried: int = 0  # peaks read (and reset) inside the block by interval_peak
+
+
+_OPEN: list[PeakMemoryBox] = []  # trackers whose block is running
 
 
 class RssSampler:
@@ -133,11 +140,14 @@ def track_peak_memory(device=None) -> Iterator[PeakMemoryBox]:
     if box.device.type == "cuda":
         torch.cuda.synchronize(box.device)
         torch.cuda.reset_peak_memory_stats(box.device)
+        _OPEN.append(box)
         try:
             yield box
         finally:
+            _OPEN.remove(box)
             torch.cuda.synchronize(box.device)
-            box.result = PeakMemory(int(torch.cuda.max_memory_allocated(box.device)), CUDA_KIND)
+            peak = max(int(torch.cuda.max_memory_allocated(box.device)), box.carried)
+            box.result = PeakMemory(peak, CUDA_KIND)
         return
     sampler = RssSampler()
     try:
@@ -228,3 +238,39 @@ def model_peak_memory(model: nn.Module, run: Callable[[], Any], device=None,
         largest.remove()
     cache = tensor_bytes(cache_of(result)) if cache_of is not None else 0
     return PeakMemory(weights + cache + largest.bytes, MODEL_CPU_KIND)
+def interval_peak(device=None) -> PeakMemory:
+    """Memory of the interval since the previous call (a training curve's point).
+
+    On CUDA: ``torch.cuda.max_memory_allocated`` since the last call, then the peak
+    statistics are reset; a :func:`track_peak_memory` block around the calls keeps the
+    largest of these peaks, so its own figure stays the block's peak. Elsewhere: the
+    process's resident set now (labelled so: memory freed by the allocator may stay
+    resident, so it shows a fall late or not at all; see :func:`tensor_megabytes`).
+    """
+    device = _as_device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        peak = int(torch.cuda.max_memory_allocated(device))
+        for box in _OPEN:
+            if box.device == device:
+                box.carried = max(box.carried, peak)
+        torch.cuda.reset_peak_memory_stats(device)
+        return PeakMemory(peak, CUDA_KIND)
+    import psutil
+
+    return PeakMemory(int(psutil.Process().memory_info().rss), CPU_NOW_KIND)
+
+
+def tensor_megabytes(tensors) -> float:
+    """MB held by ``tensors`` (an iterable of tensors; each storage counted once): what a
+    training run keeps between steps, whatever the allocator does with freed memory."""
+    seen, total = set(), 0
+    for t in tensors:
+        if t is None or not torch.is_tensor(t):
+            continue
+        storage = t.untyped_storage()
+        key = (storage.data_ptr(), t.device)
+        if key not in seen:
+            seen.add(key)
+            total += storage.nbytes()
+    return total / 2**20

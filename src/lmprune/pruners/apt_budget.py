@@ -175,14 +175,18 @@ def _fill_prefix(sal, cost, keep, remaining: float) -> None:
         keep[kind][i, j] = True
 
 
-def _round_counts(sal, cost, keep, order, budget: float, round_to, min_keep: int) -> None:
-    """Round kept counts per site down to multiples of r, then refill with whole chunks."""
+def _round_counts(sal, cost, keep, order, budget: float, round_to, min_keep: int,
+                  widths: dict[str, list[int]] | None = None) -> None:
+    """Round kept counts per site down to multiples of r, then refill with whole chunks.
+
+    ``widths`` (optional): units available per site (default: all); ``order`` must then
+    rank the unavailable units of a site after its available ones."""
     for kind, r in round_to.items():
         if r <= 1 or kind not in keep:
             continue
-        width = keep[kind].shape[1]
-        floor = _site_minimum(width, min_keep, r) if min_keep > 0 else 0
         for i in range(keep[kind].shape[0]):
+            width = widths[kind][i] if widths else keep[kind].shape[1]
+            floor = _site_minimum(width, min_keep, r) if min_keep > 0 else 0
             count = int(keep[kind][i].sum())
             if count == width:
                 continue
@@ -197,7 +201,8 @@ def _round_counts(sal, cost, keep, order, budget: float, round_to, min_keep: int
                 continue
             for i in range(keep[kind].shape[0]):
                 count = int(keep[kind][i].sum())
-                units = order[kind][i, count:count + r]
+                width = widths[kind][i] if widths else keep[kind].shape[1]
+                units = order[kind][i, count:min(count + r, width)]
                 if len(units) == 0:
                     continue
                 chunk_cost = float(cost[kind][i, units].sum())

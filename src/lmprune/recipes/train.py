@@ -6,7 +6,9 @@ parameters, inference throughput/latency/memory, time-to-accuracy -> model + met
 report.md with plots.
 
 Everything is written to a staging directory beside ``output.dir`` and moved into place at the
-end, so a failed run leaves no half-written output behind.
+end, so a failed run leaves no half-written output behind. Training state is checkpointed
+into ``DIR.partial`` after every evaluation; rerunning with the same ``--out`` resumes a killed
+run (:mod:`lmprune.training.checkpoint`).
 """
 from __future__ import annotations
 
@@ -82,9 +84,15 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
     cfg = run.train
     if cfg.init_from is not None and cfg.method not in REUSES:
         raise LmpruneError(f"train.init_from works with {', '.join(REUSES)}, not {cfg.method}")
+    from lmprune.config.loader import to_dict
+    from lmprune.training.checkpoint import TrainCheckpoints
+
     started = time.perf_counter()
     out = prepare_output(run, log)
     check_train(run)  # names and paths, before anything loads
+    checkpoints = TrainCheckpoints(out, to_dict(run))
+    if checkpoints.open(resume=cfg.resume):
+        log(f"[train] resuming the killed run kept in {checkpoints.dir}")
     device = resolve_device(run.device)
     dtype = resolve_dtype(run.model.dtype, device, "training")
     seed_everything(run.seed)
@@ -107,7 +115,8 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
     model.to(accelerator.device)
     announce("train", accelerator.device, dtype, log)
     ctx = TrainContext(run, task, tokenizer, train, dev, accelerator, family,
-                       extra_seconds=sum(u.train_seconds for u in upstream))
+                       extra_seconds=sum(u.train_seconds for u in upstream),
+                       checkpoints=checkpoints)
     dense = count_parameters(model)
     ctx.dense_body = dense.body
     if cfg.measure and dense_inference is None:
@@ -140,6 +149,7 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
         from lmprune.reporting.train_report import write_train_report
 
         write_train_report(stage, metrics)
+    checkpoints.close()
     log(f"[train] done: {out}/report.md")
     return TrainOutcome(out, metrics)
 
@@ -198,6 +208,7 @@ def _metrics(run, task, ctx, dense, after, dev, test, inference, dense_inference
         "own_train_seconds": round(ctx.clock.seconds, 3),
         "upstream": [u.as_dict() for u in upstream],
         "curve": ctx.curve, "time_to_accuracy": tta,
+        "training_cost": {"series": ctx.costs, "events": ctx.events},
         "inference": inference, "dense_inference": dense_inference,
         "memory": {"train": own_memory,
                    "pipeline": pipeline_memory(own_memory, upstream) if upstream else own_memory,

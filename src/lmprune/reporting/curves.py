@@ -89,3 +89,47 @@ def plot_training_curve(curve: list[dict], path: Path, metric_name: str,
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_training_cost(series: list[dict], path: Path, events: list[dict] | None = None,
+                       title: str = "") -> Path:
+    """Write a PNG of what training cost along the run (``metrics.json``'s
+    ``training_cost``) against the training step: seconds per step, memory (the interval's
+    GPU peak, or the CPU process's resident set) and the MB of tensors held between steps,
+    with the pruning events (dotted) and compactions (dashed) marked."""
+    if not series:
+        raise LmpruneError("cannot plot the training cost: it has no points")
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(3, 1, figsize=(7, 7), sharex=True)
+    steps = [p["step"] for p in series]
+    gpu = series[-1].get("memory_kind", "").startswith("cuda")
+    panels = [("step_seconds", "seconds per step", "#1f77b4"),
+              ("memory_mb", "GPU peak MB\n(of the interval)" if gpu else "process RSS MB\n(CPU)",
+               "#9467bd"),
+              ("state_mb", "tensors held\nbetween steps (MB)", "#2ca02c")]
+    for ax, (key, label, color) in zip(axes, panels, strict=True):
+        ax.plot(steps, [p[key] for p in series], marker="o", markersize=3,
+                drawstyle="steps-pre", color=color)
+        ax.set_ylabel(label, fontsize=8)
+        ax.set_ylim(bottom=0)
+        for e in events or []:
+            compaction = e.get("kind") == "compaction"
+            ax.axvline(e["step"], color="#d62728" if compaction else "#7f7f7f",
+                       linestyle="--" if compaction else ":", linewidth=1,
+                       label=e.get("kind") if e is _first(events, e) else None)
+        ax.grid(alpha=0.3)
+    if events:
+        axes[0].legend(loc="lower left", fontsize=7)
+    axes[-1].set_xlabel("training step (each point: the interval that ends there)")
+    fig.suptitle(title or "what each training interval cost")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _first(events: list[dict], event: dict) -> dict:
+    """The first event of ``event``'s kind (one legend entry per kind)."""
+    return next(e for e in events if e.get("kind") == event.get("kind"))

@@ -63,6 +63,28 @@ def _pipeline_memory_rows(m: dict, upstream: list[dict]) -> list[str]:
             f"{', '.join(u['role'] for u in upstream)}) | {text} |"]
 
 
+def _cost_lines(cost: dict) -> list[str]:
+    """First and last interval of ``training_cost``: how much cheaper the end trained."""
+    series = cost.get("series") or []
+    if len(series) < 2:
+        return []
+    first, last = series[0], series[-1]
+    kind = "GPU peak (MB)" if first["memory_kind"].startswith("cuda") else "process RSS (MB)"
+    rows = [("seconds per step", "step_seconds", 4), (kind, "memory_mb", 1),
+            ("tensors held between steps (MB)", "state_mb", 1), ("parameters", "params", 0),
+            ("trainable parameters", "trainable", 0)]
+    lines = ["## Training cost along the run", "",
+             f"Per evaluation interval (`training_cost` in metrics.json; "
+             f"{len(cost.get('events') or [])} pruning events / compactions marked in "
+             "`training_cost.png`).", "",
+             f"| quantity | first interval (to step {first['step']}) | last interval "
+             f"(to step {last['step']}) |", "| --- | ---: | ---: |"]
+    for name, key, digits in rows:
+        lines.append(f"| {name} | {_f(first[key], digits) if digits else first[key]:} | "
+                     f"{_f(last[key], digits) if digits else last[key]} |")
+    return lines + [""]
+
+
 def write_train_report(out: Path, metrics: dict) -> Path:
     """Write ``metrics.json``, the curve plot and ``report.md`` into ``out``."""
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
@@ -75,6 +97,13 @@ def write_train_report(out: Path, metrics: dict) -> Path:
         plots.append(plot_training_curve(m["curve"], out / "training_curve.png",
                                          m["metric_name"], reference=ref,
                                          title=f"{m['method']} on {m['model']} / {m['task']}"))
+    cost = m.get("training_cost") or {}
+    if len(cost.get("series", [])) > 1:
+        from lmprune.reporting.curves import plot_training_cost
+
+        plots.append(plot_training_cost(cost["series"], out / "training_cost.png",
+                                        cost.get("events"),
+                                        title=f"{m['method']}: cost per training interval"))
     tta = m.get("time_to_accuracy") or {}
     mem = (m.get("memory") or {}).get("train") or {}
     upstream = m.get("upstream") or []
@@ -95,6 +124,7 @@ def write_train_report(out: Path, metrics: dict) -> Path:
              *_pipeline_memory_rows(m, upstream),
              f"| device | {m['device']} |", ""]
     lines += _efficiency_lines(m)
+    lines += _cost_lines(cost)
     lines += ["## Phases", ""]
     for phase in m.get("phases", []):
         summary = {k: v for k, v in phase.items() if k != "pruning_log"}

@@ -51,6 +51,11 @@ BETA = 0.85
 OUTLIER_SCALES = ("raw", "matched")
 
 
+def _real(x: Tensor) -> Tensor:
+    """``x`` detached, in float32 at least (float64 stays float64: exact comparisons in tests)."""
+    return x.detach().to(torch.promote_types(x.dtype, torch.float32))
+
+
 def _group_sum(x: Tensor, group_size: int) -> Tensor:
     if x.shape[-1] % group_size:
         raise LmpruneError(f"{x.shape[-1]} channels do not split into groups of {group_size}")
@@ -64,7 +69,7 @@ def activation_salience(h: Tensor, grad: Tensor, group_size: int = 1) -> Tensor:
     if h.shape != grad.shape:
         raise LmpruneError(f"activation {tuple(h.shape)} and gradient {tuple(grad.shape)} differ")
     dims = tuple(range(h.dim() - 1))
-    per_channel = grad.detach().float().abs().sum(dims) * h.detach().float().abs().sum(dims)
+    per_channel = _real(grad).abs().sum(dims) * _real(h).abs().sum(dims)
     return _group_sum(per_channel, group_size)
 
 
@@ -72,7 +77,7 @@ def kurtosis(x: Tensor, dim: int | tuple[int, ...] = -1, excess: bool = False) -
     """Pearson kurtosis ``m4 / m2^2`` with population moments (3 for a Gaussian; ``excess=True``
     subtracts 3, Fisher's definition, which APT's code uses). Zero variance gives 0 (Pearson)
     or -3 (excess), mirroring the repo's nan -> 0 z-scores."""
-    x = x.float()
+    x = _real(x)
     centered = x - x.mean(dim, keepdim=True)
     m2 = centered.pow(2).mean(dim)
     m4 = centered.pow(4).mean(dim)
@@ -87,8 +92,8 @@ def outlier_term(weight_cols: Tensor, act: Tensor, group_size: int = 1) -> Tenso
     block. ``weight_cols`` is ``[d_out, channels]`` (an output projection's weight), ``act``
     ``[..., channels]``. For a neuron (group 1) ``O`` is a scaled column, so the term is the
     column's own kurtosis whenever the mean activation is non-zero."""
-    mean_act = act.detach().float().reshape(-1, act.shape[-1]).mean(0)
-    out = weight_cols.detach().float() * mean_act  # [d_out, channels]
+    mean_act = _real(act).reshape(-1, act.shape[-1]).mean(0)
+    out = _real(weight_cols) * mean_act  # [d_out, channels]
     if out.shape[1] % group_size:
         raise LmpruneError(f"{out.shape[1]} channels do not split into groups of {group_size}")
     blocks = out.reshape(out.shape[0], -1, group_size).transpose(0, 1).reshape(
@@ -100,8 +105,8 @@ def hidden_outlier_term(weight_cols: Tensor, act: Tensor) -> Tensor:
     """Per hidden channel ``i`` of one output projection: ``sqrt(max(Kurt_excess(O[i, :]), 0))``
     with ``O`` as in :func:`outlier_term` (the repo's ``kurtosis(activation.permute(1, 0))``
     for FFNs; summed over every projection for the hidden score)."""
-    mean_act = act.detach().float().reshape(-1, act.shape[-1]).mean(0)
-    out = weight_cols.detach().float() * mean_act
+    mean_act = _real(act).reshape(-1, act.shape[-1]).mean(0)
+    out = _real(weight_cols) * mean_act
     return kurtosis(out, dim=1, excess=True).clamp_min(0).sqrt()
 
 
@@ -118,14 +123,14 @@ def apt_salience(h: Tensor, grad: Tensor, weight_cols: Tensor, use_kurtosis: boo
 
 def magnitude_salience(weight_groups: Tensor, p: float = 1.0) -> Tensor:
     """Lp norm of each unit's weights; ``weight_groups`` is ``[units, ...]``."""
-    return weight_groups.detach().float().reshape(weight_groups.shape[0], -1).norm(p=p, dim=1)
+    return _real(weight_groups).reshape(weight_groups.shape[0], -1).norm(p=p, dim=1)
 
 
 def fisher_salience(grad: Tensor, group_size: int = 1) -> Tensor:
     """Squared gradient summed over leading dims and a unit's channels. With per-example mask
     gradients ``[batch, units]`` this is the empirical Fisher of the masks (APT's
     ``compute_fisher_info``)."""
-    g2 = grad.detach().float().pow(2)
+    g2 = _real(grad).pow(2)
     return _group_sum(g2.reshape(-1, g2.shape[-1]).sum(0), group_size)
 
 
@@ -145,7 +150,7 @@ class SalienceEMA:
 
     def update(self, scores: dict[str, Tensor]) -> None:
         for key, score in scores.items():
-            score = score.detach().float()
+            score = _real(score)
             old = self.value.get(key)
             if old is None:
                 self.value[key] = (1.0 - self.beta) * score if self.zero_init else score.clone()
@@ -174,11 +179,19 @@ class SalienceCollector:
     sum made the median neuron 5x denser than the median head (without it the two are within
     1.5x), and APT pruned 66 of 72 heads by its third event. Matching keeps the ranking
     *within* a kind that the outlier term gives and leaves the comparison *across* kinds to S~.
+    (The factor is computed as a ratio of sums, which equals the ratio of means and does not
+    depend on how many zero-scored blocks are counted.)
+
+    ``alive`` (optional :class:`~lmprune.structures.masks.Masks`, non-zero = alive): in a model
+    whose pruned blocks are masked rather than removed, the outlier terms are computed as in
+    the model with those blocks removed: a head's or neuron's block ``O`` spans the alive
+    hidden rows only, a hidden channel's spans the alive heads' and neurons' columns only,
+    and dead hidden channels score 0. Without it every row and column counts.
     """
 
     def __init__(self, model: nn.Module, structure: ModelStructure | None = None,
                  use_kurtosis: bool = True, hidden: bool = False,
-                 outlier_scale: str = "raw") -> None:
+                 outlier_scale: str = "raw", alive=None) -> None:
         if outlier_scale not in OUTLIER_SCALES:
             raise LmpruneError(f"unknown outlier_scale {outlier_scale!r}; use one of "
                                f"{', '.join(OUTLIER_SCALES)}")
@@ -187,21 +200,36 @@ class SalienceCollector:
         self.use_kurtosis = use_kurtosis
         self.hidden = hidden
         self.outlier_scale = outlier_scale
+        self.alive = alive
         self._handles: list = []
         self._scores: dict[tuple[str, str], Tensor] = {}
         self._outliers: dict[tuple[str, str], Tensor] = {}
+
+    def _alive_rows(self, weight: Tensor) -> Tensor:
+        """The output projection's rows in alive hidden channels (all rows without ``alive``)."""
+        hidden = None if self.alive is None else self.alive.hidden
+        if hidden is None:
+            return weight
+        return weight[torch.nonzero(hidden != 0).flatten().to(weight.device)]
+
+    def _alive_cols(self, kind: str, site: str, group_size: int) -> Tensor | None:
+        """Input channels of the alive heads / neurons of ``site`` (None: all)."""
+        table = None if self.alive is None else getattr(self.alive, kind).get(site)
+        if table is None:
+            return None
+        return torch.nonzero((table != 0).repeat_interleave(group_size)).flatten()
 
     def _hook(self, kind: str, site: str, group_size: int):
         def pre_hook(module: nn.Module, inputs: tuple) -> None:
             h = inputs[0]
             if not (torch.is_grad_enabled() and h.requires_grad):
                 return
-            abs_sum = h.detach().float().abs().reshape(-1, h.shape[-1]).sum(0)
-            outlier = (outlier_term(module.weight, h, group_size) if self.use_kurtosis
-                       else None)
+            abs_sum = _real(h).abs().reshape(-1, h.shape[-1]).sum(0)
+            outlier = (outlier_term(self._alive_rows(module.weight), h, group_size)
+                       if self.use_kurtosis else None)
 
             def on_grad(grad: Tensor) -> None:
-                g = grad.detach().float().abs().reshape(-1, grad.shape[-1]).sum(0)
+                g = _real(grad).abs().reshape(-1, grad.shape[-1]).sum(0)
                 key = (kind, site)
                 self._scores[key] = self._scores.get(key, 0) + _group_sum(g * abs_sum, group_size)
                 if outlier is not None:
@@ -210,16 +238,22 @@ class SalienceCollector:
             h.register_hook(on_grad)
         return pre_hook
 
-    def _hidden_hook(self):
+    def _hidden_hook(self, cols: Tensor | None):
         def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
             if not (torch.is_grad_enabled() and output.requires_grad):
                 return
-            abs_sum = output.detach().float().abs().reshape(-1, output.shape[-1]).sum(0)
-            outlier = (hidden_outlier_term(module.weight, inputs[0]) if self.use_kurtosis
-                       else None)
+            abs_sum = _real(output).abs().reshape(-1, output.shape[-1]).sum(0)
+            outlier = None
+            if self.use_kurtosis:
+                weight, act = module.weight, inputs[0]
+                if cols is not None:
+                    weight, act = weight[:, cols.to(weight.device)], act[..., cols.to(act.device)]
+                outlier = hidden_outlier_term(weight, act)
+                if self.alive is not None and self.alive.hidden is not None:
+                    outlier = outlier * (self.alive.hidden != 0).to(outlier)
 
             def on_grad(grad: Tensor) -> None:
-                score = grad.detach().float().abs().reshape(-1, grad.shape[-1]).sum(0) * abs_sum
+                score = _real(grad).abs().reshape(-1, grad.shape[-1]).sum(0) * abs_sum
                 key = ("hidden", "")
                 self._scores[key] = self._scores.get(key, 0) + score
                 if outlier is not None:
@@ -239,10 +273,12 @@ class SalienceCollector:
             self._handles.append(module.register_forward_pre_hook(
                 self._hook("neurons", site.name, 1)))
         if self.hidden:
-            paths = [s.o for s in self.structure.attention] + [s.out for s in self.structure.ffn]
-            for path in paths:
+            sites = [(s.o, self._alive_cols("heads", s.name, s.head_dim))
+                     for s in self.structure.attention]
+            sites += [(s.out, self._alive_cols("neurons", s.name, 1)) for s in self.structure.ffn]
+            for path, cols in sites:
                 self._handles.append(
-                    self.model.get_submodule(path).register_forward_hook(self._hidden_hook()))
+                    self.model.get_submodule(path).register_forward_hook(self._hidden_hook(cols)))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -259,8 +295,8 @@ class SalienceCollector:
                 continue
             factor = 1.0
             if self.outlier_scale == "matched":
-                act = torch.cat([self._scores[k].reshape(-1) for k in keys]).mean()
-                kurt = torch.cat([self._outliers[k].reshape(-1) for k in keys]).mean()
+                act = torch.cat([self._scores[k].reshape(-1) for k in keys]).sum()
+                kurt = torch.cat([self._outliers[k].reshape(-1) for k in keys]).sum()
                 factor = float(act / kurt) if kurt > 0 else 0.0
             for k in keys:
                 out[k] = self._scores[k] + factor * self._outliers[k]

@@ -17,6 +17,7 @@ from lmprune.arch.tables import CONFIG_KEYS, DROPPABLE_LAYERS, SKIPS
 from lmprune.errors import MaskError
 from lmprune.structures.hf_code import Skipped, install_head_hooks
 from lmprune.structures.masks import Masks, _scalar, effective_head_mask
+from lmprune.structures.moves import ParamMoves
 
 
 @dataclass
@@ -86,13 +87,18 @@ def _rows(index: torch.Tensor, block: int) -> torch.Tensor:
     return (index[:, None] * block + torch.arange(block)).flatten()
 
 
-class _Slicer:
+class Slicer:
     """Slices parameters in place; a parameter shared by several modules (tied embeddings)
-    is sliced once and stays shared."""
+    is sliced once and stays shared. Every replacement is recorded in ``moves`` when given.
 
-    def __init__(self):
+    A module that wraps a linear (an adapter such as ``APTLinear``) slices itself: it
+    defines ``lmprune_slice(slicer, rows=..., cols=...)`` and cuts its base linear and its
+    own tensors through the slicer, so they are recorded too."""
+
+    def __init__(self, moves: ParamMoves | None = None):
         # id(old) -> (old, new); holding ``old`` keeps its id from being reused.
         self.done: dict[int, tuple[nn.Parameter, nn.Parameter]] = {}
+        self.moves = moves
 
     def param(self, module: nn.Module, name: str, dim: int, index: torch.Tensor) -> None:
         old = getattr(module, name, None)
@@ -104,6 +110,8 @@ class _Slicer:
             data = old.data.index_select(dim, index.to(old.device)).clone()
             new = nn.Parameter(data, requires_grad=old.requires_grad)
             self.done[id(old)] = (old, new)
+            if self.moves is not None:
+                self.moves.record(old, new, dim, index)
         setattr(module, name, new)
 
     def retie(self, model: nn.Module) -> None:
@@ -116,6 +124,10 @@ class _Slicer:
                         module.embedding_dim = module.weight.shape[1]
 
     def linear(self, module: nn.Module, *, rows=None, cols=None) -> None:
+        own = getattr(module, "lmprune_slice", None)
+        if own is not None:
+            own(self, rows=rows, cols=cols)
+            return
         if rows is not None:
             self.param(module, "weight", 0, rows)
             self.param(module, "bias", 0, rows)
@@ -135,13 +147,18 @@ def _set_head_attrs(holder: nn.Module, heads: int, kv: int, head_dim: int) -> No
 
 
 @torch.no_grad()
-def remove(model: nn.Module, masks: Masks, structure: ModelStructure | None = None) -> nn.Module:
-    """Physically remove what the binary ``masks`` zero out; returns ``model`` (changed in place)."""
+def remove(model: nn.Module, masks: Masks, structure: ModelStructure | None = None,
+           moves: ParamMoves | None = None) -> nn.Module:
+    """Physically remove what the binary ``masks`` zero out; returns ``model`` (changed in place).
+
+    ``moves`` (optional) records which new parameter replaced which old one and how, so that
+    optimizer state and copies of parameters can follow (:mod:`lmprune.structures.moves`).
+    Removal can be repeated on a pruned model (APT compacts at every pruning event)."""
     structure = structure or describe(model)
     decisions = decide(structure, masks)
     own_config(model)
     remember_original_config(model, structure)
-    slicer = _Slicer()
+    slicer = Slicer(moves)
     for site in structure.attention:
         _prune_attention(model, site, decisions[site.name], slicer)
     for site in structure.ffn:
@@ -156,7 +173,7 @@ def remove(model: nn.Module, masks: Masks, structure: ModelStructure | None = No
     for site in structure.attention + structure.ffn:
         d = decisions[site.name]
         if d.skip or d.constant:
-            _skip_sublayer(model, site, skip_table(structure), constant=d.constant)
+            _skip_sublayer(model, site, skip_table(structure), constant=d.constant, moves=moves)
     dropped = [layer for layer in structure.layers
                if layer.name in masks.layers and float(masks.layers[layer.name]) == 0]
     _drop_layers(model, structure, dropped)
@@ -165,7 +182,7 @@ def remove(model: nn.Module, masks: Masks, structure: ModelStructure | None = No
     return model
 
 
-def _prune_attention(model, site, d: SiteDecision, slicer: _Slicer) -> None:
+def _prune_attention(model, site, d: SiteDecision, slicer: Slicer) -> None:
     if d.keep is None or d.skip or d.constant:
         return
     hd = site.head_dim
@@ -182,7 +199,7 @@ def _prune_attention(model, site, d: SiteDecision, slicer: _Slicer) -> None:
         holder.lmprune_kept_heads = tuple(kept)
 
 
-def _prune_hidden(model, structure: ModelStructure, keep: torch.Tensor, slicer: _Slicer) -> None:
+def _prune_hidden(model, structure: ModelStructure, keep: torch.Tensor, slicer: Slicer) -> None:
     hidden = structure.hidden
     for path in hidden.embeddings:
         module = get_module(model, path)
@@ -209,7 +226,8 @@ def skip_table(structure: ModelStructure) -> dict:
     return SKIPS.get(structure.model_type) or SKIPS[structure.family]
 
 
-def _skip_sublayer(model, site, skips: dict, constant: bool) -> None:
+def _skip_sublayer(model, site, skips: dict, constant: bool,
+                   moves: ParamMoves | None = None) -> None:
     kind = "cross" if site.name.endswith(".cross") else ("ffn" if hasattr(site, "width") else "attention")
     out = get_module(model, site.o if hasattr(site, "o") else site.out)
     bias = out.bias if constant and getattr(out, "bias", None) is not None else None
@@ -224,8 +242,11 @@ def _skip_sublayer(model, site, skips: dict, constant: bool) -> None:
             options.update(head_dim=getattr(site, "head_dim", 0),
                            layer_idx=int(site.layer.rsplit(".", 1)[1]))
         new = _build_skip(old, site, options)
-        if options["bias"]:
+        if options["bias"]:  # the constant keeps the frozen / trained state of the bias
             new.bias.data.copy_(bias.data)
+            new.bias.requires_grad_(bias.requires_grad)
+            if moves is not None:
+                moves.record(bias, new.bias)
         parent, _, name = path.rpartition(".")
         setattr(get_module(model, parent), name, new)
 

@@ -4,21 +4,31 @@ Zhao, Hajishirzi, Cao, "APT: Adaptive Pruning and Tuning Pretrained Language Mod
 Efficient Training and Inference" (ICML 2024). Per step (Sec. 4):
 
 1. teacher forward (after pruning starts, with distillation on): the same model with a frozen
-   snapshot of the adapters and no masks (:func:`lmprune.training.distill.teacher_mode`);
+   snapshot of the adapters and masks (:mod:`lmprune.training.apt_teacher`);
 2. student forward with the current masks and a salience collector; loss
    ``mu * L_distill + (1 - mu) * L_ft`` (Eq. 6);
 3. after backward: block salience (outlier-aware by default) and adapter importance
    ``sum |B * dL/dB|`` update their EMAs (beta 0.85);
-4. after the optimizer step: masks move one step toward their binary targets; at a pruning
-   event the target keep ratio (cubic schedule) becomes a parameter budget, the budget search
-   picks new targets by salience density, and the most important half of the adapters grow
-   their rank so that tuning parameters grow linearly to ``growth_factor`` x by the last event.
+4. after the optimizer step: masks move one step toward their binary targets (with
+   ``apt.selection=step`` the targets are chosen again first); at a pruning event the target
+   keep ratio (cubic schedule) becomes a parameter budget, the budget search picks new targets
+   by salience density, and the most important half of the adapters grow their rank so that
+   tuning parameters grow linearly to ``growth_factor`` x by the last event.
 
-``finish`` makes the masks binary, merges the adapters into the weights and removes the pruned
-heads, neurons and hidden channels physically. The building blocks live in
-``tuners/apt_adapter.py``, ``scorers/apt_salience.py``, ``pruners/apt_schedule.py``,
-``pruners/apt_budget.py``, ``training/distill.py`` and ``training/apt_teacher.py``; this file
-only wires them. What each ``apt.*`` switch removes or replaces: docs/apt.md.
+**Compaction** (``apt.compact``, default on): at every pruning event, and once more when the
+masks have reached the last event's targets, every unit whose mask is exactly 0 is pruned for
+good and physically removed from the backbone, its adapters, the optimizer state (AdamW's
+moments are cut, not reset), the layer transform and the teacher; training goes on with the
+smaller model (:mod:`lmprune.training.compaction`). Masks still moving toward 0 stay until
+the next compaction point. ``apt.compact=false`` keeps every unit masked until the end and
+computes the same losses (tested).
+
+``finish`` makes the masks binary, merges the adapters into the weights and removes what is
+left to remove. The building blocks live in ``tuners/apt_adapter.py``,
+``scorers/apt_salience.py``, ``pruners/apt_schedule.py``, ``pruners/apt_cost.py``,
+``training/apt_select.py``, ``training/apt_space.py``, ``training/distill.py`` and
+``training/apt_teacher.py``; this file wires them. What each ``apt.*`` switch removes or
+replaces: docs/apt.md.
 """
 from __future__ import annotations
 
@@ -32,15 +42,19 @@ from torch import nn
 
 from lmprune.arch import describe
 from lmprune.errors import LmpruneError
-from lmprune.pruners.apt_budget import (model_costs, proportional_random_salience,
-                                        select_within_budget)
+from lmprune.pruners.apt_cost import CostModel, kept_counts
 from lmprune.pruners.apt_schedule import keep_ratio, move_masks, pruning_events
 from lmprune.scorers import apt_salience as sal
 from lmprune.structures.masks import Masks, apply_masks
+from lmprune.structures.moves import ParamMoves
 from lmprune.structures.removal import remove
+from lmprune.training import apt_select as select
 from lmprune.training import distill
-from lmprune.training.apt_parts import adapter_importance, body_hidden_cost, equal_heads_per_group, grow_ranks, ones_on
-from lmprune.training.apt_teacher import APTTeacher
+from lmprune.training.apt_parts import adapter_importance, grow_ranks, ones_on
+from lmprune.training.apt_space import UnitSpace, adapter_roles, spec_channels, spec_size
+from lmprune.training.apt_state import apt_state, restore_apt
+from lmprune.training.apt_teacher import APTTeacher, clone_masks
+from lmprune.training.compaction import compact
 from lmprune.training.method import TrainMethod, unfreeze_heads
 from lmprune.tuners.apt_adapter import APTLinear, apply_apt, apt_modules, merge_apt
 
@@ -73,10 +87,15 @@ class APTMethod(TrainMethod):
         self.ema = sal.SalienceEMA(cfg.ema)
         self.adapter_ema: dict[str, float] = {}
         self.log: list[dict] = []
+        self.compactions: list[dict] = []
+        self.removals: list[Masks] = []  # keep masks of every compaction (for resuming)
         self.teacher: APTTeacher | None = None
         self.best_teacher_metric = float("-inf")
         self._collector = None
         self._random: dict[str, torch.Tensor] | None = None
+        self._moves: ParamMoves | None = None
+        self.ratio = 1.0  # the keep ratio of the latest event
+        self.settled = False  # the last event's targets were reached (and compacted)
         self.notes: list[str] = []
         if cfg.adapter == "none" and cfg.rank_growth != "static":
             self.notes.append(f"apt.rank_growth={cfg.rank_growth} ignored: apt.adapter=none "
@@ -106,28 +125,33 @@ class APTMethod(TrainMethod):
     # --- set-up ---------------------------------------------------------------------------
     def setup(self, model: nn.Module, ctx=None) -> nn.Module:
         cfg = self.cfg
-        self.structure = describe(model)
-        costs = model_costs(model, self.structure)
-        self.costs = {k: costs[k] for k in ("heads", "neurons")}
-        if "hidden" in cfg.structures:
-            self.costs["hidden"] = float(body_hidden_cost(model, self.structure))
-        self.costs = {k: v for k, v in self.costs.items() if k in cfg.structures}
-        self.body = sum(self._full_cost(k) for k in self.costs if k != "hidden")
-        self.adapters = self._tuned(model)
-        self.initial_adapter_params = self._adapter_params()
+        self.structure = describe(model)  # the dense model: the index space of all state
+        self.kinds = tuple(k for k in ("heads", "neurons", "hidden") if k in cfg.structures)
+        self.cost = CostModel.of(model, self.structure)
+        self.dense_cost = self.cost.total()
         device = next(model.parameters()).device
-        self.masks = ones_on(self.structure, tuple(cfg.structures), device)
-        self.targets = ones_on(self.structure, tuple(cfg.structures), device)
+        self.masks = ones_on(self.structure, self.kinds, device)
+        self.targets = ones_on(self.structure, self.kinds, device)
+        self.space = UnitSpace(self.structure, ones_on(self.structure, self.kinds, device),
+                               compact=cfg.compact)
+        self._dense_space = UnitSpace(self.structure, ones_on(self.structure, self.kinds,
+                                                              "cpu"), compact=False)
+        self.adapters = self._tuned(model)
+        self.roles = adapter_roles(self.structure)
+        self.initial_adapter_params = self._adapter_params()
         self.transform = None
         if cfg.distill:
             self.transform = distill.LayerTransform(self.structure.hidden.size).to(device)
-        self.teacher = APTTeacher(cfg.teacher, self.structure)
+        self.teacher = APTTeacher(cfg.teacher, self.structure,
+                                  follows_student=cfg.teacher_structure == "student")
         if cfg.salience == "fisher":
             for m in _flat(self.masks).values():
                 m.requires_grad_(True)
         if self.events and self.events[0] == 0:  # one-shot: prune before the first step
             self._calibrate(model)
             self._prune_event(model, 0)
+            self._compaction_point(model, 0)
+            self._moves = None  # no optimizer yet
         return model
 
     def _tuned(self, model: nn.Module) -> dict[str, APTLinear]:
@@ -180,25 +204,35 @@ class APTMethod(TrainMethod):
         self._collector = None
         self.ema.update({k: v / self.calibrated_batches for k, v in total.items()})
 
-    def _full_cost(self, kind: str) -> float:
-        c = self.costs[kind]
-        sizes = {"heads": [s.num_heads for s in self.structure.attention],
-                 "neurons": [s.width for s in self.structure.ffn]}[kind]
-        return float(sum(float(ci) * n for ci, n in zip(c.tolist(), sizes, strict=True)))
-
-    def _adapter_params(self) -> int:
-        return sum(a.lora_A.numel() + a.lora_B.numel() for a in self.adapters.values())
-
     def parameter_groups(self, model: nn.Module, lr: float) -> list[dict]:
         params = [p for p in model.parameters() if p.requires_grad]
         if self.transform is not None:
             params += list(self.transform.parameters())
         return [{"params": params, "lr": lr}]
 
+    def held_tensors(self):
+        teacher = self.teacher
+        if teacher is not None and teacher.model is not None:
+            yield from teacher.model.parameters()
+        elif teacher is not None and teacher.state:
+            yield from teacher.state.values()
+        for masks in (self.masks, self.targets, self.space.alive):
+            yield from (t for _, _, t in masks.items())
+
+    def state_dict(self) -> dict:
+        return apt_state(self)
+
+    def load_state_dict(self, model: nn.Module, state: dict) -> None:
+        restore_apt(self, model, state)
+
+    def take_moves(self) -> ParamMoves | None:
+        moves, self._moves = self._moves, None
+        return moves
+
     # --- one step -------------------------------------------------------------------------
     @contextlib.contextmanager
     def active(self, model: nn.Module) -> Iterator[nn.Module]:
-        with apply_masks(model, self.masks, self.structure):
+        with apply_masks(model, self.space.to_model(self.masks), self.space.current):
             yield model
 
     def _distilling(self, step: int) -> bool:
@@ -221,20 +255,21 @@ class APTMethod(TrainMethod):
             return
         if metric > self.best_teacher_metric:
             self.best_teacher_metric = metric
-            self.teacher.snapshot(model, self.masks)
+            self.teacher.snapshot(model, self.masks, self.space)
 
     def _new_collector(self, model: nn.Module) -> sal.SalienceCollector | None:
         if self.cfg.salience != "outlier":
             return None
-        return sal.SalienceCollector(model, self.structure, use_kurtosis=self.cfg.kurtosis,
-                                     hidden="hidden" in self.costs,
-                                     outlier_scale=self.cfg.outlier_scale)
+        return sal.SalienceCollector(model, self.space.current, use_kurtosis=self.cfg.kurtosis,
+                                     hidden="hidden" in self.kinds,
+                                     outlier_scale=self.cfg.outlier_scale,
+                                     alive=self.space.collector_alive())
 
     def loss(self, model: nn.Module, batch: dict, step: int) -> torch.Tensor:
         distilling = self._distilling(step)
         if distilling and not self.teacher.ready:  # pruning started: freeze the teacher
-            self.teacher.snapshot(model, self.masks)
-        teacher = self.teacher.outputs(model, batch) if distilling else None
+            self.teacher.snapshot(model, self.masks, self.space)
+        teacher = self.teacher.outputs(model, batch, self.space) if distilling else None
         self._collector = self._new_collector(model) if self._scoring(step) else None
         with self.active(model), (self._collector or contextlib.nullcontext()):
             out = model(**batch, output_hidden_states=distilling)
@@ -246,10 +281,28 @@ class APTMethod(TrainMethod):
         s_hidden, t_hidden = distill.output_hidden(out), distill.output_hidden(teacher)
         n = len(s_hidden) - 1
         ids = distill.teacher_layers(n, self.cfg.teacher_layers, self.rng)
-        mapping = distill.match_layers(s_hidden, t_hidden, ids, [True] * n, self.transform)
-        layer = distill.layer_distillation(s_hidden, t_hidden, mapping, self.transform)
+        channels = None if self.cfg.compact else self.space.channels("hidden")
+        t_channels = self.teacher.channels(self.space) if self.cfg.compact else channels
+        mapping = distill.match_layers(s_hidden, t_hidden, ids, self._surviving(n),
+                                       self.transform, channels, t_channels)
+        layer = distill.layer_distillation(s_hidden, t_hidden, mapping, self.transform,
+                                           channels=channels, teacher_channels=t_channels)
         return distill.total_loss(out.loss, pred, layer, self.distill_weight(step),
                                   self.task_type)
+
+    def _surviving(self, n: int) -> list[bool]:
+        """Student layers that keep a unit in every head and neuron site (APT's ``layer_z``)
+        of the stack whose ``n`` layer outputs are distilled (T5: the decoder)."""
+        stacks: dict[str, list] = {}
+        for layer in self.structure.layers:
+            stacks.setdefault(layer.stack, []).append(layer)
+        layers = [v for v in stacks.values() if len(v) == n]
+        if not layers:
+            return [True] * n
+        kept = {**{k: bool((v != 0).any()) for k, v in self.masks.heads.items()},
+                **{k: bool((v != 0).any()) for k, v in self.masks.neurons.items()}}
+        return [all(kept.get(site, True) for site in layer.attention + layer.ffn)
+                for layer in layers[-1]]
 
     def _scoring(self, step: int) -> bool:
         """Salience is only needed up to the last pruning event."""
@@ -273,121 +326,156 @@ class APTMethod(TrainMethod):
             self.adapter_ema[path] = value if old is None else b * old + (1 - b) * value
 
     def _salience(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """This step's block scores (after backward); random scores are drawn once per run
-        at the first event instead (:meth:`_stacked_salience`)."""
+        """This step's block scores in the dense space (after backward); random scores are
+        drawn once per run at the first event instead (:meth:`_stacked_salience`)."""
         kind = self.cfg.salience
         if kind == "outlier":
-            return self._collector.as_dict() if self._collector is not None else {}
+            if self._collector is None:
+                return {}
+            return self.space.to_dense(self._collector.as_dict())
         if kind == "fisher":
             out = {}
             for key, m in _flat(self.masks).items():
                 if m.grad is not None:
-                    out[key] = m.grad.detach().float().pow(2)
+                    out[key] = m.grad.detach().double().pow(2)
                     m.grad = None
             return out
         if kind == "magnitude":
-            return _magnitude(model, self.structure, "hidden" in self.costs)
+            return self.space.to_dense(_magnitude(model, self.space, "hidden" in self.kinds))
         return {}
 
     def after_step(self, model: nn.Module, step: int) -> bool:
+        done = step + 1
+        if self.cfg.selection == "step" and self._reselects(done):
+            self._choose(self.ratio, last=False)
         with torch.no_grad():
             for key, m in _flat(self.masks).items():
                 m.copy_(move_masks(m, _flat(self.targets)[key], self.mask_step))
-        if (step + 1) in self.events:
-            return self._prune_event(model, step + 1)
+        if done in self.events:
+            compacted = self._compaction_point(model, done)
+            return self._prune_event(model, done) or compacted
+        if self.events and done > self.events[-1] and not self.settled and done < self.total:
+            if all(torch.equal(m, _flat(self.targets)[k]) for k, m in _flat(self.masks).items()):
+                self.settled = True
+                return self._compaction_point(model, done)
         return False
 
-    # --- pruning events and rank growth ---------------------------------------------------
+    def _reselects(self, done: int) -> bool:
+        """``apt.selection=step``: between the first and the last event, the targets are
+        chosen again after every step (masks can come back), at the latest event's ratio."""
+        return bool(self.events) and self.events[0] < done < self.events[-1]
+
+    # --- pruning events, compaction and rank growth ---------------------------------------
     def _prune_event(self, model: nn.Module, step: int) -> bool:
         cfg = self.cfg
-        ratio = keep_ratio(step, cfg.schedule if cfg.schedule != "gradual" else "cubic",
-                           self.start, max(self.stop, self.start + 1), self.total, self.keep)
-        if step == self.events[-1]:
-            ratio = self.keep
-        saliences = self._stacked_salience(step)
         last = step == self.events[-1]
-        round_to = {"neurons": cfg.round_to} if last and cfg.round_to > 1 else None
-        total = self.body + (self._hidden_total() if "hidden" in self.costs else 0.0)
-        keep = select_within_budget(saliences, self.costs, ratio * total, round_to=round_to)
-        self._set_targets(keep, saliences)
+        ratio = self.keep if last else keep_ratio(
+            step, cfg.schedule if cfg.schedule != "gradual" else "cubic",
+            self.start, max(self.stop, self.start + 1), self.total, self.keep)
+        self.ratio = ratio
+        keep = self._choose(ratio, last=last, step=step)
         trains_after = step < self.total
         grown = self._grow(model, len([e for e in self.events if e <= step])) if trains_after else 0
         self.log.append({"step": step, "target_keep": round(ratio, 4),
                          "kept": {k: int(v.sum()) for k, v in keep.items()},
-                         "adapter_params": self._adapter_params_of(model), "grown": grown})
+                         "adapter_params": self._adapter_params(), "grown": grown})
         if step == 0 or not trains_after:  # no steps to move the masks in: binary at once
             with torch.no_grad():
                 for key, m in _flat(self.masks).items():
                     m.copy_(_flat(self.targets)[key])
         return grown > 0
 
-    def _hidden_total(self) -> float:
-        return float(self.costs["hidden"]) * self.structure.hidden.size
+    def _choose(self, ratio: float, last: bool, step: int | None = None
+                ) -> dict[str, torch.Tensor]:
+        """New targets at ``ratio`` x the dense body (FFN widths rounded at the last event)."""
+        saliences = self._stacked_salience(step)
+        keep = select.choose(saliences, self.cost, ratio * self.dense_cost, self.space.alive,
+                             self.structure, self.cfg.min_units,
+                             self.cfg.round_to if last else 1)
+        select.write_targets(self.targets, keep, self.structure)
+        return keep
 
-    def _stacked_salience(self, step: int) -> dict[str, torch.Tensor]:
-        """Salience per kind as ``[sites, units]`` (hidden: ``[d]``) for the budget search:
-        the EMA, or for ``apt.salience=random`` one proportional random draw per run (the same
-        at every event, so blocks pruned early stay pruned)."""
+    def _compaction_point(self, model: nn.Module, step: int) -> bool:
+        """Units whose mask is exactly 0 are pruned for good; with ``apt.compact`` they leave
+        the model, its adapters, the layer transform, the teacher and (through
+        :meth:`take_moves`) the optimizer state. Returns True when tensors were replaced."""
+        if self.cfg.compact and self.space.dies(self.masks):  # before the alive units change
+            self.teacher.before_compaction(model, self.space)
+        keep = self.space.kill(self.masks)
+        if keep is None or not self.cfg.compact:
+            return False
+        names = {id(p): n for n, p in model.named_parameters()}
+        before = sum(p.numel() for p in model.parameters())
+        structure = self.space.current
+        moves = compact(model, keep, structure, followers=[self.transform])
+        self.teacher.follow(moves, names, model, keep, structure)
+        self.removals.append(clone_masks(keep))
+        self.space.removed(model)
+        self.adapters = apt_modules(model)
+        self.adapter_ema = {p: v for p, v in self.adapter_ema.items() if p in self.adapters}
+        self._moves = moves
+        after = sum(p.numel() for p in model.parameters())
+        self.compactions.append({"step": step, "params_before": before, "params_after": after,
+                                 "trainable": sum(p.numel() for p in model.parameters()
+                                                  if p.requires_grad)})
+        return True
+
+    def _stacked_salience(self, step: int | None) -> dict[str, torch.Tensor]:
+        """Salience per kind as ``[sites, units]`` (hidden: ``[d]``) in the dense space: the
+        EMA, or for ``apt.salience=random`` one proportional random draw per run times the
+        current unit costs (the same order at every event, so blocks pruned early stay
+        pruned)."""
         if self.cfg.salience == "random":
             if self._random is None:
-                shapes = {"heads": (len(self.structure.attention),
-                                    self.structure.attention[0].num_heads),
-                          "neurons": (len(self.structure.ffn), self.structure.ffn[0].width),
-                          "hidden": (self.structure.hidden.size,)}
-                self._random = proportional_random_salience(
-                    {k: shapes[k] for k in self.costs}, self.costs, self.generator)
-            return self._random
-        values = self.ema.value
-        out = {}
-        if "heads" in self.costs:
-            out["heads"] = torch.stack([values.get(f"heads/{s.name}", torch.zeros(s.num_heads))
-                                        .float().cpu() for s in self.structure.attention])
-        if "neurons" in self.costs:
-            out["neurons"] = torch.stack([values.get(f"neurons/{s.name}", torch.zeros(s.width))
-                                          .float().cpu() for s in self.structure.ffn])
-        if "hidden" in self.costs:
-            out["hidden"] = values.get("hidden", torch.zeros(self.structure.hidden.size)).float().cpu()
-        _require_salience(out, self.structure, step)
+                self._random = select.random_densities(self.structure, self.kinds,
+                                                       self.generator)
+            return select.times_cost(self._random, self.cost, self.space.alive)
+        out = select.ema_salience(self.ema.value, self.structure, self.kinds)
+        if step is not None:  # the events, not every step of apt.selection=step
+            select.require_salience(out, select.stacked(self.space.alive, out),
+                                    self.structure, step)
         return out
 
-    def _set_targets(self, keep: dict[str, torch.Tensor],
-                     saliences: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            if "heads" in keep:
-                scores = saliences["heads"]
-                for i, s in enumerate(self.structure.attention):
-                    row = equal_heads_per_group(keep["heads"][i], scores[i], s.group_size)
-                    self.targets.heads[s.name].copy_(row)
-            if "neurons" in keep:
-                for i, s in enumerate(self.structure.ffn):
-                    self.targets.neurons[s.name].copy_(keep["neurons"][i])
-            if "hidden" in keep:
-                self.targets.hidden.copy_(keep["hidden"].reshape(-1))
+    def _adapter_dims(self, dense: bool = False) -> dict[str, tuple[int, int]]:
+        """Each adapter's ``(d_in, d_out)`` counting alive units (what a compacted model
+        holds), or with ``dense`` its dimensions in the dense model."""
+        space = self._dense_space if dense else self.space
+        out = {}
+        for path, a in self.adapters.items():
+            spec_in, spec_out = self.roles.get(path, (None, None))
+            out[path] = (spec_size(space, spec_in) if spec_in else a.in_features,
+                         spec_size(space, spec_out) if spec_out else a.out_features)
+        return out
+
+    def _adapter_params(self) -> int:
+        """Tuning parameters of the adapters, alive dimensions only (they shrink with pruning
+        and grow with rank)."""
+        dims = self._adapter_dims()
+        return sum(a.rank * sum(dims[p]) for p, a in self.adapters.items())
 
     def _grow(self, model: nn.Module, events_done: int) -> int:
         if self.cfg.rank_growth == "static" or not self.adapters:
             return 0
         goal = self.initial_adapter_params * (
             1 + (self.cfg.growth_factor - 1) * events_done / len(self.events))
-        adapters = apt_modules(model)
+        self.adapters = apt_modules(model)
+        columns = None
+        if not self.cfg.compact:  # new A rows over the alive input channels only
+            columns = {p: spec_channels(self.space, self.roles[p][0]) if p in self.roles
+                       else None for p in self.adapters}
         order = None if self.cfg.rank_growth == "uniform" else self.adapter_ema
-        return grow_ranks(adapters, goal, self.cfg.max_rank, order, self.generator)
-
-    def _adapter_params_of(self, model: nn.Module) -> int:
-        return sum(a.lora_A.numel() + a.lora_B.numel() for a in apt_modules(model).values())
+        dims = self._adapter_dims(dense=self.cfg.growth_counts == "dense")
+        return grow_ranks(self.adapters, goal, self.cfg.max_rank, order, self.generator,
+                          dims=dims, columns=columns)
 
     # --- reporting and the end ------------------------------------------------------------
     def keep_ratio(self) -> float:
-        kept = 0.0
-        for kind in ("heads", "neurons"):
-            if kind in self.costs:
-                for c, m in zip(self.costs[kind].tolist(), getattr(self.masks, kind).values(),
-                                strict=True):
-                    kept += float(c) * float((m > 0).sum())
-        ratio = kept / self.body if self.body else 1.0
-        if "hidden" in self.costs:
-            ratio *= float((self.masks.hidden > 0).float().mean())
-        return ratio
+        """The body the model computes with now (units with a non-zero mask), as a fraction
+        of the dense body (:class:`~lmprune.pruners.apt_cost.CostModel`)."""
+        if not self.events:
+            return 1.0
+        counts = kept_counts(select.stacked(self.masks, self.kinds))
+        return self.cost.total(**counts) / self.dense_cost
 
     def finish(self, model: nn.Module) -> nn.Module:
         with torch.no_grad():
@@ -396,11 +484,12 @@ class APTMethod(TrainMethod):
                 m.copy_(_flat(self.targets)[key])
         merge_apt(model)
         if self.events:
-            remove(model, self.masks, self.structure)
+            remove(model, self.space.to_model(self.masks), self.space.current)
         return model
 
     def summary(self) -> dict:
         return {"adapter": self.cfg.adapter, "schedule": self.cfg.schedule,
+                "compact": self.cfg.compact, "selection": self.cfg.selection,
                 "prune_start": self.start, "prune_stop": self.stop, "events": self.events,
                 "calibration_batches": self.calibrated_batches,
                 "teacher": self.cfg.teacher if self.cfg.distill else None,
@@ -409,23 +498,7 @@ class APTMethod(TrainMethod):
                 "best_teacher_metric": (None if self.best_teacher_metric == float("-inf")
                                         else self.best_teacher_metric),
                 "mask_step": self.mask_step, "initial_adapter_params": self.initial_adapter_params,
-                "pruning_log": self.log, "notes": self.notes}
-
-
-def _require_salience(saliences: dict[str, torch.Tensor], structure, step: int) -> None:
-    """Raise when a site's salience is all zero: the search would keep its units in index
-    order, silently (what a frozen backbone without adapters before the site gives)."""
-    names = {"heads": [s.name for s in structure.attention],
-             "neurons": [s.name for s in structure.ffn], "hidden": ["the residual stream"]}
-    for kind, values in saliences.items():
-        rows = values.reshape(1, -1) if kind == "hidden" else values
-        for name, row in zip(names[kind], rows, strict=True):
-            if not torch.any(row != 0):
-                raise LmpruneError(
-                    f"APT salience of the {kind} of {name} is all zero at the pruning event "
-                    f"of step {step}, so they would be pruned in index order; no gradient "
-                    f"reached them: put adapters before them (apt.targets) or tune the "
-                    f"backbone itself (apt.adapter=none)")
+                "pruning_log": self.log, "compactions": self.compactions, "notes": self.notes}
 
 
 def _flat(masks: Masks) -> dict[str, torch.Tensor]:
@@ -436,19 +509,31 @@ def _flat(masks: Masks) -> dict[str, torch.Tensor]:
     return flat
 
 
-def _magnitude(model: nn.Module, structure, hidden: bool) -> dict[str, torch.Tensor]:
+def _magnitude(model: nn.Module, space: UnitSpace, hidden: bool) -> dict[str, torch.Tensor]:
+    """L1 norms of each block's output-projection weights in the model's space; with
+    pruned units masked, only alive hidden rows / alive input columns count."""
+    structure = space.current
+    live = space.collector_alive()
+    rows = None if live is None or live.hidden is None else space.channels("hidden")
+
+    def cut(w: torch.Tensor, cols: torch.Tensor | None = None) -> torch.Tensor:
+        w = w.detach()
+        if rows is not None:
+            w = w[rows.to(w.device)]
+        return w if cols is None else w[:, cols.to(w.device)]
+
     out = {}
     for s in structure.attention:
-        w = model.get_submodule(s.o).weight  # [d, heads * head_dim]
-        cols = w.detach().T.reshape(s.num_heads, s.head_dim, -1)
+        cols = cut(model.get_submodule(s.o).weight).T.reshape(s.num_heads, s.head_dim, -1)
         out[f"heads/{s.name}"] = sal.magnitude_salience(cols)
     for s in structure.ffn:
-        w = model.get_submodule(s.out).weight  # [d, width]
-        out[f"neurons/{s.name}"] = sal.magnitude_salience(w.detach().T)
+        out[f"neurons/{s.name}"] = sal.magnitude_salience(cut(model.get_submodule(s.out).weight).T)
     if hidden:
         total = 0
         for s in structure.attention:
-            total = total + model.get_submodule(s.o).weight.detach().float().abs().sum(1)
+            cols = None if live is None else space.channels("heads", s.name, s.head_dim)
+            w = model.get_submodule(s.o).weight.detach()
+            w = w if cols is None else w[:, cols.to(w.device)]
+            total = total + w.double().abs().sum(1)
         out["hidden"] = total
     return out
-

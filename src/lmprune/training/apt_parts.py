@@ -1,4 +1,4 @@
-"""Small pieces of APT's training method: hidden-channel cost, adapter importance, rank growth."""
+"""Small pieces of APT's training method: all-keep masks, adapter importance, rank growth."""
 from __future__ import annotations
 
 import math
@@ -23,25 +23,6 @@ def ones_on(structure: ModelStructure, kinds: tuple[str, ...], device) -> Masks:
     return masks
 
 
-def body_hidden_cost(model: nn.Module, structure: ModelStructure) -> int:
-    """Parameters of the transformer body that one hidden (residual) channel holds.
-
-    APT's cost of a hidden channel, ``L * (4d + 2 d_ff)`` for BERT, measured on the model:
-    one input column of every q/k/v and FFN input projection, one output row (with its bias
-    entry) of every attention and FFN output projection. Embeddings and task heads are left out
-    (APT's budget counts the prunable body only), and so are norm entries (2 per norm).
-    """
-    get = model.get_submodule
-    total = 0
-    for site in structure.attention:
-        total += sum(get(p).out_features for p in (site.q, site.k, site.v))
-        total += get(site.o).in_features + (1 if get(site.o).bias is not None else 0)
-    for site in structure.ffn:
-        total += sum(get(p).out_features for p in site.ins)
-        total += get(site.out).in_features + (1 if get(site.out).bias is not None else 0)
-    return total
-
-
 def adapter_importance(adapters: dict[str, APTLinear]) -> dict[str, float]:
     """Salience of each adapter's B: ``sum |B * dL/dB|`` (first-order Taylor, APT Sec. 4.3)."""
     out = {}
@@ -52,15 +33,26 @@ def adapter_importance(adapters: dict[str, APTLinear]) -> dict[str, float]:
 
 
 def grow_ranks(adapters: dict[str, APTLinear], goal_params: float, max_rank: int,
-               importance: dict[str, float] | None, generator: torch.Generator | None) -> int:
+               importance: dict[str, float] | None, generator: torch.Generator | None,
+               dims: dict[str, tuple[int, int]] | None = None,
+               columns: dict[str, torch.Tensor | None] | None = None) -> int:
     """Grow adapter ranks so their parameters approach ``goal_params``; returns rank units added.
 
     ``importance`` given (APT's adaptive tuning): only the most important half of the adapters
     grow; None: every adapter grows (the uniform replacement). Growing adapters get the same
-    rank increase ``ceil(missing / sum(d_in + d_out))``, capped at ``max_rank``; growth keeps
-    each adapter's function unchanged (new B columns are zero).
+    rank increase ``round(missing / sum(d_in + d_out))`` (at least 1), capped at ``max_rank``;
+    growth keeps each adapter's function unchanged (new B columns are zero).
+
+    ``dims`` (optional): each adapter's ``(d_in, d_out)`` counting alive units only (a model
+    whose pruned units are masked counts what its compacted twin holds); default: the
+    adapter's shapes. ``columns``: the alive input channels new rows of A are drawn over
+    (:meth:`APTLinear.grow_rank`).
     """
-    current = sum(a.lora_A.numel() + a.lora_B.numel() for a in adapters.values())
+    def size(p: str) -> tuple[int, int]:
+        a = adapters[p]
+        return dims[p] if dims is not None else (a.in_features, a.out_features)
+
+    current = sum(adapters[p].rank * sum(size(p)) for p in adapters)
     missing = goal_params - current
     if missing <= 0:
         return 0
@@ -70,7 +62,7 @@ def grow_ranks(adapters: dict[str, APTLinear], goal_params: float, max_rank: int
         paths = paths[:max(1, math.ceil(len(paths) / 2))]
     if not paths:
         return 0
-    width = sum(adapters[p].in_features + adapters[p].out_features for p in paths)
+    width = sum(sum(size(p)) for p in paths)
     step = max(1, round(missing / width))
     added = 0
     for p in paths:
@@ -78,23 +70,32 @@ def grow_ranks(adapters: dict[str, APTLinear], goal_params: float, max_rank: int
         new = min(max_rank, a.rank + step)
         if new > a.rank:
             added += new - a.rank
-            a.grow_rank(new, generator)
+            a.grow_rank(new, generator, (columns or {}).get(p))
     return added
 
 
-def equal_heads_per_group(keep: torch.Tensor, score: torch.Tensor, group_size: int
-                          ) -> torch.Tensor:
+def equal_heads_per_group(keep: torch.Tensor, score: torch.Tensor, group_size: int,
+                          alive: torch.Tensor | None = None) -> torch.Tensor:
     """Make a per-query-head keep mask valid for grouped-query attention.
 
     Removal needs the same number of query heads in every key/value group; this keeps
-    ``m = max(1, floor(kept / groups))`` heads in each group, the highest-``score`` ones, so
-    the kept count never grows (a budget that held still holds). ``group_size`` 1: unchanged.
+    ``m = floor(kept / groups)`` heads in each group (at least 1 while any head is kept),
+    the highest-``score`` alive ones, so the kept count never grows (a budget that held still
+    holds). ``groups`` counts the groups that still have an alive head (``alive``: the heads
+    not pruned for good; default all). ``group_size`` 1: unchanged.
     """
     if group_size <= 1:
         return keep
     groups = keep.numel() // group_size
-    m = max(1, int(float((keep > 0).sum())) // groups)
-    ranked = score.reshape(groups, group_size).argsort(dim=1, descending=True, stable=True)
+    live = torch.ones_like(keep, dtype=torch.bool) if alive is None else alive != 0
+    live_groups = live.reshape(groups, group_size).any(1)
+    kept = int(float((keep > 0).sum()))
+    m = kept // max(1, int(live_groups.sum()))
+    m = max(1, m) if kept else 0
+    ranked_score = torch.where(live, score.to(torch.float64), torch.tensor(-torch.inf,
+                                                                          dtype=torch.float64))
+    ranked = ranked_score.reshape(groups, group_size).argsort(dim=1, descending=True, stable=True)
     out = torch.zeros(groups, group_size, dtype=keep.dtype, device=keep.device)
     out.scatter_(1, ranked[:, :m].to(keep.device), 1)
+    out = out * live_groups[:, None].to(out)
     return out.reshape(-1)

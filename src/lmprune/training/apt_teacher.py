@@ -9,6 +9,7 @@ dev metric beats every earlier value since pruning started (APT's ``self_momentu
 
 ``apt.teacher=separate``: when pruning starts, a deep copy of the whole model (backbone,
 adapters merged into it, task head) is taken once and frozen, with the masks of that moment.
+(What the teacher does with the blocks the student prunes later: :class:`APTTeacher`.)
 It shares no tensor with the student, so nothing the student's optimizer does reaches it, and
 it lives on the student's device, so its memory is part of the run's peak memory. It runs in
 the student's train/eval mode, so at the moment of the snapshot it computes exactly what the
@@ -23,18 +24,38 @@ from torch import nn
 
 from lmprune.arch import ModelStructure
 from lmprune.structures.masks import Masks, apply_masks
+from lmprune.structures.moves import ParamMoves
+from lmprune.structures.removal import remove
 from lmprune.training import distill
 from lmprune.tuners.apt_adapter import merge_apt
 
 
 class APTTeacher:
-    """The teacher of one APT run (``mode`` is ``apt.teacher``)."""
+    """The teacher of one APT run (``mode`` is ``apt.teacher``; ``follows_student`` is
+    ``apt.teacher_structure == "student"``).
 
-    def __init__(self, mode: str, structure: ModelStructure) -> None:
-        self.mode, self.structure = mode, structure
+    Its masks are kept in the dense model's index space (:mod:`lmprune.training.apt_space`).
+    What happens to the blocks the student prunes for good after the teacher was taken:
+
+    * ``apt.teacher_structure=snapshot`` (default): the teacher keeps them; it computes what
+      the model computed when it was taken (APT's code prunes for real only when
+      distillation ends, so its teacher keeps the full structure). With compaction, a shared
+      teacher becomes a frozen copy of the model (adapters merged) right before the student
+      first loses blocks it uses (:meth:`before_compaction`); a refresh (``best``) takes the
+      student as it is then, in its pruned shape, and frees the copy.
+    * ``student``: a block the student prunes for good is gone from the teacher too, and its
+      frozen tensors are cut with the student's (:meth:`follow`): nothing full-size stays.
+    """
+
+    def __init__(self, mode: str, structure: ModelStructure, follows_student: bool = False
+                 ) -> None:
+        self.mode, self.structure, self.follows = mode, structure, follows_student
         self.state: dict[str, torch.Tensor] | None = None  # shared: frozen tuning tensors
-        self.model: nn.Module | None = None  # separate: the frozen copy
-        self.masks: Masks | None = None
+        self.model: nn.Module | None = None  # a frozen copy (separate, or a kept snapshot)
+        self.masks: Masks | None = None  # dense space
+        self.own: tuple[Masks, ModelStructure] | None = None  # a kept copy's masks, structure
+        self.copied_at = 0  # removals the copy's structure had when it was made
+        self.own_hidden: torch.Tensor | None = None  # alive hidden channels (dense) then
         self.snapshots = 0
 
     @property
@@ -46,29 +67,83 @@ class APTTeacher:
         """Whether a better dev metric replaces the teacher (``best`` only)."""
         return self.mode == "best"
 
-    def snapshot(self, model: nn.Module, masks: Masks) -> None:
-        """Freeze the student as it is now (tuning parameters or the whole model, and masks)."""
-        self.masks = clone_masks(masks)
+    def snapshot(self, model: nn.Module, masks: Masks, space=None) -> None:
+        """Freeze the student as it is now (tuning parameters or the whole model, and masks
+        of the dense space; ``space``: the run's :class:`~lmprune.training.apt_space.UnitSpace`)."""
+        self.masks, self.model, self.state, self.own = clone_masks(masks), None, None, None
         if self.mode == "separate":
-            teacher = copy.deepcopy(model)
-            merge_apt(teacher)
-            for p in teacher.parameters():
-                p.requires_grad_(False)
-                p.grad = None
-            self.model = teacher
+            self._copy(model, None, space)
         else:
             self.state = distill.snapshot_adapters(model)
         self.snapshots += 1
 
-    def outputs(self, model: nn.Module, batch: dict):
+    def _copy(self, model: nn.Module, state: dict | None, space) -> None:
+        teacher = copy.deepcopy(model)
+        if state is not None:
+            params = dict(teacher.named_parameters())
+            with torch.no_grad():
+                for name, tensor in state.items():
+                    params[name].data = tensor.clone()
+        merge_apt(teacher)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+            p.grad = None
+        self.model, self.state = teacher, None
+        self.copied_at = space.removals if space is not None else 0
+        if not self.follows and space is not None:
+            self.own = (clone_masks(space.to_model(self.masks)), space.current)
+            hidden = space.alive.hidden
+            self.own_hidden = None if hidden is None else hidden.detach().clone()
+
+    def before_compaction(self, model: nn.Module, space) -> None:
+        """The student is about to lose blocks: a shared teacher that keeps its structure
+        becomes a frozen copy of the model as it is (with the teacher's tuning tensors)."""
+        if not self.follows and self.state is not None:
+            self._copy(model, self.state, space)
+
+    def outputs(self, model: nn.Module, batch: dict, space=None):
         """The teacher's outputs (with hidden states, no grad) on ``batch``."""
+        if self.own is not None:
+            masks, structure = self.own
+        elif space is None:
+            masks, structure = self.masks, self.structure
+        else:
+            masks = space.to_model(with_alive(self.masks, space.alive) if self.follows
+                                   else self.masks)
+            structure = space.current
         if self.model is not None:
             self.model.train(model.training)
-            with torch.no_grad(), apply_masks(self.model, self.masks, self.structure):
+            with torch.no_grad(), apply_masks(self.model, masks, structure):
                 return self.model(**batch, output_hidden_states=True)
-        with distill.teacher_mode(model, self.state), \
-                apply_masks(model, self.masks, self.structure):
+        with distill.teacher_mode(model, self.state), apply_masks(model, masks, structure):
             return model(**batch, output_hidden_states=True)
+
+    def channels(self, space) -> torch.Tensor | None:
+        """The teacher's hidden channels that the compacted student still has (a kept copy
+        holds the channels alive when it was made); None: the same channels as the student."""
+        if self.own is None or self.own_hidden is None or not space.compact:
+            return None
+        then = torch.nonzero(self.own_hidden != 0).flatten()
+        return torch.nonzero(space.alive.hidden[then] != 0).flatten().cpu()
+
+    def follow(self, moves: ParamMoves, names: dict[int, str], model: nn.Module, keep: Masks,
+               structure: ModelStructure) -> None:
+        """The student ``model`` was compacted (``moves``; ``names``: ``id(parameter) ->
+        name`` before; ``keep``: the binary masks removal took, over the model's units
+        before, described by ``structure``). A teacher that follows the student is cut the
+        same way (its frozen tuning tensors, or its copy with ``keep``)."""
+        if not self.follows:
+            return
+        if self.model is not None:
+            remove(self.model, keep, structure)
+            self.copied_at += 1
+            return
+        if self.state is None:
+            return
+        successors = {names[id(old)]: new for old, new, _ in moves if id(old) in names}
+        present = {n for n, _ in model.named_parameters()}
+        self.state = {name: moves.slice(successors[name], t) if name in successors else t
+                      for name, t in self.state.items() if name in present}
 
     def parameter_count(self) -> int:
         """Numbers the teacher holds beyond the student: the whole copy or the snapshot."""
@@ -82,3 +157,10 @@ def clone_masks(masks: Masks) -> Masks:
     return Masks(heads={k: v.detach().clone() for k, v in masks.heads.items()},
                  neurons={k: v.detach().clone() for k, v in masks.neurons.items()},
                  hidden=None if masks.hidden is None else masks.hidden.detach().clone())
+
+
+def with_alive(masks: Masks, alive: Masks) -> Masks:
+    """``masks`` with every unit that is not alive set to 0 (same index space)."""
+    return Masks(heads={k: v * alive.heads[k] for k, v in masks.heads.items()},
+                 neurons={k: v * alive.neurons[k] for k, v in masks.neurons.items()},
+                 hidden=None if masks.hidden is None else masks.hidden * alive.hidden)

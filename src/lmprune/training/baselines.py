@@ -157,6 +157,12 @@ class DistilledLoRA(TrainMethod):
         params = [p for p in model.parameters() if p.requires_grad]
         return [{"params": params + self.distiller.parameters(), "lr": lr}]
 
+    def state_dict(self) -> dict:
+        return {"distiller": self.distiller.state_dict()}
+
+    def load_state_dict(self, model: nn.Module, state: dict) -> None:
+        self.distiller.load_state_dict(state["distiller"])
+
     def loss(self, model: nn.Module, batch: dict, step: int) -> torch.Tensor:
         teacher = self.distiller.teacher_outputs(batch)
         out = model(**batch, output_hidden_states=True)

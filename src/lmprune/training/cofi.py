@@ -85,6 +85,18 @@ class CoFiMethod(TrainMethod):
                 {"params": list(self.gates.parameters()), **regularizer},
                 {"params": list(self.lagrangian.parameters()), **regularizer}]
 
+    def state_dict(self) -> dict:
+        return {"gates": self.gates.state_dict(), "lagrangian": self.lagrangian.state_dict(),
+                "last_expected": self.last_expected, "pruned": self.pruned,
+                "distiller": self.distiller.state_dict() if self.distiller else None}
+
+    def load_state_dict(self, model: nn.Module, state: dict) -> None:
+        self.gates.load_state_dict(state["gates"])
+        self.lagrangian.load_state_dict(state["lagrangian"])
+        self.last_expected, self.pruned = state["last_expected"], state["pruned"]
+        if self.distiller is not None:
+            self.distiller.load_state_dict(state["distiller"])
+
     def schedule_restarts(self, total_steps: int) -> tuple[int, ...]:
         return (self.start,) if self.start > 0 else ()
 

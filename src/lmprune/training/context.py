@@ -33,12 +33,18 @@ class TrainContext:
     curve: list[dict] = field(default_factory=list)
     steps_done: int = 0
     phases: list[dict] = field(default_factory=list)
+    #: what each evaluation interval cost (``LoopResult.costs`` with ``step`` counted over all
+    #: phases and the phase's name), and the steps of pruning events / compactions
+    costs: list[dict] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
     extra_seconds: float = 0.0  # training time of the runs this one builds on (upstream)
     dense_body: int | None = None  # body parameters of the model before training
     #: called after each dev evaluation of a phase with (model, method, phase step, phase
     #: steps): lora-prune's probes prune the current model there (training.baselines)
     probe: Callable[[nn.Module, TrainMethod, int, int], None] | None = None
-
+    #: where phases save their state after every evaluation and resume from (None: nowhere)
+    checkpoints: Any = None  # lmprune.training.checkpoint.TrainCheckpoints
+    phase_index: int = 0
     @property
     def device(self) -> torch.device:
         return self.accelerator.device
@@ -93,13 +99,24 @@ class TrainContext:
             if self.probe is not None:
                 self.probe(model, method, step, settings.total_steps)
 
+        checkpoint = None
+        if self.checkpoints is not None:
+            checkpoint = PhaseCheckpoint(self, self.phase_index, start)
+        self.phase_index += 1
         result = run_loop(model, method, self.train.features, self.task.collate, settings,
-                          self.accelerator, self.clock, on_eval=on_eval)
+                          self.accelerator, self.clock, on_eval=on_eval, checkpoint=checkpoint)
         self.steps_done = start + result.steps
+        summary = method.summary()
         self.phases.append({"phase": settings.phase, "method": method.name,
                             "steps": result.steps, "lr": settings.lr,
                             "final_loss": result.losses[-1] if result.losses else None,
-                            "optimizer_rebuilds": result.rebuilds, **method.summary()})
+                            "optimizer_rebuilds": result.rebuilds, **summary})
+        self.costs += [{**c, "step": start + c["step"], "phase": settings.phase}
+                       for c in result.costs]
+        self.events += [{"step": start + e["step"], "kind": "pruning event"}
+                        for e in summary.get("pruning_log", [])]
+        self.events += [{"step": start + e["step"], "kind": "compaction"}
+                        for e in summary.get("compactions", [])]
         return model
 
     def training_batches(self, count: int):
@@ -118,3 +135,34 @@ class TrainContext:
         for i in range(0, n, bs):
             batch = self.task.collate(self.train.features[i:min(i + bs, n)])
             yield {k: v.to(self.device) for k, v in batch.items()}
+
+
+class PhaseCheckpoint:
+    """One phase's checkpoint: the loop's state plus the run's curve, costs and clock."""
+
+    def __init__(self, ctx: TrainContext, index: int, start: int) -> None:
+        self.ctx, self.index, self.start = ctx, index, start
+
+    def save(self, step: int, model: nn.Module, optimizer, method: TrainMethod, result) -> None:
+        from lmprune.training.checkpoint import model_state, rng_state
+
+        ctx = self.ctx
+        self.ctx.checkpoints.save(self.index, {
+            "step": step, "model": model_state(model), "optimizer": optimizer.state_dict(),
+            "method": method.state_dict(), "losses": result.losses,
+            "rebuilds": result.rebuilds, "costs": result.costs, "rng": rng_state(),
+            "context": {"curve": ctx.curve, "costs": ctx.costs, "events": ctx.events,
+                        "phases": ctx.phases, "clock": ctx.clock.seconds,
+                        "probe": ctx.probe.log if ctx.probe is not None else None}})
+
+    def load(self) -> dict | None:
+        saved = self.ctx.checkpoints.load(self.index)
+        if saved is None:
+            return None
+        ctx, state = self.ctx, saved["context"]
+        ctx.curve, ctx.costs, ctx.events = state["curve"], state["costs"], state["events"]
+        ctx.phases, ctx.clock.elapsed = state["phases"], state["clock"]
+        ctx.steps_done = self.start + saved["step"]
+        if ctx.probe is not None and state["probe"] is not None:
+            ctx.probe.log = state["probe"]
+        return saved

@@ -51,6 +51,11 @@ TASK_TYPES: dict[str, tuple[float, float]] = {
 }
 
 
+def _wide(x: Tensor) -> Tensor:
+    """``x`` in float32 at least (half precision is widened, float64 kept)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 # --------------------------------------------------------------------------- schedule and weights
 def mu(step: int, prune_start: int, prune_end: int) -> float:
     """Distillation weight mu_t = min(1, (t - t_start) / (t_end - t_start)), 0 before t_start.
@@ -98,8 +103,8 @@ def prediction_distillation(student_logits: Tensor, teacher_logits: Tensor,
         raise LmpruneError(f"student logits {tuple(student_logits.shape)} and teacher logits "
                            f"{tuple(teacher_logits.shape)} differ; run both on the same batch.")
     vocab = student_logits.shape[-1]
-    log_s = F.log_softmax(student_logits.reshape(-1, vocab).float() / tau, dim=-1)
-    p_t = F.softmax(teacher_logits.detach().reshape(-1, vocab).float() / tau, dim=-1)
+    log_s = F.log_softmax(_wide(student_logits.reshape(-1, vocab)) / tau, dim=-1)
+    p_t = F.softmax(_wide(teacher_logits.detach().reshape(-1, vocab)) / tau, dim=-1)
     return F.kl_div(log_s, p_t, reduction="batchmean") * tau ** 2
 
 
@@ -143,6 +148,15 @@ class LayerTransform(nn.Module):
         delta = (hidden.to(self.lora_A.dtype) @ self.lora_A.T) @ self.lora_B.T
         return hidden + self.scaling * delta.to(hidden.dtype)
 
+    def lmprune_slice(self, slicer, rows: Tensor | None = None, cols: Tensor | None = None
+                      ) -> None:
+        """Follow the pruned hidden channels (``rows`` = ``cols`` = the kept ones): rows of
+        ``B``, columns of ``A`` (APT prunes its layer transformation with the hidden size)."""
+        if rows is not None:
+            slicer.param(self, "lora_B", 0, rows)
+        if cols is not None:
+            slicer.param(self, "lora_A", 1, cols)
+
 
 # --------------------------------------------------------------------------- layer mapping
 def _layer_outputs(hidden: Sequence[Tensor], n_layers: int) -> Sequence[Tensor]:
@@ -176,23 +190,33 @@ def teacher_layers(n_layers: int, strategy: str = "static",
     raise LmpruneError(f"unknown teacher layer strategy {strategy!r}; use 'static' or 'block'.")
 
 
+def _channels(h: Tensor, channels: Tensor | None) -> Tensor:
+    return h if channels is None else h.index_select(-1, channels.to(h.device))
+
+
 @torch.no_grad()
 def match_layers(student_hidden: Sequence[Tensor], teacher_hidden: Sequence[Tensor],
                  teacher_ids: Sequence[int], surviving: Sequence[bool],
-                 transform: nn.Module | None = None) -> dict[int, int]:
+                 transform: nn.Module | None = None,
+                 channels: Tensor | None = None,
+                 teacher_channels: Tensor | None = None) -> dict[int, int]:
     """phi: teacher layer -> student layer, recomputed every step (APT ``dynamic_student``).
 
     A teacher layer whose student layer survives maps to that same layer; otherwise to the
     nearest surviving student layer below or above, whichever has the lower
     MSE(Tr(H_s), H_t) (``transform`` = Tr, applied as in APT). Teacher layers with no surviving
-    student layer are left out. ``surviving[i]`` says whether student layer i is kept.
+    student layer are left out. ``surviving[i]`` says whether student layer i is kept (APT's
+    ``layer_z``: its attention and its FFN both keep a unit). ``channels`` /
+    ``teacher_channels``: the hidden channels compared (see :func:`layer_distillation`).
     """
+    teacher_channels = channels if teacher_channels is None else teacher_channels
     n = len(surviving)
     s_out, t_out = _layer_outputs(student_hidden, n), _layer_outputs(teacher_hidden, n)
 
     def cost(s: int, t: int) -> float:
         h = s_out[s] if transform is None else transform(s_out[s])
-        return F.mse_loss(h.float(), t_out[t].float()).item()
+        return F.mse_loss(_wide(_channels(h, channels)),
+                          _wide(_channels(t_out[t], teacher_channels))).item()
 
     mapping: dict[int, int] = {}
     for t in teacher_ids:
@@ -210,25 +234,32 @@ def match_layers(student_hidden: Sequence[Tensor], teacher_hidden: Sequence[Tens
 def layer_distillation(student_hidden: Sequence[Tensor], teacher_hidden: Sequence[Tensor],
                        mapping: Mapping[int, int],
                        transforms: nn.Module | Mapping[int, nn.Module] | None,
-                       n_layers: int | None = None) -> Tensor:
+                       n_layers: int | None = None, channels: Tensor | None = None,
+                       teacher_channels: Tensor | None = None) -> Tensor:
     """L_layer = sum_{t in mapping} MSE(Tr(H_s^{phi(t)}), H_t^t) (mean-reduced MSE per pair).
 
     ``transforms``: one module shared by all pairs (APT), a dict teacher layer -> module (or an
     ``nn.ModuleDict`` keyed by ``str(layer)``), or ``None`` for no transform. Teacher states
     are detached. Indices are 0-based layer outputs. ``n_layers`` defaults to
     ``len(student_hidden) - 1`` (HF lists, embedding output first); pass it when the lists
-    hold layer outputs only.
+    hold layer outputs only. ``channels`` (optional): the hidden channels compared, the alive
+    ones of a model whose pruned hidden channels are masked rather than removed, so the MSE
+    averages over what the compacted model holds (None: all); ``teacher_channels`` (default:
+    ``channels``): the same channels in the teacher's states, when the teacher keeps more
+    channels than the student (a frozen copy taken before the student lost some).
     """
+    teacher_channels = channels if teacher_channels is None else teacher_channels
     n = len(student_hidden) - 1 if n_layers is None else n_layers
     s_out, t_out = _layer_outputs(student_hidden, n), _layer_outputs(teacher_hidden, n)
-    loss = s_out[-1].new_zeros((), dtype=torch.float32)
+    loss = s_out[-1].new_zeros((), dtype=torch.promote_types(s_out[-1].dtype, torch.float32))
     for t, s in mapping.items():
         if isinstance(transforms, nn.ModuleDict):
             tr = transforms[str(t)] if str(t) in transforms else None
         else:
             tr = transforms.get(t) if isinstance(transforms, Mapping) else transforms
         h = s_out[s] if tr is None else tr(s_out[s])
-        loss = loss + F.mse_loss(h.float(), t_out[t].detach().float())
+        loss = loss + F.mse_loss(_wide(_channels(h, channels)),
+                                 _wide(_channels(t_out[t].detach(), teacher_channels)))
     return loss
 
 

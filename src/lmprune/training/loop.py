@@ -14,9 +14,14 @@ Choices:
 * the data order is a seeded permutation per epoch, a pure function of (seed, epoch);
 * the **clock** counts training only: dev evaluations (the points of the training curve) pause
   it, so time-to-accuracy measures the method, not how often we looked;
+* every evaluation interval also records what its steps cost (``LoopResult.costs``): seconds
+  per step, memory (GPU peak of the interval, reset after each; CPU: resident set) and the
+  MB of tensors held between steps, so a run that shrinks while it trains shows it;
 * a method that changes its trainable tensors (APT's rank growth) returns True from
   ``after_step``; the optimizer is then rebuilt and the AdamW state of every tensor that is
   still trained is carried over (new tensors start fresh, as in APT);
+* with a checkpoint (``lmprune train``: ``DIR.partial``), the state after every evaluation is
+  saved and a rerun resumes from it (:mod:`lmprune.training.checkpoint`);
 * devices through accelerate (``Accelerator().device``, ``backward``, autocast). Training is
   single-process: the masked and growing methods change shapes mid-run, which DDP does not
   allow.
@@ -109,11 +114,36 @@ class LoopResult:
     steps: int = 0
     losses: list[float] = field(default_factory=list)
     rebuilds: int = 0
+    #: one point per evaluation interval: what the interval's steps cost (see ``_cost_point``)
+    costs: list[dict] = field(default_factory=list)
+
+
+def _cost_point(step: int, steps: int, seconds: float, model, optimizer, method,
+                device) -> dict:
+    """The cost of the ``steps`` steps before ``step``: mean training seconds per step,
+    memory (:func:`lmprune.evaluation.memory.interval_peak`: the GPU peak of the interval, or
+    the CPU process's resident set), the MB of tensors the run holds between steps (model,
+    optimizer state, what the method keeps, e.g. APT's teacher) and the parameters."""
+    from lmprune.evaluation.memory import interval_peak, tensor_megabytes
+
+    memory = interval_peak(device)
+    params = list(model.parameters())
+    optimized = [p for g in optimizer.param_groups for p in g["params"]]
+    state = [v for s in optimizer.state.values() for v in s.values()]
+    return {"step": step, "step_seconds": round(seconds / max(1, steps), 6),
+            "memory_mb": round(memory.mb, 3), "memory_kind": memory.kind,
+            "state_mb": round(tensor_megabytes(params + optimized + state +
+                                               list(method.held_tensors())), 3),
+            "params": sum(p.numel() for p in params),
+            "trainable": sum(p.numel() for p in params if p.requires_grad)}
 
 
 def build_optimizer(method: TrainMethod, model, lr: float, weight_decay: float,
-                    previous: torch.optim.Optimizer | None = None) -> torch.optim.AdamW:
-    """AdamW over the method's groups; the state of tensors ``previous`` trained is kept."""
+                    previous: torch.optim.Optimizer | None = None,
+                    moves=None) -> torch.optim.AdamW:
+    """AdamW over the method's groups; the state of tensors ``previous`` trained is kept, and
+    the state of tensors that ``moves`` (a compaction's
+    :class:`~lmprune.structures.moves.ParamMoves`) says replaced them, cut the same way."""
     groups = method.parameter_groups(model, lr)
     for g in groups:
         g.setdefault("weight_decay", weight_decay)
@@ -126,26 +156,50 @@ def build_optimizer(method: TrainMethod, model, lr: float, weight_decay: float,
                         not torch.is_tensor(v) or v.dim() == 0 or v.shape == p.shape
                         for v in previous.state[p].values()):
                     optimizer.state[p] = previous.state[p]
+        if moves is not None:
+            moves.carry_optimizer_state(previous.state, optimizer)
     return optimizer
 
 
 def run_loop(model, method: TrainMethod, features: list[dict], collate: Callable[[list], dict],
              settings: LoopSettings, accelerator: Any, clock: Clock,
-             on_eval: Callable[[int], None] | None = None) -> LoopResult:
+             on_eval: Callable[[int], None] | None = None, checkpoint=None) -> LoopResult:
     """Train ``model`` for ``settings.total_steps`` steps; ``on_eval(step)`` every
-    ``eval_every`` steps and after the last one (the clock is paused around it)."""
+    ``eval_every`` steps and after the last one (the clock is paused around it).
+
+    ``checkpoint`` (optional, :class:`lmprune.training.context.PhaseCheckpoint`): after each
+    evaluation the loop's state is saved through it; when it holds a saved state, training
+    resumes from there (:mod:`lmprune.training.checkpoint`)."""
+    from lmprune.training.checkpoint import load_model_state, set_rng_state
+
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:  # the method rebuilds its structure (compactions, ranks) first
+        method.load_state_dict(model, saved["method"])
+        load_model_state(model, saved["model"])
     optimizer = build_optimizer(method, model, settings.lr, settings.weight_decay)
     restarts = {s for s in method.schedule_restarts(settings.total_steps)
                 if 0 < s < settings.total_steps}
-    segment = 0  # first step of the current learning-rate schedule
+    segment, first = 0, 0  # first step of the current learning-rate schedule, of this session
     result = LoopResult()
+    if saved is not None:
+        optimizer.load_state_dict(saved["optimizer"])
+        first = saved["step"]
+        segment = max([r for r in restarts if r < first], default=0)
+        result = LoopResult(first, list(saved["losses"]), saved["rebuilds"], list(saved["costs"]))
+        set_rng_state(saved["rng"])
     device = accelerator.device
     model.train()
     bar = tqdm(total=settings.total_steps, desc=settings.phase, unit="step", dynamic_ncols=True,
                disable=not settings.progress)
+    interval = (first, clock.seconds)  # first step and clock time of the current interval
+    if device.type == "cuda":
+        from lmprune.evaluation.memory import interval_peak
+
+        interval_peak(device)  # the first interval's peak starts here
     clock.start()
     try:
-        for step in range(settings.total_steps):
+        bar.update(first)
+        for step in range(first, settings.total_steps):
             if step in restarts:
                 optimizer = build_optimizer(method, model, settings.lr, settings.weight_decay)
                 segment = step
@@ -168,17 +222,24 @@ def run_loop(model, method: TrainMethod, features: list[dict], collate: Callable
             optimizer.zero_grad(set_to_none=True)
             if method.after_step(model, step):
                 optimizer = build_optimizer(method, model, settings.lr, settings.weight_decay,
-                                            previous=optimizer)
+                                            previous=optimizer, moves=method.take_moves())
                 result.rebuilds += 1
             result.steps = step + 1
             result.losses.append(float(loss.detach()))
             bar.update(1)
             bar.set_postfix(loss=f"{result.losses[-1]:.4f}", keep=f"{method.keep_ratio():.2f}")
             last = step + 1 == settings.total_steps
-            if on_eval is not None and ((step + 1) % settings.eval_every == 0 or last):
+            if (step + 1) % settings.eval_every == 0 or last:
                 with clock.paused():
-                    on_eval(step + 1)
-                    model.train()
+                    result.costs.append(_cost_point(step + 1, step + 1 - interval[0],
+                                                    clock.seconds - interval[1], model,
+                                                    optimizer, method, device))
+                    if on_eval is not None:
+                        on_eval(step + 1)
+                        model.train()
+                    if checkpoint is not None:
+                        checkpoint.save(step + 1, model, optimizer, method, result)
+                interval = (step + 1, clock.seconds)
     finally:
         clock.stop()
         bar.close()

@@ -45,8 +45,28 @@ class TrainMethod:
 
     def after_step(self, model: nn.Module, step: int) -> bool:
         """After the optimizer step; return True when the trainable tensors changed (the loop
-        then rebuilds the optimizer, keeping the state of tensors that did not change)."""
+        then rebuilds the optimizer, keeping the state of tensors that did not change, and
+        of tensors that :meth:`take_moves` says replaced others, cut to their shape)."""
         return False
+
+    def held_tensors(self):
+        """Tensors the method keeps between steps beyond the model and the optimizer (a
+        teacher, masks), for the memory the run holds (:class:`~lmprune.training.loop.LoopResult`)."""
+        return ()
+
+    def state_dict(self) -> dict:
+        """What the method holds besides the model and the optimizer, for a checkpoint
+        (masks, salience, a teacher, the structural changes it made)."""
+        return {}
+
+    def load_state_dict(self, model: nn.Module, state: dict) -> None:
+        """Restore :meth:`state_dict` on a freshly set-up ``model``: first the model's shape
+        as it was (removed units, grown ranks), since the checkpoint's tensors have it."""
+
+    def take_moves(self):
+        """The :class:`~lmprune.structures.moves.ParamMoves` of a compaction that happened in
+        the last :meth:`after_step` (None: none); the loop asks once per rebuild."""
+        return None
 
     @contextlib.contextmanager
     def active(self, model: nn.Module) -> Iterator[nn.Module]:

@@ -44,6 +44,14 @@ class TeacherDistiller:
     def frozen_copy(cls, model: nn.Module, **kw) -> TeacherDistiller:
         return cls(copy.deepcopy(model), **kw)
 
+    def state_dict(self) -> dict:
+        """The layer transform and the layer sampler's state (the teacher is rebuilt)."""
+        return {"transform": self.transform.state_dict(), "rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.transform.load_state_dict(state["transform"])
+        self.rng.setstate(state["rng"])
+
     def parameters(self) -> list[nn.Parameter]:
         return list(self.transform.parameters())
 

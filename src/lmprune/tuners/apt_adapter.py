@@ -125,14 +125,36 @@ class APTLinear(nn.Module):
             y = y * out_mask.to(y.dtype)
         return y
 
+    # --- compaction (physical removal while training) ------------------------------------
+    def lmprune_slice(self, slicer, rows: torch.Tensor | None = None,
+                      cols: torch.Tensor | None = None) -> None:
+        """Keep output units ``rows`` and input channels ``cols`` (APT prunes the adapter with
+        its block): the base linear's rows/columns, the same rows of ``B`` and columns of
+        ``A``, and the matching mask entries. Called by physical removal through ``slicer``
+        (:class:`lmprune.structures.removal.Slicer`), which records every replaced tensor."""
+        if rows is not None:
+            slicer.linear(self.base, rows=rows)
+            slicer.param(self, "lora_B", 0, rows)
+            if self.out_mask is not None:
+                units = rows.reshape(-1, self.out_group)[:, 0] // self.out_group
+                self._buffers["out_mask"] = self.out_mask[units.to(self.out_mask.device)]
+        if cols is not None:
+            slicer.linear(self.base, cols=cols)
+            slicer.param(self, "lora_A", 1, cols)
+            if self.in_mask is not None:
+                self._buffers["in_mask"] = self.in_mask[cols.to(self.in_mask.device)]
+
     # --- rank growth and merge -----------------------------------------------------------
-    def grow_rank(self, new_rank: int, generator: torch.Generator | None = None
-                  ) -> list[nn.Parameter]:
+    def grow_rank(self, new_rank: int, generator: torch.Generator | None = None,
+                  columns: torch.Tensor | None = None) -> list[nn.Parameter]:
         """Grow the rank to ``new_rank``: new rows of A random, new columns of B zero (APT §4.3).
 
         ``B A`` and the output are unchanged; ``scaling`` stays ``alpha / r_init``. The old
-        values are kept. Returns the new ``[lora_A, lora_B]`` parameters (new objects: rebuild
-        the optimizer's parameter groups and drop their old state).
+        values are kept. ``columns`` (optional): the input channels that are still alive in a
+        model whose pruned channels are masked, not removed; the new rows are drawn over those
+        only (zero elsewhere), exactly as over the columns of the compacted adapter. Returns
+        the new ``[lora_A, lora_B]`` parameters (new objects: rebuild the optimizer's
+        parameter groups and drop their old state).
         """
         _check_rank(new_rank, "new_rank")
         if new_rank < self.rank:
@@ -140,8 +162,13 @@ class APTLinear(nn.Module):
                                "only adds rows to A and columns to B.")
         grow = new_rank - self.rank
         old_a, old_b = self.lora_A.data, self.lora_B.data
-        new_rows = torch.empty(grow, old_a.shape[1], dtype=old_a.dtype, device=old_a.device)
-        _init_a(new_rows, generator)
+        new_rows = torch.zeros(grow, old_a.shape[1], dtype=old_a.dtype, device=old_a.device)
+        if columns is None:
+            _init_a(new_rows, generator)
+        else:
+            drawn = torch.empty(grow, len(columns), dtype=old_a.dtype, device=old_a.device)
+            _init_a(drawn, generator)
+            new_rows[:, columns.to(old_a.device)] = drawn
         new_cols = torch.zeros(old_b.shape[0], grow, dtype=old_b.dtype, device=old_b.device)
         trainable = self.lora_A.requires_grad
         self.lora_A = nn.Parameter(torch.cat([old_a, new_rows], 0), requires_grad=trainable)

@@ -1,0 +1,230 @@
+"""APT compaction during training (issue #11): the compacted run is the masked run, smaller.
+
+Every run here is seeded, in float64 and without dropout, so "the same" means equal up to
+the order of float sums: losses step by step, the final model's logits, the pruning decisions.
+(With dropout the two runs draw different random numbers once the compacted model has fewer
+heads, so they agree in distribution only.)
+"""
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from lmprune.config.train_schema import APTConfig
+from lmprune.structures.masks import Masks
+from lmprune.training.apt import APTMethod
+from lmprune.training.compaction import carry_optimizer, compact
+from lmprune.training.loop import Clock, LoopSettings, build_optimizer, run_loop
+from lmprune.training.method import TrainMethod
+from lmprune.tuners.apt_adapter import apply_apt, apt_modules
+from lmprune.zoo import build_tiny
+
+from apt_toys import collate, features
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+HEADS = {"tiny-bert": "sequence-classification", "tiny-llama": "sequence-classification",
+         "tiny-t5": "seq2seq-lm"}
+STEPS = 24
+
+
+def _model(name: str):
+    torch.manual_seed(0)
+    model = build_tiny(name, HEADS[name]).double()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        elif isinstance(getattr(module, "dropout", None), float):  # T5 attention
+            module.dropout = 0.0
+    if name == "tiny-llama":
+        model.config.pad_token_id = 0
+    return model
+
+
+def _run(name: str, compact: bool, steps: int = STEPS, on_eval=None, **cfg):
+    defaults = dict(prune_start=2, prune_stop_epochs=3, events=4, round_to=1,
+                    targets=["q", "v"] if name != "tiny-bert" else ["q", "v", "ffn_up"])
+    config = APTConfig(**{**defaults, **cfg, "compact": compact})
+    assert not config.validate()
+    method = APTMethod(config, keep=0.4, total_steps=steps, steps_per_epoch=4)
+    model = method.setup(_model(name))
+    feats = features(model.config.vocab_size, seq2seq=name == "tiny-t5")
+    result = run_loop(model, method, feats, collate,
+                      LoopSettings(steps, 8, 2e-3, eval_every=4, progress=False),
+                      Accelerator(cpu=True), Clock(),
+                      on_eval=(lambda s: on_eval(model, method, s)) if on_eval else None)
+    return model, method, result, feats
+
+
+def _logits(model, feats):
+    model.eval()
+    with torch.no_grad():
+        return model(**collate(feats[:6])).logits
+
+
+CASES = {
+    "tiny-bert": {},
+    "tiny-bert+hidden": dict(structures=["heads", "neurons", "hidden"]),
+    "tiny-bert+step+layers": dict(selection="step", min_units=0),
+    "tiny-bert+separate": dict(teacher="separate", structures=["heads", "neurons", "hidden"]),
+    "tiny-bert+teacher-follows": dict(teacher_structure="student",
+                                      structures=["heads", "neurons", "hidden"]),
+    "tiny-bert+separate-follows": dict(teacher="separate", teacher_structure="student"),
+    "tiny-bert+no-adapter": dict(adapter="none", structures=["heads", "neurons", "hidden"]),
+    "tiny-llama": {},
+    "tiny-llama+hidden": dict(structures=["heads", "neurons", "hidden"]),
+    "tiny-t5": {},
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_compacted_training_equals_masked_training(case):
+    name = case.split("+")[0]
+
+    def on_eval(model, method, step):  # a dev metric that makes the teacher refresh often
+        method.on_evaluate(model, float(step % 8), step)
+
+    masked, m_method, m_result, feats = _run(name, False, on_eval=on_eval, **CASES[case])
+    small, c_method, c_result, _ = _run(name, True, on_eval=on_eval, **CASES[case])
+    assert c_method.compactions, "nothing was compacted"
+    assert torch.allclose(torch.tensor(c_result.losses), torch.tensor(m_result.losses),
+                          rtol=1e-6, atol=1e-9)
+    assert [e["kept"] for e in c_method.log] == [e["kept"] for e in m_method.log]
+    assert [e["adapter_params"] for e in c_method.log] == [e["adapter_params"] for e in m_method.log]
+    assert c_method.teacher_snapshots == m_method.teacher_snapshots
+    # training ran on the smaller model: fewer parameters right after the first compaction
+    first = c_method.compactions[0]
+    assert first["params_after"] < first["params_before"]
+    expected = _logits(m_method.finish(masked), feats)
+    got = _logits(c_method.finish(small), feats)
+    assert torch.allclose(got, expected, rtol=1e-6, atol=1e-9)
+    assert {n: p.shape for n, p in small.named_parameters()} == \
+        {n: p.shape for n, p in masked.named_parameters()}
+
+
+def test_compaction_points_are_events_and_the_settled_targets():
+    _, method, result, _ = _run("tiny-bert", True)
+    steps = [c["step"] for c in method.compactions]
+    # an event sets targets; the masks reach them (0) by the next event, which removes them
+    first = next(i for i, e in enumerate(method.log) if e["target_keep"] < 1)
+    assert steps[0] == method.events[first + 1]
+    assert set(steps) <= set(method.events) | {steps[-1]}
+    # once the masks reach the last event's targets, the model holds exactly those units
+    assert method.settled
+    current = method.space.current
+    for site in current.attention:
+        assert site.num_heads == int(method.targets.heads[site.name].sum())
+    for site in current.ffn:
+        assert site.width == int(method.targets.neurons[site.name].sum())
+    assert result.rebuilds >= len(steps)
+    frozen = [c["params_after"] - c["trainable"] for c in method.compactions]  # the backbone
+    assert frozen == sorted(frozen, reverse=True) and len(set(frozen)) == len(frozen)
+
+
+def test_rank_growth_counts_the_compacted_adapters_and_still_grows():
+    model, method, _, _ = _run("tiny-bert", True, growth_factor=4.0)
+    ranks = [a.rank for a in apt_modules(model).values()]
+    assert max(ranks) > 8 and min(ranks) >= 8
+    dims = method._adapter_dims()
+    for path, a in apt_modules(model).items():  # what the method counts is what the model holds
+        assert dims[path] == (a.lora_A.shape[1], a.lora_B.shape[0])
+    sizes = [e["adapter_params"] for e in method.log]
+    assert sizes[-1] > method.initial_adapter_params
+    _, masked, _, _ = _run("tiny-bert", False, growth_factor=4.0)
+    assert [e["grown"] for e in method.log] == [e["grown"] for e in masked.log]
+
+
+def test_nothing_full_size_stays_alive_after_compaction():
+    gone = []
+
+    def watch(model, method, step):
+        if not gone:  # the full-size adapters and backbone of the first evaluation
+            gone.extend(weakref.ref(p) for p in model.parameters())
+
+    model, method, _, _ = _run("tiny-bert", True, on_eval=watch, teacher_structure="student",
+                               structures=["heads", "neurons", "hidden"])
+    gc.collect()
+    alive = [r for r in gone if r() is not None]
+    assert all(p.shape == r().shape for r in alive for p in [r()])
+    assert len(alive) < len(gone) / 2  # every sliced tensor was freed
+    structure = method.space.current
+    assert structure.hidden.size == int(method.space.alive.hidden.sum())
+    for site in structure.attention:  # the model holds exactly the alive units
+        assert site.num_heads == int(method.space.alive.heads[site.name].sum())
+    teacher = method.teacher.state
+    params = dict(model.named_parameters())
+    for name, frozen in teacher.items():  # cut like the student (ranks may differ)
+        dims = [1] if name.endswith("lora_A") else [0] if name.endswith("lora_B") else [0, 1]
+        assert all(frozen.shape[d] == params[name].shape[d] for d in dims if d < frozen.dim())
+    assert method.transform.lora_A.shape[1] == structure.hidden.size
+
+
+def _adapted():
+    torch.manual_seed(0)
+    model = build_tiny("tiny-bert", "sequence-classification").double()
+    apply_apt(model, ["q", "v", "ffn_up"], r=4)
+    for a in apt_modules(model).values():
+        torch.nn.init.normal_(a.lora_B, std=0.1)
+    return model
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_optimizer_moments_of_kept_units_are_kept_exactly(in_place):
+    model = _adapted()
+    method = TrainMethod()
+    method.parameter_groups = lambda m, lr: [{"params": [p for p in m.parameters()
+                                                         if p.requires_grad], "lr": lr}]
+    opt = build_optimizer(method, model, 1e-2, 0.0)
+    batch = collate(features(model.config.vocab_size)[:8])
+    for _ in range(2):
+        model(**batch).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    q = model.bert.encoder.layer[0].attention.self.query
+    up = model.bert.encoder.layer[1].intermediate.dense
+    before = {"qB": opt.state[q.lora_B]["exp_avg_sq"].clone(),
+              "qA": opt.state[q.lora_A]["exp_avg"].clone(),
+              "upB": opt.state[up.lora_B]["exp_avg"].clone(), "step": opt.state[q.lora_B]["step"]}
+    keep = Masks(heads={"layers.0.attn": torch.tensor([1., 0., 1., 1.])},
+                 neurons={"layers.1.ffn": (torch.arange(64) % 3 != 0).double()},
+                 hidden=(torch.arange(32) % 4 != 1).double())
+    moves = compact(model, keep)
+    if in_place:
+        carry_optimizer(opt, moves, model.parameters())
+        new = opt
+    else:
+        new = build_optimizer(method, model, 1e-2, 0.0, previous=opt, moves=moves)
+    rows = torch.cat([torch.arange(0, 8), torch.arange(16, 32)])
+    cols = torch.nonzero(keep.hidden).flatten()
+    neurons = torch.nonzero(keep.neurons["layers.1.ffn"]).flatten()
+    assert torch.equal(new.state[q.lora_B]["exp_avg_sq"], before["qB"][rows])
+    assert torch.equal(new.state[q.lora_A]["exp_avg"], before["qA"][:, cols])
+    assert torch.equal(new.state[up.lora_B]["exp_avg"], before["upB"][neurons])
+    assert torch.equal(new.state[q.lora_B]["step"], before["step"])
+    assert set(new.state) == {p for p in model.parameters() if p.requires_grad}
+    model(**batch).loss.backward()  # and training goes on with it
+    new.step()
+
+
+def test_compaction_refuses_stale_gradients():
+    model = _adapted()
+    model(**collate(features(model.config.vocab_size)[:4])).loss.backward()
+    with pytest.raises(Exception, match="zero_grad"):
+        compact(model, Masks(heads={"layers.0.attn": torch.tensor([1., 0., 1., 1.])}))
+
+
+def test_a_teacher_that_keeps_its_structure_becomes_a_frozen_copy_at_compaction():
+    model, method, _, feats = _run("tiny-bert", True)  # teacher=best, structure: snapshot
+    teacher = method.teacher
+    assert teacher.model is not None and teacher.state is None  # made before the first cut
+    sizes = {n: p.shape for n, p in teacher.model.named_parameters()}
+    student = {n.replace(".base.", "."): p.shape for n, p in model.named_parameters()
+               if "lora_" not in n}
+    assert sizes.keys() == student.keys() and sizes != student  # it kept pruned blocks
+    assert not any(p.requires_grad for p in teacher.model.parameters())
+    method.on_evaluate(model, 2.0, method.stop)  # a refresh takes the student as it is now
+    assert teacher.model is None and teacher.state is not None
