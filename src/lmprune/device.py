@@ -122,9 +122,12 @@ def accelerator_kwargs(name: str) -> dict:
 
     accelerate puts each process on its own GPU (``accelerate launch``); lmprune only tells it
     to stay on the CPU, and for an explicit ``cuda:N`` in a single process makes N current.
+    A list of GPUs (placement spread) runs one process whose model is already placed.
     """
     import os
 
+    if gpu_list(name):
+        return {"cpu": False}
     device = resolve_device(name)
     if device.type == "cuda" and ":" in str(name) and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         torch.cuda.set_device(device)
