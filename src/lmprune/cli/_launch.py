@@ -3,7 +3,8 @@
 ``lmprune train --num-gpus 2 ...`` runs ``accelerate launch --num_processes 2 --multi_gpu -m
 lmprune train ...`` (the same arguments, without ``--num-gpus``): accelerate starts the
 processes, one per GPU, and PyTorch DDP synchronizes them (lmprune.training.distributed).
-With ``--device cpu`` the processes run on the CPU (gloo), which is how the tests run it.
+With ``--device cpu`` the processes run on the CPU (gloo), which is how the tests run it
+(``--multi_gpu`` is accelerate's torchrun launcher; ``--cpu`` would start one process).
 """
 from __future__ import annotations
 
@@ -39,11 +40,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_command(argv: list[str], processes: int, cpu: bool) -> list[str]:
+def launch_command(argv: list[str], processes: int) -> list[str]:
     """The ``accelerate launch`` command line that runs ``lmprune <argv>`` in ``processes``."""
-    where = ["--cpu"] if cpu else ["--multi_gpu"]
     return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes",
-            str(processes), "--num_machines", "1", *where, "--mixed_precision", "no",
+            str(processes), "--num_machines", "1", "--multi_gpu", "--mixed_precision", "no",
             "--dynamo_backend", "no", "--main_process_port", str(free_port()),
             "-m", "lmprune", *without_option(argv, "--num-gpus")]
 
@@ -70,4 +70,4 @@ def relaunch(argv: list[str], processes: int, device: str) -> int:
     env = {**os.environ, "NCCL_NVLS_ENABLE": os.environ.get("NCCL_NVLS_ENABLE", "0")}
     if cpu:
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    return subprocess.run(launch_command(argv, processes, cpu), env=env).returncode
+    return subprocess.run(launch_command(argv, processes), env=env).returncode
