@@ -6,7 +6,9 @@ reads the top-level ``device`` field of its config (``--device`` on the command 
 * ``auto`` (default): the first GPU when ``torch.cuda.is_available()``, else Apple's ``mps``
   when available, else the CPU;
 * ``cpu``, ``cuda`` (the current GPU), ``cuda:N``, ``mps``: exactly that device; asking for one
-  that this machine (or this build of torch) lacks is an error before any work starts.
+  that this machine (or this build of torch) lacks is an error before any work starts;
+* ``cuda:0,1`` (a list of GPUs): only with ``placement: spread``, which puts the model's layers
+  over those GPUs (:mod:`lmprune.placement`; there ``auto`` and ``cuda`` mean every visible GPU).
 
 ``model.dtype: auto`` picks the precision per purpose (:func:`resolve_dtype`):
 
@@ -26,8 +28,8 @@ import torch
 
 from lmprune.errors import LmpruneError
 
-DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
-_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps, cuda:0,1 (with placement spread)"
+_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?|cuda:\d+(,(cuda:)?\d+)+)$")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PURPOSES = ("inference", "training")
 
@@ -37,6 +39,14 @@ def device_problem(name: str) -> str | None:
     if isinstance(name, str) and _PATTERN.match(name.strip()):
         return None
     return f"must be one of {DEVICE_CHOICES}, got {name!r}"
+
+
+def gpu_list(name: str) -> list[int] | None:
+    """The GPU indices of a list such as ``cuda:0,1`` or ``cuda:0,cuda:2``; None for one device."""
+    name = name.strip()
+    if "," not in name or device_problem(name):
+        return None
+    return [int(part.split(":")[-1]) for part in name.split(",")]
 
 
 def _mps_available() -> bool:
@@ -52,6 +62,9 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     problem = device_problem(name)
     if problem:
         raise LmpruneError(f"device: {problem}")
+    if gpu_list(name):
+        raise LmpruneError(f"device {name} names several GPUs: that needs placement: spread "
+                           f"(--placement spread), which spreads the model's layers over them")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", torch.cuda.current_device())
@@ -67,17 +80,25 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
 
 
 def _cuda_device(name: str) -> torch.device:
+    check_gpus(name)
+    index = int(name.split(":")[1]) if ":" in name else torch.cuda.current_device()
+    return torch.device("cuda", index)
+
+
+def check_gpus(name: str, indices: list[int] | None = None) -> None:
+    """Raise unless this machine has CUDA GPUs with ``indices`` (default: the index in
+    ``name``, ``cuda:N``); ``name`` is what the user asked for, quoted in the error."""
     if not torch.cuda.is_available():
         build = torch.__version__ + ("" if torch.version.cuda else ", a build without CUDA")
         raise LmpruneError(f"device {name} was requested but no CUDA GPU is available (torch "
                            f"{build}); use --device auto (the GPU when there is one) or "
                            f"--device cpu")
     count = torch.cuda.device_count()
-    index = int(name.split(":")[1]) if ":" in name else torch.cuda.current_device()
-    if index >= count:
+    if indices is None:
+        indices = [int(name.split(":")[1])] if ":" in name else []
+    if any(index >= count for index in indices):
         raise LmpruneError(f"device {name} was requested but this machine has {count} GPU(s) "
                            f"(cuda:0..cuda:{count - 1})")
-    return torch.device("cuda", index)
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device,
@@ -101,9 +122,12 @@ def accelerator_kwargs(name: str) -> dict:
 
     accelerate puts each process on its own GPU (``accelerate launch``); lmprune only tells it
     to stay on the CPU, and for an explicit ``cuda:N`` in a single process makes N current.
+    A list of GPUs (placement spread) runs one process whose model is already placed.
     """
     import os
 
+    if gpu_list(name):
+        return {"cpu": False}
     device = resolve_device(name)
     if device.type == "cuda" and ":" in str(name) and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         torch.cuda.set_device(device)
@@ -129,8 +153,9 @@ def place(model: torch.nn.Module, device: torch.device,
     return model.to(device=device) if dtype is None else model.to(device=device, dtype=dtype)
 
 
-def announce(command: str, device: torch.device, dtype: torch.dtype | None = None,
-             log=print) -> None:
-    """Print the one line every command prints about where (and in what precision) it runs."""
+def announce(command: str, device, dtype: torch.dtype | None = None, log=print) -> None:
+    """Print the one line every command prints about where (and in what precision) it runs;
+    ``device`` is a torch device or a :class:`lmprune.placement.Placement`."""
     precision = f", {str(dtype).removeprefix('torch.')}" if dtype is not None else ""
-    log(f"[{command}] device: {describe_device(device)}{precision}")
+    where = device.describe() if hasattr(device, "describe") else describe_device(device)
+    log(f"[{command}] device: {where}{precision}")

@@ -44,3 +44,27 @@ def test_recover_cli_errors(tmp_path, pruned_dir, capsys):
                  "recovery.targets=[q_proj,qkv]"])
     assert code == 2 and "'qkv' matches no linear layer" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_recover_spread_over_devices_trains_the_same_adapters(tmp_path, pruned_dir, monkeypatch,
+                                                              capsys):
+    """--placement spread (here over two CPU "devices", accelerate's hooks on): the same
+    steps, losses and merged weights as on one device."""
+    import torch
+
+    from lmprune import placement as pl
+
+    monkeypatch.setattr(pl, "resolve_placement", lambda device, placement: pl.Placement(
+        placement, [torch.device("cpu")] * (1 + (placement == "spread"))))
+    reports = {}
+    for kind in ("single", "spread"):
+        out = tmp_path / kind
+        assert main(["recover", "--model", str(pruned_dir), "--out", str(out), "--placement",
+                     kind, "--micro-batch", "4", "--no-progress", "--max-samples", "16",
+                     "recovery.max_steps=2", "recovery.max_len=160", "recovery.batch_size=8"]) == 0
+        reports[kind] = json.loads((out / "recovery.json").read_text())
+    assert "[recover] device: spread over cpu, cpu" in capsys.readouterr().out
+    assert reports["spread"]["loss"] == reports["single"]["loss"]
+    merged = [lmprune.load_pretrained(tmp_path / k).state_dict() for k in ("single", "spread")]
+    for name, tensor in merged[0].items():
+        assert torch.equal(tensor, merged[1][name]), name

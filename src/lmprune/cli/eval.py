@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lmprune.cli._common import add_command, print_table
-from lmprune.cli._device import add_device_argument, device_overrides
+from lmprune.cli._device import add_device_argument, add_placement_argument, device_overrides
 from lmprune.errors import LmpruneError
 
 
@@ -32,6 +32,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "(default: the shipped `prune` config)")
     parser.add_argument("--out", required=True, help="JSON file to write")
     add_device_argument(parser)
+    add_placement_argument(parser)
     parser.add_argument("overrides", metavar="key=value", nargs="*", help="e.g. eval.seq_len=2048")
     return parser
 
@@ -63,7 +64,7 @@ def load_any(name: str, device=None, dtype=None):
 
 def run(args: argparse.Namespace) -> int:
     from lmprune.config import load_config
-    from lmprune.device import announce, resolve_device, resolve_dtype
+    from lmprune.device import announce, resolve_dtype
     from lmprune.evaluation.suite import evaluate
     from lmprune.outputs import check_output_file
     from lmprune.recipes.preflight import check_eval
@@ -80,16 +81,19 @@ def run(args: argparse.Namespace) -> int:
     overrides.append(f"eval.speed={'false' if args.no_speed else 'true'}")
     run_config = load_config(args.config, device_overrides(args) + overrides)
     check_eval(run_config, args.model)
-    device = resolve_device(run_config.device)
-    dtype = resolve_dtype(run_config.model.dtype, device, "inference")
-    model, tokenizer = load_any(args.model, device, dtype)
+    from lmprune.placement import place, resolve_placement
+
+    placement = resolve_placement(run_config.device, run_config.placement)
+    dtype = resolve_dtype(run_config.model.dtype, placement.main, "inference")
+    model, tokenizer = load_any(args.model, None, dtype)
+    model = place(model, placement)
     if tokenizer is None:
         raise LmpruneError(f"{args.model} has no tokenizer; evaluation needs one (save the "
                            f"model with its tokenizer)")
-    announce("eval", device, dtype)
+    announce("eval", placement, dtype)
     result = evaluate(model, tokenizer, run_config.eval)
     result["model"] = args.model
-    result["device"] = str(device)
+    result["device"] = str(placement.main) if not placement.spread else placement.describe()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str))
     print_table([{"metric": k, "value": f"{v:.4g}" if isinstance(v, float) else v}

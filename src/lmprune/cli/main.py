@@ -140,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser, module = build_parser(_selected_command(argv, commands), commands)
         args = parser.parse_args(argv)
         args.debug, args.verbose = debug, debug or "--verbose" in flags
+        args.argv = [*flags, *argv]  # what re-runs this command (lmprune train --num-gpus)
         if module is None:
             parser.print_help(sys.stderr)
             return 2

@@ -5,10 +5,11 @@ import argparse
 from typing import Any
 
 from lmprune.cli._common import add_command, overrides_from_flags
-from lmprune.cli._device import add_device_argument
+from lmprune.cli._device import add_device_argument, add_placement_argument
 
 FLAGS = {"method": "prune.method", "model": "model.name", "sparsity": "prune.sparsity",
-         "calibration": "data.calibration", "out": "output.dir", "device": "device"}
+         "calibration": "data.calibration", "out": "output.dir", "device": "device",
+         "placement": "placement"}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -21,7 +22,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         examples=["lmprune prune --method taylor --model smollm2-135m --sparsity 0.2 --out runs/taylor",
                   "lmprune prune --method sublayer-ri --model smollm2-135m --sparsity 0.2 --out runs/ri",
                   "lmprune prune --config my.yaml taylor.importance=element2 eval.max_windows=40",
-                  "lmprune prune --method adapruner --model tiny-llama --out /tmp/x adapruner.trials=5"])
+                  "lmprune prune --method adapruner --model tiny-llama --out /tmp/x adapruner.trials=5",
+                  "lmprune prune --method taylor --model DIR --placement spread --out runs/big  "
+                  "# layers over every GPU"])
     parser.add_argument("--config", default="prune",
                         help="YAML config or shipped config name (default: prune)")
     parser.add_argument("--method", help="pruning method (`lmprune ls methods`)")
@@ -31,6 +34,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--calibration", help="calibration text dataset (offline: austen)")
     parser.add_argument("--out", help="output directory")
     add_device_argument(parser)
+    add_placement_argument(parser)
     parser.add_argument("overrides", metavar="key=value", nargs="*",
                         help="any config field, e.g. prune.structures=[heads,neurons]")
     return parser

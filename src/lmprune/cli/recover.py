@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lmprune.cli._common import add_command
-from lmprune.cli._device import add_device_argument, device_overrides
+from lmprune.cli._device import add_device_argument, add_placement_argument, device_overrides
 from lmprune.errors import LmpruneError
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json",
@@ -28,13 +28,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "OUT/recovery.json (settings, loss curve, time, parameters trained) and "
                     "OUT/loss_curve.png; checkpoints go to OUT/checkpoints every "
                     "--checkpoint-every steps, and --resume continues from the newest one. "
-                    "Run several GPUs with `accelerate launch -m lmprune recover ...`.",
+                    "Run several GPUs data parallel with `accelerate launch -m lmprune recover "
+                    "...`, or spread a model larger than one GPU over them with --placement "
+                    "spread (one process).",
         examples=["lmprune recover --model runs/pruned --out runs/recovered",
                   "lmprune recover --model runs/pruned --data alpaca --out runs/rec "
                   "recovery.epochs=2 recovery.batch_size=64 --micro-batch 4",
                   "lmprune recover --model runs/pruned --data my_instructions.jsonl --out runs/rec",
                   "lmprune recover --model runs/pruned --out runs/rec --resume",
-                  "lmprune recover --model tiny-llama --out runs/smoke recovery.max_steps=3"])
+                  "lmprune recover --model tiny-llama --out runs/smoke recovery.max_steps=3",
+                  "lmprune recover --model runs/big-pruned --placement spread --out runs/big-rec"])
     parser.add_argument("--model", required=True, metavar="DIR",
                         help="the model to recover: a directory saved by lmprune (or any Hugging "
                              "Face causal-LM directory), or a model alias")
@@ -67,6 +70,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="train on a seeded random subset of N examples")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device_argument(parser)
+    add_placement_argument(parser)
     return parser
 
 
@@ -140,22 +144,29 @@ def _check_before_loading(args: argparse.Namespace, cfg, out: Path, is_main: boo
 def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
-    from lmprune.device import accelerator_kwargs, announce, resolve_device, resolve_dtype
+    from lmprune.device import accelerator_kwargs, announce, resolve_dtype
+    from lmprune.placement import place, resolve_placement
     from lmprune.recovery import recover
 
     cfg = _load_config(args)
     out = Path(args.out or cfg.output.dir)
-    device = resolve_device(cfg.device)
+    placement = resolve_placement(cfg.device, cfg.placement)
     # the frozen base may be bfloat16 on a GPU: peft keeps the LoRA weights in float32
-    dtype = resolve_dtype(cfg.model.dtype, device, "inference")
+    dtype = resolve_dtype(cfg.model.dtype, placement.main, "inference")
     # one process, or one of several under `accelerate launch`
     state = PartialState(**accelerator_kwargs(cfg.device))
+    if placement.spread and state.num_processes > 1:
+        raise LmpruneError("placement spread already uses every GPU it names from one process; "
+                           "run `lmprune recover` without `accelerate launch` (or drop "
+                           "--placement spread for data parallelism)")
     _check_before_loading(args, cfg, out, state.is_main_process)
     model, tokenizer, plan = _load_model(args.model, args.tokenizer, dtype)
     if tokenizer is None:
         raise LmpruneError(f"{args.model} comes without a tokenizer; pass --tokenizer DIR")
+    if placement.spread:  # else accelerate puts the model on this process's device
+        place(model, placement)
     if state.is_main_process:
-        announce("recover", state.device, dtype)
+        announce("recover", placement if placement.spread else state.device, dtype)
         print(f"[recover] {args.model}: LoRA r={cfg.recovery.r} on "
               f"{', '.join(cfg.recovery.targets)}; data {cfg.recovery.data}; -> {out}", flush=True)
     result = recover(model, tokenizer, cfg, out, resume=args.resume, plan=plan,

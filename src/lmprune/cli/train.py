@@ -6,6 +6,7 @@ from typing import Any
 
 from lmprune.cli._common import add_command, overrides_from_flags
 from lmprune.cli._device import add_device_argument
+from lmprune.errors import LmpruneError
 
 FLAGS = {"method": "train.method", "model": "model.name", "task": "train.task",
          "sparsity": "train.sparsity", "epochs": "train.epochs", "reference": "train.reference",
@@ -29,7 +30,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                   "lmprune train --method lora-prune --init-from runs/lora --sparsity 0.6 --out runs/lp",
                   "lmprune train --method cofi --teacher runs/ft --model minilm-l6 --out runs/cofi",
                   "lmprune train --method apt --model tiny-bert --out /tmp/x train.max_steps=20 apt.prune_start=5",
-                  "lmprune train --config train-apt apt.kurtosis=false apt.rank_growth=static"])
+                  "lmprune train --config train-apt apt.kurtosis=false apt.rank_growth=static",
+                  "lmprune train --method apt --model mpnet-base --task foods --num-gpus 2 --out runs/apt-dp",
+                  "accelerate launch --num_processes 2 -m lmprune train --method apt --out runs/apt-dp"])
     parser.add_argument("--config", default="train-apt",
                         help="YAML config or shipped config name (default: train-apt)")
     parser.add_argument("--method", help="apt, ft, lora, lora-prune, mask-tuning, cofi or "
@@ -45,16 +48,29 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--teacher", help="dense fine-tuned run used as teacher (cofi)")
     parser.add_argument("--out", help="output directory")
     add_device_argument(parser)
+    parser.add_argument("--num-gpus", type=int, metavar="N", dest="num_gpus",
+                        help="train data parallel on N GPUs: runs `accelerate launch "
+                             "--num_processes N -m lmprune train ...` (PyTorch DDP); "
+                             "train.batch_size stays the global batch, split over the GPUs. "
+                             "With --device cpu: N CPU processes (gloo)")
     parser.add_argument("overrides", metavar="key=value", nargs="*",
                         help="any config field, e.g. apt.schedule=late train.lr=1e-3")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    from lmprune.cli._launch import launched, relaunch
     from lmprune.config import load_config
     from lmprune.recipes.train import run_train
 
-    outcome = run_train(load_config(args.config, overrides_from_flags(args, FLAGS)))
+    if args.num_gpus is not None and args.num_gpus < 1:
+        raise LmpruneError(f"--num-gpus must be >= 1, got {args.num_gpus}")
+    run_config = load_config(args.config, overrides_from_flags(args, FLAGS))
+    if (args.num_gpus or 1) > 1 and not launched():
+        return relaunch(args.argv, args.num_gpus, run_config.device)
+    outcome = run_train(run_config)
+    if outcome.metrics is None:  # a process other than the first: process 0 reports
+        return 0
     m = outcome.metrics
     tta = (m.get("time_to_accuracy") or {}).get("seconds")
     print(f"{m['method']}: dev {m['metric_name']} {m['metric']:.4f}, kept "

@@ -335,10 +335,20 @@ class RunConfig(Section):
     output: OutputConfig = section(OutputConfig, "where results go")
     seed: int = param(0, "global seed (torch, numpy, random)")
     device: str = param("auto", "where models run: auto (the GPU when there is one), cpu, cuda, "
-                                "cuda:N, mps")
+                                "cuda:N, mps; with placement spread also a list of GPUs "
+                                "(cuda:0,1)")
+    placement: Literal["single", "spread"] = param(
+        "single", "single: the whole model on `device`; spread: its layers spread over several "
+                  "GPUs (every visible GPU for device auto/cuda, or the list cuda:0,1), for "
+                  "models that do not fit one GPU (prune, recover, eval; lmprune train is data "
+                  "parallel instead: --num-gpus)")
 
     def validate(self) -> list[str]:
         from lmprune.device import device_problem
+        from lmprune.placement import placement_problem
 
         problem = device_problem(self.device)
-        return [f"device: {problem}"] if problem else []
+        if problem:
+            return [f"device: {problem}"]
+        problem = placement_problem(self.device, self.placement)
+        return [problem] if problem else []

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -72,11 +72,14 @@ class PeakMemory:
 
 @dataclass
 class PeakMemoryBox:
-    """What :func:`track_peak_memory` yields; ``result`` is filled when the block exits."""
+    """What :func:`track_peak_memory` yields; ``result`` is filled when the block exits
+    (with several GPUs: the largest per-GPU peak, each GPU's in ``per_device``)."""
 
     device: torch.device
     result: PeakMemory | None = None
-    carried: int = 0  # peaks read (and reset) inside the block by interval_peak
+    per_device: dict[str, PeakMemory] = field(default_factory=dict)
+    carried: dict[str, int] = field(default_factory=dict)  # peaks read (and reset) inside
+    # the block by interval_peak, per GPU
 
 
 _OPEN: list[PeakMemoryBox] = []  # trackers whose block is running
@@ -126,7 +129,8 @@ def _as_device(device) -> torch.device:
 
 @contextmanager
 def track_peak_memory(device=None) -> Iterator[PeakMemoryBox]:
-    """Measure the peak memory of the ``with`` block on ``device`` (None: CPU).
+    """Measure the peak memory of the ``with`` block on ``device`` (None: CPU), or on each
+    GPU of a list of devices (a model spread over GPUs, :mod:`lmprune.placement`).
 
     On CUDA the device's peak statistics are reset at entry (so an enclosing measurement on
     the same device loses its earlier peak); elsewhere the process RSS is sampled. The result
@@ -136,18 +140,25 @@ def track_peak_memory(device=None) -> Iterator[PeakMemoryBox]:
             model(**batch)
         print(box.result.as_dict())
     """
-    box = PeakMemoryBox(_as_device(device))
-    if box.device.type == "cuda":
-        torch.cuda.synchronize(box.device)
-        torch.cuda.reset_peak_memory_stats(box.device)
+    devices = [_as_device(d) for d in (device if isinstance(device, (list, tuple))
+                                       else [device])]
+    gpus = list(dict.fromkeys(d for d in devices if d.type == "cuda"))
+    box = PeakMemoryBox(devices[0])
+    if gpus:
+        for gpu in gpus:
+            torch.cuda.synchronize(gpu)
+            torch.cuda.reset_peak_memory_stats(gpu)
         _OPEN.append(box)
         try:
             yield box
         finally:
             _OPEN.remove(box)
-            torch.cuda.synchronize(box.device)
-            peak = max(int(torch.cuda.max_memory_allocated(box.device)), box.carried)
-            box.result = PeakMemory(peak, CUDA_KIND)
+            for gpu in gpus:
+                torch.cuda.synchronize(gpu)
+                peak = max(int(torch.cuda.max_memory_allocated(gpu)),
+                           box.carried.get(str(gpu), 0))
+                box.per_device[str(gpu)] = PeakMemory(peak, CUDA_KIND)
+            box.result = max(box.per_device.values(), key=lambda p: p.bytes)
         return
     sampler = RssSampler()
     try:
@@ -224,13 +235,19 @@ def model_peak_memory(model: nn.Module, run: Callable[[], Any], device=None,
     device = _as_device(device)
     weights = tensor_bytes(model)
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
+        # a model spread over GPUs: the peaks above what each of its GPUs held, added up
+        gpus = list(dict.fromkeys(t.device for t in model.parameters() if t.is_cuda)) or [device]
+        before = {}
+        for gpu in gpus:
+            torch.cuda.synchronize(gpu)
+            before[gpu] = torch.cuda.memory_allocated(gpu)
+            torch.cuda.reset_peak_memory_stats(gpu)
         run()
-        torch.cuda.synchronize(device)
-        extra = torch.cuda.max_memory_allocated(device) - before
-        return PeakMemory(weights + max(0, int(extra)), MODEL_CUDA_KIND)
+        extra = 0
+        for gpu in gpus:
+            torch.cuda.synchronize(gpu)
+            extra += max(0, int(torch.cuda.max_memory_allocated(gpu) - before[gpu]))
+        return PeakMemory(weights + extra, MODEL_CUDA_KIND)
     largest = _LargestActivation(model)
     try:
         result = run()
@@ -252,8 +269,8 @@ def interval_peak(device=None) -> PeakMemory:
         torch.cuda.synchronize(device)
         peak = int(torch.cuda.max_memory_allocated(device))
         for box in _OPEN:
-            if box.device == device:
-                box.carried = max(box.carried, peak)
+            key = str(device)
+            box.carried[key] = max(box.carried.get(key, 0), peak)
         torch.cuda.reset_peak_memory_stats(device)
         return PeakMemory(peak, CUDA_KIND)
     import psutil

@@ -20,10 +20,11 @@ import torch
 from lmprune.arch import describe
 from lmprune.config import dump_yaml
 from lmprune.config.schema import RunConfig
-from lmprune.device import announce, describe_device, resolve_device, resolve_dtype
+from lmprune.device import announce, resolve_dtype
 from lmprune.errors import LmpruneError
 from lmprune import registry
 from lmprune.outputs import check_output_dir, remove_stale_stages, stale_stage_note, staged_dir
+from lmprune.placement import place, resolve_placement
 from lmprune.pruners.settings import settings_record
 from lmprune.reporting.plots import layer_widths, plot_layer_widths
 from lmprune.reporting.report import write_report
@@ -92,14 +93,15 @@ def run_prune(run: RunConfig, progress: bool = True, log=print,
     check_prune(run)  # names and lengths, before anything loads
     methods = registry.load_builtin_methods()  # looked up now: tests swap the registry
     method = methods.get(run.prune.method)
-    device = resolve_device(run.device)
+    placement = resolve_placement(run.device, run.placement)
+    device = placement.main
     dtype = resolve_dtype(run.model.dtype, device, "inference")
     seed_everything(run.seed)
     log(f"[prune] loading {run.model.name}")
     loaded = load_model(run.model.name, run.model.task, num_labels=run.model.num_labels,
                         dtype=dtype)
-    model, tokenizer = loaded.model.to(device).eval(), loaded.tokenizer
-    announce("prune", device, dtype, log)
+    model, tokenizer = place(loaded.model, placement).eval(), loaded.tokenizer
+    announce("prune", placement, dtype, log)
     if run.output.format == "decilm":
         from lmprune.structures.decilm import decilm_family_problems
 
@@ -123,7 +125,7 @@ def run_prune(run: RunConfig, progress: bool = True, log=print,
         extra_args = {"report_dir": stage} if "report_dir" in inspect.signature(method).parameters else {}
         from lmprune.evaluation.memory import track_peak_memory
 
-        with track_peak_memory(next(model.parameters()).device) as prune_memory:
+        with track_peak_memory(placement.devices) as prune_memory:
             result = method(model, structure, run, calibration, **extra_args)
         masks: Masks = result if isinstance(result, Masks) else result.masks
         plan = PruningPlan.from_masks(structure, masks, {
@@ -143,12 +145,15 @@ def run_prune(run: RunConfig, progress: bool = True, log=print,
         if saved.unaligned:
             log(f"[prune] warning: {len(saved.unaligned)} exported width(s) are not multiples "
                 f"of 8 (e.g. {saved.unaligned[0]}); prune.round_to=auto aligns them")
-        extra = {"device": describe_device(device), "dtype": str(dtype).removeprefix("torch."),
+        memory = {"prune": prune_memory.result.as_dict()}
+        if prune_memory.per_device and placement.spread:
+            memory["prune_per_device"] = {d: p.as_dict()
+                                          for d, p in prune_memory.per_device.items()}
+        extra = {"device": placement.describe(), "dtype": str(dtype).removeprefix("torch."),
                  "alignment": {"round_to": run.prune.round_to, "unaligned": saved.unaligned}}
         metrics = _metrics(run, calibration, before, after, saved, out, prune_seconds,
                            time.perf_counter() - start,
-                           {**extra, "settings": settings,
-                            "memory": {"prune": prune_memory.result.as_dict()}})
+                           {**extra, "settings": settings, "memory": memory})
         log(f"[prune] removed {metrics['params_removed_fraction']['body']:.2%} of the "
             f"non-embedding parameters (requested {run.prune.sparsity:.2%}"
             f"{'' if run.prune.budget == 'params' else ' of the units of each kind'})")

@@ -1,0 +1,153 @@
+"""Data-parallel ``lmprune train`` on accelerate, with PyTorch DDP underneath.
+
+``accelerate launch --num_processes N -m lmprune train ...`` (or ``lmprune train --num-gpus N``,
+which runs exactly that) starts N processes. Each one holds the whole model; every optimizer
+step draws the same *global* batch (``train.batch_size`` examples, the seeded order of a
+single-process run), collates it once (so padding is the same) and runs its share of the rows:
+contiguous slices of ``ceil(B / N)`` rows, the loss of a slice weighted by
+``rows * N / B`` so that DDP's average of the processes' gradients is the gradient of the mean
+loss over the global batch, exactly as in one process.
+
+What keeps N processes in the state one process would be in:
+
+* **gradients**: the model is wrapped in DDP (``accelerator.prepare_model``) and re-wrapped
+  whenever a method changes its tensors (APT's compaction and rank growth), so DDP's buckets
+  always match the current parameters; tensors the optimizer trains outside the model (masks,
+  CoFi's gates and Lagrange multipliers) get their gradients averaged by :meth:`average_grads`;
+* **statistics behind decisions**: a method sums what it measures on its rows across the
+  processes (:meth:`sum`, one all-reduce of all tensors) before it decides anything: APT's
+  salience factors and outlier statistics, Fisher sums. Every process then takes the same
+  decision from the same numbers; the masks are broadcast from process 0 afterwards
+  (:meth:`broadcast`), so float round-off can never split the processes;
+* **evaluations**: process 0 evaluates and the metric is broadcast (APT's teacher snapshots
+  depend on it);
+* **outputs**: only process 0 writes (checkpoints, the final model, metrics, the report);
+  checkpoints hold the unwrapped model and optimizer, so they resume on any number of GPUs.
+
+With one process every operation here is a no-op.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+
+
+class DataParallel:
+    """The processes of one run (one process: everything is a no-op)."""
+
+    def __init__(self, accelerator=None) -> None:
+        self.accelerator = accelerator
+        self.world = accelerator.num_processes if accelerator is not None else 1
+        self.rank = accelerator.process_index if accelerator is not None else 0
+        self._wrapped: nn.Module | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # --- the global batch ---------------------------------------------------------------
+    def rows(self, n: int) -> range:
+        """This process's rows of a global batch of ``n`` rows (contiguous slices)."""
+        per = math.ceil(n / self.world)
+        return range(min(n, self.rank * per), min(n, (self.rank + 1) * per))
+
+    def shard(self, batch: Mapping[str, torch.Tensor]) -> tuple[dict, float]:
+        """(this process's rows of the collated global ``batch``, the weight of their mean
+        loss). A process left without rows (a last batch smaller than N) runs the first row
+        with weight 0, so that it still joins the gradient synchronization."""
+        n = len(next(iter(batch.values())))
+        if not self.active:
+            return dict(batch), 1.0
+        rows = self.rows(n)
+        if len(rows) == 0:
+            return {k: v[:1] for k, v in batch.items()}, 0.0
+        return ({k: v[rows.start:rows.stop] for k, v in batch.items()},
+                len(rows) * self.world / n)
+
+    # --- the model ----------------------------------------------------------------------
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """``model`` wrapped in DDP (a fresh wrapper after every structure change; the previous
+        one is released); ``model`` itself with one process."""
+        if not self.active:
+            return model
+        if self._wrapped is not None:
+            self.accelerator.free_memory(self._wrapped)
+        self._wrapped = self.accelerator.prepare_model(model)
+        return self._wrapped
+
+    def release(self) -> None:
+        """Drop the DDP wrapper (after training)."""
+        if self._wrapped is not None:
+            self.accelerator.free_memory(self._wrapped)
+            self._wrapped = None
+
+    def average_grads(self, params: Iterable[torch.Tensor]) -> None:
+        """Average the gradients of trained tensors outside the DDP-wrapped model."""
+        if not self.active:
+            return
+        tensors = [p.grad for p in params if p.grad is not None]
+        for tensor, total in zip(tensors, self._all_reduce(tensors)):
+            tensor.copy_(total / self.world)
+
+    # --- statistics and decisions -------------------------------------------------------
+    def sum(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``{key: sum over the processes}`` in one all-reduce (per dtype and device)."""
+        if not self.active or not tensors:
+            return dict(tensors)
+        keys = list(tensors)
+        return dict(zip(keys, self._all_reduce([tensors[k] for k in keys])))
+
+    def mean(self, value: float | torch.Tensor) -> float:
+        """The mean of a number over the processes."""
+        if not self.active:
+            return float(value)
+        tensor = torch.as_tensor(value, dtype=torch.float64, device=self.accelerator.device)
+        return float(self._all_reduce([tensor])[0]) / self.world
+
+    def broadcast(self, tensors: Iterable[torch.Tensor]) -> None:
+        """Overwrite ``tensors`` (in place) with process 0's values."""
+        if not self.active:
+            return
+        from accelerate.utils import broadcast
+
+        for tensor in tensors:
+            broadcast(tensor.data, from_process=0)
+
+    def broadcast_object(self, obj):
+        """Process 0's ``obj`` (picklable) on every process."""
+        if not self.active:
+            return obj
+        from accelerate.utils import broadcast_object_list
+
+        box = [obj]
+        broadcast_object_list(box, from_process=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.active:
+            self.accelerator.wait_for_everyone()
+
+    def _all_reduce(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Sums over the processes, flattened into one buffer per (dtype, device)."""
+        from accelerate.utils import reduce
+
+        out: list[torch.Tensor | None] = [None] * len(tensors)
+        groups: dict[tuple, list[int]] = {}
+        for i, t in enumerate(tensors):
+            groups.setdefault((t.dtype, t.device), []).append(i)
+        for members in groups.values():
+            flat = reduce(torch.cat([tensors[i].detach().reshape(-1) for i in members]),
+                          reduction="sum")
+            offset = 0
+            for i in members:
+                n = tensors[i].numel()
+                out[i] = flat[offset:offset + n].view_as(tensors[i])
+                offset += n
+        return out  # type: ignore[return-value]
