@@ -26,9 +26,11 @@ export PYTHONPATH=~/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH} HF_HUB_OFFLINE=1 \
   TRANSFORMERS_VERBOSITY=error PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false TQDM_DISABLE=1
 PYTHON=${PYTHON:-python3}
 status=0
-$PYTHON benchmarks/multigpu/spread.py $QUICK --shape 13b --out "$OUT" || status=1
-[ -z "$QUICK" ] && { $PYTHON benchmarks/multigpu/spread.py --shape 70b --no-check \
-  --out "$OUT" || status=1; }
-$PYTHON benchmarks/multigpu/dp.py $QUICK --out "$OUT" || status=1
+if [ "${SPREAD:-1}" = 1 ]; then  # SPREAD=0 / DP=0 leave out one of the two parts
+  $PYTHON benchmarks/multigpu/spread.py $QUICK --shape 13b --out "$OUT" || status=1
+  [ -z "$QUICK" ] && { $PYTHON benchmarks/multigpu/spread.py --shape 70b --no-check \
+    --out "$OUT" || status=1; }
+fi
+[ "${DP:-1}" = 1 ] && { $PYTHON benchmarks/multigpu/dp.py $QUICK --out "$OUT" || status=1; }
 $PYTHON benchmarks/multigpu/table.py "$OUT"
 exit $status

@@ -101,7 +101,8 @@ def test_device_names_are_accepted(methods, device):
 @pytest.mark.parametrize("device", ["gpu", "cuda:x", "cuda1", "tpu"])
 def test_device_names_are_checked(methods, device):
     (problem,) = problems(f"device={device}")
-    assert problem.startswith(f"device: must be one of auto, cpu, cuda, cuda:N, mps, got '{device}'")
+    assert problem.startswith("device: must be one of auto, cpu, cuda, cuda:N, mps, cuda:0,1 "
+                              f"(with placement spread), got '{device}'")
 
 
 def test_method_is_checked_against_the_registry(methods):

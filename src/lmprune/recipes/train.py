@@ -90,9 +90,6 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
     started = time.perf_counter()
     out = prepare_output(run, log)
     check_train(run)  # names and paths, before anything loads
-    checkpoints = TrainCheckpoints(out, to_dict(run))
-    if checkpoints.open(resume=cfg.resume):
-        log(f"[train] resuming the killed run kept in {checkpoints.dir}")
     device = resolve_device(run.device)
     dtype = resolve_dtype(run.model.dtype, device, "training")
     seed_everything(run.seed)
@@ -101,6 +98,9 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
     source, upstream = source_model(run), upstream_runs(run)
     run = fit_train_lengths(run, source, log)
     cfg = run.train
+    checkpoints = TrainCheckpoints(out, to_dict(run))  # the config as run (lengths fitted)
+    if checkpoints.open(resume=cfg.resume):
+        log(f"[train] resuming the killed run kept in {checkpoints.dir}")
     log(f"[train] {cfg.method} on {run.model.name} / {cfg.task} ({task.kind}, metric "
         f"{task.metric}), sparsity {cfg.sparsity if cfg.method in PRUNING else 0}")
     loaded = load_model(source, task.head, num_labels=task.num_labels or None,
