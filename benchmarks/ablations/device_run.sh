@@ -64,6 +64,9 @@ export ROOT PYTHON SEEDS EXTRA
 for v in ${!EXTRA_*}; do export "$v"; done
 
 GPUS=$(nvidia-smi -L 2>/dev/null | wc -l)
+if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then  # a job given its GPUs: plans stay on them
+  IFS=, read -ra visible <<< "$CUDA_VISIBLE_DEVICES"; GPUS=${#visible[@]}
+fi
 start=$(date +%s)
 if [ "${GPUS:-0}" -ge 2 ]; then  # one queue of plans per GPU, side by side
   declare -a queue

@@ -19,7 +19,7 @@ if [ "${1:-}" = "--stage" ]; then exit 0; fi
 if [ "$ready" -ne 0 ]; then echo "mpnet-base is not complete on this machine: carry the missing parts"; exit 0; fi
 SEED=$(printf '%s\n' "$@" | sed -n 's/^all:seed=//p' | tail -1)
 BENCH=${BENCH:-$HOME/bench_base_seed${SEED:-0}}
-export PYTHONPATH=$PWD/src HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error PYTHONUNBUFFERED=1 \
+export PYTHONPATH=$HOME/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH} HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error PYTHONUNBUFFERED=1 \
   TOKENIZERS_PARALLELISM=false LMPRUNE_CACHE=~/cache
 timeout "${BUDGET:-540}" python3 benchmarks/apt_base/run.py --out "$BENCH" --model "$MODEL" "$@" 2>&1 \
   | grep -v "it/s\]\|it\]$\|Loading weights\|LOAD REPORT\|MISSING\|UNEXPECTED\|newly initialized\|^Key \|^---\|^Notes\|^classifier\|^pooler\|Generating\|can be ignored"

@@ -130,9 +130,9 @@ class APTConfig(Section):
                    "same fraction of heads and of neurons, at the same parameter budget)")
     kurtosis: bool = param(True, "add the sqrt(kurtosis) outlier term (salience: outlier)")
     outlier_scale: Literal["matched", "raw"] = param(
-        "matched", "raw: S~ + sqrt(kurtosis) as in the paper; matched: the outlier term scaled "
-                   "per block kind to the mean of S~ (see docs/apt.md: the raw sum prunes "
-                   "heads first on small models)")
+        "raw", "raw: S~ + sqrt(kurtosis) as in the paper; matched: the outlier term scaled "
+               "per block kind to the mean of S~ (the raw sum prunes heads first on small "
+               "models; same accuracy measured, docs/apt.md)")
     ema: float = param(0.85, "EMA weight of the previous salience and adapter importance "
                              "(paper: 0.85; 0: each event uses the last step's scores)")
     schedule: Literal["cubic", "late", "gradual", "oneshot", "after", "none"] = param(
