@@ -50,7 +50,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_device_argument(parser)
     parser.add_argument("--num-gpus", type=int, metavar="N", dest="num_gpus",
                         help="train data parallel on N GPUs: runs `accelerate launch "
-                             "--num_processes N -m lmprune train ...` (PyTorch DDP); "
+                             "--num_processes N -m lmprune train ...` (apt, ft, lora); "
                              "train.batch_size stays the global batch, split over the GPUs. "
                              "With --device cpu: N CPU processes (gloo)")
     parser.add_argument("overrides", metavar="key=value", nargs="*",
