@@ -149,7 +149,7 @@ def test_a_checkpoint_resumes_on_another_number_of_processes(tmp_path, model_dir
     _assert_same_run(whole, out)
 
 
-def test_a_method_without_data_parallel_is_refused_before_any_work():
+def test_a_method_without_data_parallel_is_refused_before_any_work(tmp_path, capsys):
     from lmprune.config import load_config
     from lmprune.recipes.train import check_data_parallel
 
@@ -159,3 +159,7 @@ def test_a_method_without_data_parallel_is_refused_before_any_work():
     with pytest.raises(LmpruneError, match="apt.salience=fisher"):
         check_data_parallel(load_config("train-apt", ["apt.salience=outlier"]))
     check_data_parallel(load_config("train-apt", ["apt.salience=fisher"]))
+    # the CLI refuses before it launches anything
+    assert main(["train", "--method", "cofi", "--num-gpus", "2", "--device", "cpu",
+                 "--out", str(tmp_path / "x")]) != 0
+    assert not (tmp_path / "x").exists()

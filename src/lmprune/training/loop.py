@@ -25,7 +25,7 @@ Choices:
 * devices through accelerate (``Accelerator().device``, ``backward``, autocast);
 * **data parallel** (``accelerate launch``, ``lmprune train --num-gpus N``): every process draws
   the same global batch and runs its row shard with a weighted loss; after backward the
-  gradients of every trained tensor (the model's, the method's masks, gates and multipliers)
+  gradients of every trained tensor (the model's, and the method's own: APT's masks)
   are all-reduced through accelerate and averaged, so every process takes the same optimizer
   step and the same decisions as one process would
   (:class:`~lmprune.training.distributed.DataParallel`). An all-reduce of the gradients rather
