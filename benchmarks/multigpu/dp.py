@@ -6,7 +6,7 @@ WordPiece when the offline package is installed, else lmprune's character tokeni
 off so that the two runs differ only by float round-off. APT then fine-tunes it on the offline
 ``foods`` task at 60% sparsity (Fisher salience: the salience data parallelism keeps exact,
 see docs/multigpu.md) twice, through the CLI: on one GPU, and with ``--num-gpus 2``
-(accelerate launch, DDP), with the same seed and global batch. Recorded per run: training
+(accelerate launch, gradients all-reduced), with the same seed and global batch. Recorded per run: training
 examples per second of the training clock (evaluations excluded), the pruning log, the kept
 parameters, and whether the final models agree (the same tensor shapes, i.e. the same kept
 widths everywhere, and the largest relative weight difference).
