@@ -68,7 +68,7 @@ class DataParallel:
 
     # --- gradients and numbers -------------------------------------------------------
     def average_grads(self, params: Iterable[torch.Tensor]) -> None:
-        """Average the gradients of trained tensors outside the DDP-wrapped model."""
+        """Average the gradients of ``params`` over the processes (one all-reduce per dtype)."""
         if not self.active:
             return
         tensors = [p.grad for p in params if p.grad is not None]
