@@ -4,8 +4,9 @@ A BERT-base-shape encoder (12 layers, hidden 768, 12 heads, FFN 3072: the RoBERT
 MPNet-base body) with random weights is saved once with a tokenizer (all-MiniLM-L6-v2's
 WordPiece when the offline package is installed, else lmprune's character tokenizer); dropout is
 off so that the two runs differ only by float round-off. APT then fine-tunes it on the offline
-``foods`` task at 60% sparsity twice, through the CLI: on one GPU, and with ``--num-gpus 2``
-(accelerate launch, DDP), with the same seed and global batch. Recorded per run: training
+``foods`` task at 60% sparsity (Fisher salience: the salience data parallelism keeps exact,
+see docs/multigpu.md) twice, through the CLI: on one GPU, and with ``--num-gpus 2``
+(accelerate launch, gradients all-reduced), with the same seed and global batch. Recorded per run: training
 examples per second of the training clock (evaluations excluded), the pruning log, the kept
 parameters, and whether the final models agree (the same tensor shapes, i.e. the same kept
 widths everywhere, and the largest relative weight difference).
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
     settings = [f"train.batch_size={batch}", f"train.max_steps={steps}", "train.epochs=100",
                 f"train.eval_every={steps // 2}", "train.measure=false", "train.progress=false",
                 "train.max_eval_samples=256", "train.test_split=null", "train.resume=false",
-                f"apt.prune_start={start}", "apt.events=4",
+                f"apt.prune_start={start}", "apt.events=4", "apt.salience=fisher",
                 f"apt.prune_stop_epochs={stop * batch / 4000:.4f}", "output.overwrite=true"]
     if args.quick:
         settings += ["train.max_train_samples=96", "train.max_eval_samples=16"]

@@ -2,7 +2,8 @@
 
 ``lmprune train --num-gpus 2 ...`` runs ``accelerate launch --num_processes 2 --multi_gpu -m
 lmprune train ...`` (the same arguments, without ``--num-gpus``): accelerate starts the
-processes, one per GPU, and PyTorch DDP synchronizes them (lmprune.training.distributed).
+processes, one per GPU, and their gradients are averaged every step through accelerate
+(lmprune.training.distributed).
 With ``--device cpu`` the processes run on the CPU (gloo), which is how the tests run it
 (``--multi_gpu`` is accelerate's torchrun launcher; ``--cpu`` would start one process).
 """

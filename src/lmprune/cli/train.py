@@ -50,7 +50,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_device_argument(parser)
     parser.add_argument("--num-gpus", type=int, metavar="N", dest="num_gpus",
                         help="train data parallel on N GPUs: runs `accelerate launch "
-                             "--num_processes N -m lmprune train ...` (PyTorch DDP); "
+                             "--num_processes N -m lmprune train ...` (apt, ft, lora); "
                              "train.batch_size stays the global batch, split over the GPUs. "
                              "With --device cpu: N CPU processes (gloo)")
     parser.add_argument("overrides", metavar="key=value", nargs="*",
@@ -67,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
         raise LmpruneError(f"--num-gpus must be >= 1, got {args.num_gpus}")
     run_config = load_config(args.config, overrides_from_flags(args, FLAGS))
     if (args.num_gpus or 1) > 1 and not launched():
+        from lmprune.recipes.train import check_data_parallel
+
+        check_data_parallel(run_config)  # before any process starts
         return relaunch(args.argv, args.num_gpus, run_config.device)
     outcome = run_train(run_config)
     if outcome.metrics is None:  # a process other than the first: process 0 reports

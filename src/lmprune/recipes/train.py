@@ -87,8 +87,16 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
     from lmprune.config.loader import to_dict
     from lmprune.training.checkpoint import TrainCheckpoints
 
+    from lmprune.training.loop import data_parallel
+
     started = time.perf_counter()
-    out = prepare_output(run, log)
+    accelerator = Accelerator(**accelerator_kwargs(run.device))
+    dp = data_parallel(accelerator)
+    if dp.active:
+        check_data_parallel(run)
+    if not dp.is_main:
+        log = _quiet
+    out = prepare_output(run, log) if dp.is_main else Path(run.output.dir)
     check_train(run)  # names and paths, before anything loads
     device = resolve_device(run.device)
     dtype = resolve_dtype(run.model.dtype, device, "training")
@@ -99,8 +107,12 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
     run = fit_train_lengths(run, source, log)
     cfg = run.train
     checkpoints = TrainCheckpoints(out, to_dict(run))  # the config as run (lengths fitted)
-    if checkpoints.open(resume=cfg.resume):
+    if dp.is_main and checkpoints.open(resume=cfg.resume):
         log(f"[train] resuming the killed run kept in {checkpoints.dir}")
+    dp.barrier()  # the others read the checkpoints process 0 kept
+    if dp.active:
+        log(f"[train] data parallel over {dp.world} processes: global batch "
+            f"{cfg.batch_size}, about {-(-cfg.batch_size // dp.world)} rows each")
     log(f"[train] {cfg.method} on {run.model.name} / {cfg.task} ({task.kind}, metric "
         f"{task.metric}), sparsity {cfg.sparsity if cfg.method in PRUNING else 0}")
     loaded = load_model(source, task.head, num_labels=task.num_labels or None,
@@ -111,7 +123,6 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
     task.prepare_model(model, tokenizer)
     train = task.encode(tokenizer, "train", cfg.max_len, cfg.max_train_samples, run.seed)
     dev = task.encode(tokenizer, cfg.eval_split, cfg.max_len, cfg.max_eval_samples, run.seed)
-    accelerator = Accelerator(**accelerator_kwargs(run.device))
     model.to(accelerator.device)
     announce("train", accelerator.device, dtype, log)
     ctx = TrainContext(run, task, tokenizer, train, dev, accelerator, family,
@@ -125,6 +136,10 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
         f"{task.metric} before training:")
     ctx.evaluate(model, None, phase="start")
     log(f"[train]   {ctx.curve[-1]['metric']:.4f}")
+    if not dp.is_main:  # trains in step with process 0, which measures and writes
+        run_method(ctx, model)
+        dp.barrier()
+        return TrainOutcome(out, None)
     with staged_output(out) as stage:
         with track_peak_memory(accelerator.device) as train_memory:
             model, info = run_method(ctx, model)
@@ -149,9 +164,32 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
         from lmprune.reporting.train_report import write_train_report
 
         write_train_report(stage, metrics)
+    dp.barrier()  # every process has finished training before the checkpoints go
     checkpoints.close()
     log(f"[train] done: {out}/report.md")
     return TrainOutcome(out, metrics)
+
+
+#: methods whose data-parallel run takes the same steps and decisions as one process
+DATA_PARALLEL = ("apt", "ft", "lora")
+
+
+def check_data_parallel(run) -> None:
+    """Refuse, before any work, a launched run that data parallelism would not keep exact."""
+    method = run.train.method
+    if method not in DATA_PARALLEL:
+        raise LmpruneError(f"train.method={method} does not run data parallel yet (it runs "
+                           f"in one process: drop --num-gpus); data parallel: "
+                           f"{', '.join(DATA_PARALLEL)}")
+    if method == "apt" and run.apt.salience == "outlier":
+        raise LmpruneError("apt.salience=outlier does not run data parallel yet (its "
+                           "activation x gradient sums are not summed over the processes); "
+                           "use apt.salience=fisher or magnitude with --num-gpus, or one "
+                           "process")
+
+
+def _quiet(*args, **kwargs) -> None:
+    """The log of a process other than the first: process 0 speaks for the run."""
 
 
 def _test(task, tokenizer, model, cfg, seed, device, log) -> dict | None:

@@ -316,6 +316,10 @@ class APTMethod(TrainMethod):
             self.ema.update(scores)
         self._observe_adapters(model)
 
+    def grad_tensors(self):
+        masks = getattr(self, "masks", None)
+        return list(_flat(masks).values()) if masks is not None else []
+
     def _observe_adapters(self, model: nn.Module) -> None:
         """EMA of each adapter's importance (what adaptive rank growth ranks by)."""
         if self.cfg.rank_growth != "adaptive" or not self.adapters:

@@ -1,28 +1,25 @@
-"""Data-parallel ``lmprune train`` on accelerate, with PyTorch DDP underneath.
+"""Data-parallel ``lmprune train`` on accelerate.
 
 ``accelerate launch --num_processes N -m lmprune train ...`` (or ``lmprune train --num-gpus N``,
 which runs exactly that) starts N processes. Each one holds the whole model; every optimizer
 step draws the same *global* batch (``train.batch_size`` examples, the seeded order of a
 single-process run), collates it once (so padding is the same) and runs its share of the rows:
 contiguous slices of ``ceil(B / N)`` rows, the loss of a slice weighted by
-``rows * N / B`` so that DDP's average of the processes' gradients is the gradient of the mean
+``rows * N / B`` so that the average of the processes' gradients is the gradient of the mean
 loss over the global batch, exactly as in one process.
 
-What keeps N processes in the state one process would be in:
+What keeps N processes in the state one process would be in (:func:`lmprune.training.loop.run_loop`):
 
-* **gradients**: the model is wrapped in DDP (``accelerator.prepare_model``) and re-wrapped
-  whenever a method changes its tensors (APT's compaction and rank growth), so DDP's buckets
-  always match the current parameters; tensors the optimizer trains outside the model (masks,
-  CoFi's gates and Lagrange multipliers) get their gradients averaged by :meth:`average_grads`;
-* **statistics behind decisions**: a method sums what it measures on its rows across the
-  processes (:meth:`sum`, one all-reduce of all tensors) before it decides anything: APT's
-  salience factors and outlier statistics, Fisher sums. Every process then takes the same
-  decision from the same numbers; the masks are broadcast from process 0 afterwards
-  (:meth:`broadcast`), so float round-off can never split the processes;
-* **evaluations**: process 0 evaluates and the metric is broadcast (APT's teacher snapshots
-  depend on it);
+* **gradients**: after backward the gradients of every trained tensor (the model's, and the
+  tensors a method trains or reads outside it, such as APT's masks) are all-reduced
+  through accelerate and averaged (:meth:`DataParallel.average_grads`). Not a DDP wrapper:
+  APT compacts the model and grows adapter ranks mid-run, and an all-reduce after backward
+  needs no re-wrapping; every process applies the same compaction to the same numbers;
+* **decisions**: taken from the averaged gradients and identical weights, hence the same on
+  every process (APT with Fisher, magnitude or random salience; see ``DATA_PARALLEL`` in
+  :mod:`lmprune.recipes.train` for what is refused);
 * **outputs**: only process 0 writes (checkpoints, the final model, metrics, the report);
-  checkpoints hold the unwrapped model and optimizer, so they resume on any number of GPUs.
+  checkpoints hold the plain model and optimizer, so they resume on any number of processes.
 
 With one process every operation here is a no-op.
 """
@@ -32,7 +29,6 @@ import math
 from collections.abc import Iterable, Mapping
 
 import torch
-from torch import nn
 
 
 class DataParallel:
@@ -42,7 +38,6 @@ class DataParallel:
         self.accelerator = accelerator
         self.world = accelerator.num_processes if accelerator is not None else 1
         self.rank = accelerator.process_index if accelerator is not None else 0
-        self._wrapped: nn.Module | None = None
 
     @property
     def active(self) -> bool:
@@ -71,38 +66,14 @@ class DataParallel:
         return ({k: v[rows.start:rows.stop] for k, v in batch.items()},
                 len(rows) * self.world / n)
 
-    # --- the model ----------------------------------------------------------------------
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """``model`` wrapped in DDP (a fresh wrapper after every structure change; the previous
-        one is released); ``model`` itself with one process."""
-        if not self.active:
-            return model
-        if self._wrapped is not None:
-            self.accelerator.free_memory(self._wrapped)
-        self._wrapped = self.accelerator.prepare_model(model)
-        return self._wrapped
-
-    def release(self) -> None:
-        """Drop the DDP wrapper (after training)."""
-        if self._wrapped is not None:
-            self.accelerator.free_memory(self._wrapped)
-            self._wrapped = None
-
+    # --- gradients and numbers -------------------------------------------------------
     def average_grads(self, params: Iterable[torch.Tensor]) -> None:
-        """Average the gradients of trained tensors outside the DDP-wrapped model."""
+        """Average the gradients of ``params`` over the processes (one all-reduce per dtype)."""
         if not self.active:
             return
         tensors = [p.grad for p in params if p.grad is not None]
         for tensor, total in zip(tensors, self._all_reduce(tensors)):
             tensor.copy_(total / self.world)
-
-    # --- statistics and decisions -------------------------------------------------------
-    def sum(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``{key: sum over the processes}`` in one all-reduce (per dtype and device)."""
-        if not self.active or not tensors:
-            return dict(tensors)
-        keys = list(tensors)
-        return dict(zip(keys, self._all_reduce([tensors[k] for k in keys])))
 
     def mean(self, value: float | torch.Tensor) -> float:
         """The mean of a number over the processes."""
@@ -110,25 +81,6 @@ class DataParallel:
             return float(value)
         tensor = torch.as_tensor(value, dtype=torch.float64, device=self.accelerator.device)
         return float(self._all_reduce([tensor])[0]) / self.world
-
-    def broadcast(self, tensors: Iterable[torch.Tensor]) -> None:
-        """Overwrite ``tensors`` (in place) with process 0's values."""
-        if not self.active:
-            return
-        from accelerate.utils import broadcast
-
-        for tensor in tensors:
-            broadcast(tensor.data, from_process=0)
-
-    def broadcast_object(self, obj):
-        """Process 0's ``obj`` (picklable) on every process."""
-        if not self.active:
-            return obj
-        from accelerate.utils import broadcast_object_list
-
-        box = [obj]
-        broadcast_object_list(box, from_process=0)
-        return box[0]
 
     def barrier(self) -> None:
         if self.active:

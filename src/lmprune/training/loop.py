@@ -22,9 +22,15 @@ Choices:
   still trained is carried over (new tensors start fresh, as in APT);
 * with a checkpoint (``lmprune train``: ``DIR.partial``), the state after every evaluation is
   saved and a rerun resumes from it (:mod:`lmprune.training.checkpoint`);
-* devices through accelerate (``Accelerator().device``, ``backward``, autocast). Training is
-  single-process: the masked and growing methods change shapes mid-run, which DDP does not
-  allow.
+* devices through accelerate (``Accelerator().device``, ``backward``, autocast);
+* **data parallel** (``accelerate launch``, ``lmprune train --num-gpus N``): every process draws
+  the same global batch and runs its row shard with a weighted loss; after backward the
+  gradients of every trained tensor (the model's, and the method's own: APT's masks)
+  are all-reduced through accelerate and averaged, so every process takes the same optimizer
+  step and the same decisions as one process would
+  (:class:`~lmprune.training.distributed.DataParallel`). An all-reduce of the gradients rather
+  than a DDP wrapper: APT compacts the model and grows adapter ranks mid-run, and this way
+  nothing has to be re-wrapped. Only process 0 writes checkpoints.
 """
 from __future__ import annotations
 
@@ -161,6 +167,25 @@ def build_optimizer(method: TrainMethod, model, lr: float, weight_decay: float,
     return optimizer
 
 
+def data_parallel(accelerator: Any):
+    """The processes of this run (:class:`~lmprune.training.distributed.DataParallel`)."""
+    from lmprune.training.distributed import DataParallel
+
+    return DataParallel(accelerator if getattr(accelerator, "num_processes", 1) > 1 else None)
+
+
+def synced_tensors(model, optimizer, method: TrainMethod) -> list[torch.Tensor]:
+    """Every tensor whose gradient the processes average, once each: the optimizer's, the
+    model's trainable parameters and the method's own (:meth:`TrainMethod.grad_tensors`)."""
+    seen, out = set(), []
+    for t in [*(p for g in optimizer.param_groups for p in g["params"]),
+              *(p for p in model.parameters() if p.requires_grad), *method.grad_tensors()]:
+        if id(t) not in seen:
+            seen.add(id(t))
+            out.append(t)
+    return out
+
+
 def run_loop(model, method: TrainMethod, features: list[dict], collate: Callable[[list], dict],
              settings: LoopSettings, accelerator: Any, clock: Clock,
              on_eval: Callable[[int], None] | None = None, checkpoint=None) -> LoopResult:
@@ -188,9 +213,10 @@ def run_loop(model, method: TrainMethod, features: list[dict], collate: Callable
         result = LoopResult(first, list(saved["losses"]), saved["rebuilds"], list(saved["costs"]))
         set_rng_state(saved["rng"])
     device = accelerator.device
+    dp = data_parallel(accelerator)
     model.train()
     bar = tqdm(total=settings.total_steps, desc=settings.phase, unit="step", dynamic_ncols=True,
-               disable=not settings.progress)
+               disable=not settings.progress or not dp.is_main)
     interval = (first, clock.seconds)  # first step and clock time of the current interval
     if device.type == "cuda":
         from lmprune.evaluation.memory import interval_peak
@@ -208,13 +234,17 @@ def run_loop(model, method: TrainMethod, features: list[dict], collate: Callable
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * (1.0 if group.get("constant_lr") else factor)
             idx = batch_indices(step, len(features), settings.batch_size, settings.seed)
-            batch = {k: v.to(device) for k, v in collate([features[i] for i in idx]).items()}
+            part, weight = dp.shard(collate([features[i] for i in idx]))
+            batch = {k: v.to(device) for k, v in part.items()}
             with accelerator.autocast():
                 loss = method.loss(model, batch, step)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{settings.phase}: loss is {float(loss)} at step {step}"
                                          f"; lower the learning rate (train.lr)")
-            accelerator.backward(loss)
+            accelerator.backward(loss * weight if dp.active else loss)
+            if dp.active:
+                dp.average_grads(synced_tensors(model, optimizer, method))
+                loss = torch.tensor(dp.mean(loss.detach() * weight))
             method.after_backward(model, step)
             params = [p for g in optimizer.param_groups if g.get("clip", True) for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
@@ -237,7 +267,7 @@ def run_loop(model, method: TrainMethod, features: list[dict], collate: Callable
                     if on_eval is not None:
                         on_eval(step + 1)
                         model.train()
-                    if checkpoint is not None:
+                    if checkpoint is not None and dp.is_main:
                         checkpoint.save(step + 1, model, optimizer, method, result)
                 interval = (step + 1, clock.seconds)
     finally:

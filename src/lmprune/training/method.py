@@ -38,6 +38,11 @@ class TrainMethod:
     def after_backward(self, model: nn.Module, step: int) -> None:
         """Gradients are in ``.grad`` here, before clipping and the optimizer step."""
 
+    def grad_tensors(self):
+        """Tensors outside the optimizer whose gradients a decision reads (APT's Fisher
+        salience reads its masks'): data-parallel processes average them too."""
+        return ()
+
     def schedule_restarts(self, total_steps: int) -> tuple[int, ...]:
         """Steps at which the optimizer starts afresh and the learning-rate warm-up/decay runs
         again over the remaining steps (CoFi: when pruning starts); none by default."""
