@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     settings = [f"train.batch_size={batch}", f"train.max_steps={steps}", "train.epochs=100",
                 f"train.eval_every={steps // 2}", "train.measure=false", "train.progress=false",
                 "train.max_eval_samples=256", "train.test_split=null", "train.resume=false",
-                f"apt.prune_start={start}", "apt.events=4", "apt.salience=fisher",
+                f"apt.prune_start={start}", "apt.events=4",
                 f"apt.prune_stop_epochs={stop * batch / 4000:.4f}", "output.overwrite=true"]
     if args.quick:
         settings += ["train.max_train_samples=96", "train.max_eval_samples=16"]

@@ -85,11 +85,15 @@ def _assert_same_run(a: Path, b: Path) -> None:
                                                            rel=1e-4)
 
 
-@pytest.mark.parametrize("method", ["apt", "ft", "lora"])
+@pytest.mark.parametrize("method", ["apt", "apt-outlier", "ft", "lora"])
 def test_two_processes_train_as_one_and_only_the_first_writes(tmp_path, model_dir, method):
+    """``apt-outlier``: APT's default salience, whose activation and gradient sums (and the
+    mean activation of its outlier term) are summed over the processes before the products."""
     one, two = tmp_path / "one", tmp_path / "two"
-    assert main(_args(model_dir, method, one, 6, 3)) == 0
-    _run(_args(model_dir, method, two, 6, 3), 2)
+    extra = ["apt.salience=outlier"] if method == "apt-outlier" else []
+    method = method.split("-")[0]
+    assert main([*_args(model_dir, method, one, 6, 3), *extra]) == 0
+    _run([*_args(model_dir, method, two, 6, 3), *extra], 2)
     _assert_same_run(one, two)
     # one output folder, written once: no partial checkpoints or staging folders left over
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
@@ -156,9 +160,8 @@ def test_a_method_without_data_parallel_is_refused_before_any_work(tmp_path, cap
     run = load_config("train-apt", ["train.method=cofi"])
     with pytest.raises(LmpruneError, match="data parallel: apt, ft, lora"):
         check_data_parallel(run)
-    with pytest.raises(LmpruneError, match="apt.salience=fisher"):
-        check_data_parallel(load_config("train-apt", ["apt.salience=outlier"]))
-    check_data_parallel(load_config("train-apt", ["apt.salience=fisher"]))
+    for salience in ("outlier", "fisher", "magnitude", "random"):  # every APT salience
+        check_data_parallel(load_config("train-apt", [f"apt.salience={salience}"]))
     # the CLI refuses before it launches anything
     assert main(["train", "--method", "cofi", "--num-gpus", "2", "--device", "cpu",
                  "--out", str(tmp_path / "x")]) != 0

@@ -181,11 +181,6 @@ def check_data_parallel(run) -> None:
         raise LmpruneError(f"train.method={method} does not run data parallel yet (it runs "
                            f"in one process: drop --num-gpus); data parallel: "
                            f"{', '.join(DATA_PARALLEL)}")
-    if method == "apt" and run.apt.salience == "outlier":
-        raise LmpruneError("apt.salience=outlier does not run data parallel yet (its "
-                           "activation x gradient sums are not summed over the processes); "
-                           "use apt.salience=fisher or magnitude with --num-gpus, or one "
-                           "process")
 
 
 def _quiet(*args, **kwargs) -> None:

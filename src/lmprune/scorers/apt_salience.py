@@ -92,8 +92,14 @@ def outlier_term(weight_cols: Tensor, act: Tensor, group_size: int = 1) -> Tenso
     block. ``weight_cols`` is ``[d_out, channels]`` (an output projection's weight), ``act``
     ``[..., channels]``. For a neuron (group 1) ``O`` is a scaled column, so the term is the
     column's own kurtosis whenever the mean activation is non-zero."""
-    mean_act = _real(act).reshape(-1, act.shape[-1]).mean(0)
-    out = _real(weight_cols) * mean_act  # [d_out, channels]
+    return outlier_from_mean(weight_cols, _real(act).reshape(-1, act.shape[-1]).mean(0),
+                             group_size)
+
+
+def outlier_from_mean(weight_cols: Tensor, mean_act: Tensor, group_size: int = 1) -> Tensor:
+    """:func:`outlier_term` from the mean activation per channel (what processes that each
+    saw part of a batch can agree on: sums and counts add up)."""
+    out = _real(weight_cols) * mean_act.to(weight_cols.device)  # [d_out, channels]
     if out.shape[1] % group_size:
         raise LmpruneError(f"{out.shape[1]} channels do not split into groups of {group_size}")
     blocks = out.reshape(out.shape[0], -1, group_size).transpose(0, 1).reshape(
@@ -105,8 +111,13 @@ def hidden_outlier_term(weight_cols: Tensor, act: Tensor) -> Tensor:
     """Per hidden channel ``i`` of one output projection: ``sqrt(max(Kurt_excess(O[i, :]), 0))``
     with ``O`` as in :func:`outlier_term` (the repo's ``kurtosis(activation.permute(1, 0))``
     for FFNs; summed over every projection for the hidden score)."""
-    mean_act = _real(act).reshape(-1, act.shape[-1]).mean(0)
-    out = _real(weight_cols) * mean_act
+    return hidden_outlier_from_mean(weight_cols,
+                                    _real(act).reshape(-1, act.shape[-1]).mean(0))
+
+
+def hidden_outlier_from_mean(weight_cols: Tensor, mean_act: Tensor) -> Tensor:
+    """:func:`hidden_outlier_term` from the mean activation per channel."""
+    out = _real(weight_cols) * mean_act.to(weight_cols.device)
     return kurtosis(out, dim=1, excess=True).clamp_min(0).sqrt()
 
 
@@ -191,7 +202,7 @@ class SalienceCollector:
 
     def __init__(self, model: nn.Module, structure: ModelStructure | None = None,
                  use_kurtosis: bool = True, hidden: bool = False,
-                 outlier_scale: str = "raw", alive=None) -> None:
+                 outlier_scale: str = "raw", alive=None, processes=None) -> None:
         if outlier_scale not in OUTLIER_SCALES:
             raise LmpruneError(f"unknown outlier_scale {outlier_scale!r}; use one of "
                                f"{', '.join(OUTLIER_SCALES)}")
@@ -204,6 +215,11 @@ class SalienceCollector:
         self._handles: list = []
         self._scores: dict[tuple[str, str], Tensor] = {}
         self._outliers: dict[tuple[str, str], Tensor] = {}
+        # data parallel (lmprune.training.distributed.DataParallel, active): each process sees
+        # some rows, so the factors are kept per forward call and summed over the processes
+        # before the products (_settle); one process computes them at once
+        self.processes = processes if processes is not None and processes.active else None
+        self._calls: list[dict] = []
 
     def _alive_rows(self, weight: Tensor) -> Tensor:
         """The output projection's rows in alive hidden channels (all rows without ``alive``)."""
@@ -225,6 +241,10 @@ class SalienceCollector:
             if not (torch.is_grad_enabled() and h.requires_grad):
                 return
             abs_sum = _real(h).abs().reshape(-1, h.shape[-1]).sum(0)
+            if self.processes is not None:
+                self._defer((kind, site), h, abs_sum, group_size,
+                            self._alive_rows(module.weight) if self.use_kurtosis else None)
+                return
             outlier = (outlier_term(self._alive_rows(module.weight), h, group_size)
                        if self.use_kurtosis else None)
 
@@ -243,6 +263,13 @@ class SalienceCollector:
             if not (torch.is_grad_enabled() and output.requires_grad):
                 return
             abs_sum = _real(output).abs().reshape(-1, output.shape[-1]).sum(0)
+            if self.processes is not None:
+                weight, act = module.weight, inputs[0]
+                if cols is not None:
+                    weight, act = weight[:, cols.to(weight.device)], act[..., cols.to(act.device)]
+                self._defer(("hidden", ""), act, abs_sum, 0,
+                            weight if self.use_kurtosis else None, grad_of=output)
+                return
             outlier = None
             if self.use_kurtosis:
                 weight, act = module.weight, inputs[0]
@@ -262,8 +289,51 @@ class SalienceCollector:
             output.register_hook(on_grad)
         return hook
 
+    def _defer(self, key: tuple[str, str], act: Tensor, abs_sum: Tensor, group_size: int,
+               weight: Tensor | None, grad_of: Tensor | None = None) -> None:
+        """Keep one forward call's factors (data parallel); the gradient's arrives later.
+        ``group_size`` 0 marks the hidden score (no grouping, its own outlier term)."""
+        flat = _real(act).detach().reshape(-1, act.shape[-1])
+        counts = 0.0 if getattr(self.processes, "idle", False) else 1.0  # a stand-in row
+        call = {"key": key, "group": group_size, "a": abs_sum.detach().float() * counts,
+                "s": flat.float().sum(0) * counts,
+                "n": torch.tensor([flat.shape[0] * counts], device=flat.device),
+                "w": None if weight is None else weight.detach().clone()}
+        self._calls.append(call)
+
+        def on_grad(grad: Tensor) -> None:
+            call["g"] = _real(grad).detach().abs().reshape(-1, grad.shape[-1]).sum(0).float()
+
+        (act if grad_of is None else grad_of).register_hook(on_grad)
+
+    def _settle(self) -> None:
+        """Sum the kept factors over the processes, then form the scores as one process
+        would from the whole batch: ``(Σ|g|)·(Σ|h|)`` per channel (the gradients divided by
+        the process count, as the averaged gradients are) and the outlier term from the
+        mean activation ``Σh / Σrows``."""
+        calls = [c for c in self._calls if "g" in c]
+        self._calls = []
+        if not calls:
+            return
+        parts = [t for c in calls for t in (c["a"], c["g"], c["s"], c["n"])]
+        summed = self.processes.sum(parts)
+        world = self.processes.world
+        for i, call in enumerate(calls):
+            a, g, s, n = summed[4 * i: 4 * i + 4]
+            g = g / world
+            key, group = call["key"], call["group"]
+            score = g * a if group == 0 else _group_sum(g * a, group)
+            self._scores[key] = self._scores.get(key, 0) + score
+            if call["w"] is not None:
+                mean = s / n
+                outlier = (hidden_outlier_from_mean(call["w"], mean) if group == 0
+                           else outlier_from_mean(call["w"], mean, group))
+                if group == 0 and self.alive is not None and self.alive.hidden is not None:
+                    outlier = outlier * (self.alive.hidden != 0).to(outlier)
+                self._outliers[key] = self._outliers.get(key, 0) + outlier
+
     def __enter__(self) -> SalienceCollector:
-        self._scores, self._outliers = {}, {}
+        self._scores, self._outliers, self._calls = {}, {}, []
         for site in self.structure.attention:
             module = self.model.get_submodule(site.o)
             self._handles.append(module.register_forward_pre_hook(
@@ -288,6 +358,8 @@ class SalienceCollector:
 
     def _combined(self) -> dict[tuple[str, str], Tensor]:
         """S~ plus the outlier term, scaled per block kind as ``outlier_scale`` says."""
+        if self.processes is not None:
+            self._settle()
         out = dict(self._scores)
         for kind in ("heads", "neurons", "hidden"):
             keys = [k for k in self._outliers if k[0] == kind and k in self._scores]

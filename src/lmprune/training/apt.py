@@ -55,6 +55,7 @@ from lmprune.training.apt_space import UnitSpace, adapter_roles, spec_channels, 
 from lmprune.training.apt_state import apt_state, restore_apt
 from lmprune.training.apt_teacher import APTTeacher, clone_masks
 from lmprune.training.compaction import compact
+from lmprune.training.loop import data_parallel
 from lmprune.training.method import TrainMethod, unfreeze_heads
 from lmprune.tuners.apt_adapter import APTLinear, apply_apt, apt_modules, merge_apt
 
@@ -126,6 +127,7 @@ class APTMethod(TrainMethod):
     def setup(self, model: nn.Module, ctx=None) -> nn.Module:
         cfg = self.cfg
         self.structure = describe(model)  # the dense model: the index space of all state
+        self.processes = data_parallel(getattr(ctx, "accelerator", None))
         self.kinds = tuple(k for k in ("heads", "neurons", "hidden") if k in cfg.structures)
         self.cost = CostModel.of(model, self.structure)
         self.dense_cost = self.cost.total()
@@ -263,7 +265,8 @@ class APTMethod(TrainMethod):
         return sal.SalienceCollector(model, self.space.current, use_kurtosis=self.cfg.kurtosis,
                                      hidden="hidden" in self.kinds,
                                      outlier_scale=self.cfg.outlier_scale,
-                                     alive=self.space.collector_alive())
+                                     alive=self.space.collector_alive(),
+                                     processes=self.processes)
 
     def loss(self, model: nn.Module, batch: dict, step: int) -> torch.Tensor:
         distilling = self._distilling(step)

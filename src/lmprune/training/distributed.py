@@ -38,6 +38,7 @@ class DataParallel:
         self.accelerator = accelerator
         self.world = accelerator.num_processes if accelerator is not None else 1
         self.rank = accelerator.process_index if accelerator is not None else 0
+        self.idle = False  # this process ran no row of the current batch (shard)
 
     @property
     def active(self) -> bool:
@@ -61,7 +62,8 @@ class DataParallel:
         if not self.active:
             return dict(batch), 1.0
         rows = self.rows(n)
-        if len(rows) == 0:
+        self.idle = len(rows) == 0  # what this process measures of the batch must not count
+        if self.idle:
             return {k: v[:1] for k, v in batch.items()}, 0.0
         return ({k: v[rows.start:rows.stop] for k, v in batch.items()},
                 len(rows) * self.world / n)
@@ -81,6 +83,11 @@ class DataParallel:
             return float(value)
         tensor = torch.as_tensor(value, dtype=torch.float64, device=self.accelerator.device)
         return float(self._all_reduce([tensor])[0]) / self.world
+
+    def sum(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The sums of ``tensors`` over the processes (one all-reduce per dtype and device),
+        e.g. the factors of APT's outlier-aware salience (lmprune.scorers.apt_salience)."""
+        return self._all_reduce(tensors) if self.active else list(tensors)
 
     def barrier(self) -> None:
         if self.active:

@@ -171,7 +171,13 @@ def data_parallel(accelerator: Any):
     """The processes of this run (:class:`~lmprune.training.distributed.DataParallel`)."""
     from lmprune.training.distributed import DataParallel
 
-    return DataParallel(accelerator if getattr(accelerator, "num_processes", 1) > 1 else None)
+    if getattr(accelerator, "num_processes", 1) <= 1:
+        return DataParallel(None)
+    dp = getattr(accelerator, "_lmprune_data_parallel", None)  # one per run: the loop's shard
+    if dp is None:  # state (idle) is read by the method's statistics
+        dp = DataParallel(accelerator)
+        accelerator._lmprune_data_parallel = dp
+    return dp
 
 
 def synced_tensors(model, optimizer, method: TrainMethod) -> list[torch.Tensor]:
