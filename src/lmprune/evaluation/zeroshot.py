@@ -7,9 +7,11 @@ lmprune defines from its bundled data (``wordnet-defs``). The model is wrapped i
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -107,6 +109,31 @@ def write_offline_tasks(directory: Path, tasks: list[str]) -> None:
             task=task, data_file=data_file, dataset=dataset, split=split))
 
 
+@contextlib.contextmanager
+def _quiet_git_hash():
+    """lm-eval records ``git describe`` of the working directory and lets git print
+    "fatal: not a git repository" on stderr outside one; ask git quietly instead."""
+    import lm_eval.evaluator as evaluator
+
+    def git_hash() -> str | None:
+        try:
+            out = subprocess.run(["git", "describe", "--always"], capture_output=True,
+                                 text=True, check=False)
+        except OSError:
+            return None
+        return out.stdout.strip() or None
+
+    original = getattr(evaluator, "get_git_commit_hash", None)
+    if original is None:  # another lm-eval layout: leave it alone
+        yield
+        return
+    evaluator.get_git_commit_hash = git_hash
+    try:
+        yield
+    finally:
+        evaluator.get_git_commit_hash = original
+
+
 def zero_shot(model, tokenizer, tasks: list[str], limit: int | None = None,
               batch_size: int = 8, max_length: int | None = None) -> dict[str, dict]:
     """Accuracy per task: ``{task: {"acc", "acc_norm", "acc_stderr", "n"}}``."""
@@ -124,8 +151,10 @@ def zero_shot(model, tokenizer, tasks: list[str], limit: int | None = None,
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
                   max_length=max_length)
         try:
-            output = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager,
-                                             limit=limit, log_samples=False)
+            with _quiet_git_hash():
+                output = lm_eval.simple_evaluate(model=lm, tasks=list(tasks),
+                                                 task_manager=manager, limit=limit,
+                                                 log_samples=False)
         except (ConnectionError, OSError) as err:
             raise LmpruneError(f"could not load the data of {tasks}: {err}. The paper's tasks "
                                f"need the Hugging Face hub; offline, use {list(OFFLINE_TASKS)}") from err
