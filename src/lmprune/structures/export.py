@@ -172,18 +172,11 @@ def atomic_directory(path: Path, overwrite: bool = False):
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise LmpruneError(f"{path} already exists and is not empty; choose another directory "
                            "or pass overwrite=True (CLI: output.overwrite=true)")
-    from lmprune.outputs import make_stage, remove_stale_stages
+    from lmprune.outputs import remove_stale_stages, staged_dir
 
     remove_stale_stages(path)
-    tmp = make_stage(path)
-    try:
+    with staged_dir(path) as tmp:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write(model, tmp: Path, tokenizer, plan) -> SaveResult:
