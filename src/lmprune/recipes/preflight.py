@@ -74,7 +74,7 @@ def run_dir(field: str, path: str | None) -> Check:
 
 
 def reference(value: str | None) -> Check:
-    from lmprune.recipes.train import resolve_reference
+    from lmprune.recipes.upstream import resolve_reference
 
     return "train.reference", lambda: resolve_reference(value)
 

@@ -12,7 +12,6 @@ run (:mod:`lmprune.training.checkpoint`).
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,8 @@ from lmprune.errors import LmpruneError
 from lmprune.device import (accelerator_kwargs, announce, describe_device, resolve_device,
                              resolve_dtype)
 from lmprune.recipes.prune import prepare_output, seed_everything, staged_output
-from lmprune.recipes.upstream import pipeline_memory, source_model, upstream_runs
+from lmprune.recipes.upstream import (pipeline_memory, resolve_reference, source_model,
+                                      upstream_runs)
 from lmprune.structures.counting import count_parameters
 
 
@@ -47,22 +47,6 @@ def model_family(name: str) -> str:
         return AutoConfig.from_pretrained(name).model_type
     except (OSError, ValueError) as e:
         raise LmpruneError(f"cannot read the config of model {name!r}: {e}") from e
-
-
-def resolve_reference(reference: str | None) -> float | None:
-    """A number, or a run directory whose dev metric is the reference; None if unset."""
-    if reference is None:
-        return None
-    try:
-        return float(reference)
-    except ValueError:
-        pass
-    path = Path(reference) / "metrics.json"
-    if not path.is_file():
-        raise LmpruneError(f"train.reference={reference!r} is neither a number nor a run "
-                           f"directory with metrics.json; give the --out of a finished ft run "
-                           f"or its dev metric, e.g. --reference 0.91")
-    return float(json.loads(path.read_text())["metric"])
 
 
 def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutcome:

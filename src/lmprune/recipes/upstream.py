@@ -87,3 +87,19 @@ def pipeline_memory(own: dict | None, upstream: list[Upstream]) -> dict | None:
     if any(p is None for p in peaks) or len({p["kind"] for p in peaks}) != 1:
         return None
     return dict(max(peaks, key=lambda p: p["mb"]))
+
+
+def resolve_reference(reference: str | None) -> float | None:
+    """A number, or a run directory whose dev metric is the reference; None if unset."""
+    if reference is None:
+        return None
+    try:
+        return float(reference)
+    except ValueError:
+        pass
+    path = Path(reference) / "metrics.json"
+    if not path.is_file():
+        raise LmpruneError(f"train.reference={reference!r} is neither a number nor a run "
+                           f"directory with metrics.json; give the --out of a finished ft run "
+                           f"or its dev metric, e.g. --reference 0.91")
+    return float(json.loads(path.read_text())["metric"])

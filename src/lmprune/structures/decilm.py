@@ -33,6 +33,7 @@ from lmprune.arch.describe import get_module, is_skipped
 from lmprune.errors import LmpruneError
 from lmprune.structures import decilm_code, hf_code
 from lmprune.structures.decilm_code import ATTENTION_FIELDS, FFN_FIELDS, FFN_STEP, ffn_width
+from lmprune.structures.saving import SaveResult, atomic_directory
 
 MODEL_FILE, CODE_FILE = "modeling_decilm.py", "hf_code.py"
 AUTO_MAP = {"AutoConfig": "modeling_decilm.DeciLMConfig",
@@ -161,7 +162,6 @@ def save_decilm(model: nn.Module, path, *, tokenizer=None, plan=None, overwrite:
                 copy_files=()):
     """Write ``model`` as a DeciLM-format directory, atomically; raises when it does not fit.
     ``copy_files`` (e.g. a tokenizer's files) are copied in as they are."""
-    from lmprune.structures.export import SaveResult, atomic_directory
 
     fit = decilm_fit(model)
     if not fit.fits:

@@ -12,13 +12,11 @@ Two formats, chosen automatically by :func:`save_pretrained`:
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,6 +27,7 @@ from lmprune.errors import LmpruneError
 from lmprune.structures import hf_code
 from lmprune.structures.alignment import warn_if_unaligned
 from lmprune.structures.hf_code import Skipped
+from lmprune.structures.saving import SaveResult, atomic_directory  # noqa: F401 (API)
 
 REMOTE_FILE = "lmprune_pruned.py"
 log = logging.getLogger(__name__)
@@ -45,15 +44,6 @@ AUTO_CLASSES = {
     "AutoModelForMaskedLM": "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
     "AutoModelForTokenClassification": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
 }
-
-
-@dataclass
-class SaveResult:
-    path: Path
-    format: str  # "stock", "remote-code" or "decilm"
-    load_hint: str
-    unaligned: list[str] = field(default_factory=list)  # widths GPUs multiply slowly
-    notes: list[str] = field(default_factory=list)  # what some readers of the format lack
 
 
 def stock_class(model: nn.Module) -> type:
@@ -163,20 +153,6 @@ def save_pretrained(model: nn.Module, path, *, tokenizer=None, plan=None,
         result.unaligned = warn_if_unaligned(model, f"the model saved to {path}")
     result.path = path
     return result
-
-
-@contextlib.contextmanager
-def atomic_directory(path: Path, overwrite: bool = False):
-    """A temporary directory beside ``path``, moved to ``path`` when the block succeeds and
-    deleted otherwise: a failure leaves ``path`` untouched."""
-    if path.exists() and any(path.iterdir()) and not overwrite:
-        raise LmpruneError(f"{path} already exists and is not empty; choose another directory "
-                           "or pass overwrite=True (CLI: output.overwrite=true)")
-    from lmprune.outputs import remove_stale_stages, staged_dir
-
-    remove_stale_stages(path)
-    with staged_dir(path) as tmp:
-        yield tmp
 
 
 def _write(model, tmp: Path, tokenizer, plan) -> SaveResult:
