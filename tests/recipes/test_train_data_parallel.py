@@ -81,8 +81,9 @@ def _assert_same_run(a: Path, b: Path) -> None:
     assert [p["keep_ratio"] for p in ma["curve"]] == [p["keep_ratio"] for p in mb["curve"]]
     assert (ma["info"] or {}).get("apt", {}).get("pruning_log") == \
         (mb["info"] or {}).get("apt", {}).get("pruning_log")
-    assert ma["phases"][-1]["final_loss"] == pytest.approx(mb["phases"][-1]["final_loss"],
-                                                           rel=1e-4)
+    assert len(ma["phases"]) == len(mb["phases"])  # mask-tuning trains no phase
+    for pa, pb in zip(ma["phases"], mb["phases"]):
+        assert pa["final_loss"] == pytest.approx(pb["final_loss"], rel=1e-4)
 
 
 @pytest.mark.parametrize("method", ["apt", "apt-outlier", "ft", "lora"])
@@ -101,6 +102,23 @@ def test_two_processes_train_as_one_and_only_the_first_writes(tmp_path, model_di
     if method == "apt":  # compaction ran: the model shrank while it trained
         m = json.loads((two / "metrics.json").read_text())
         assert m["info"]["apt"]["compactions"]
+
+
+@pytest.mark.parametrize("method,upstream", [("lora-prune", None), ("mask-tuning", "ft"),
+                                             ("lora-prune-distill", "lora")])
+def test_the_mask_search_baselines_train_as_one(tmp_path, model_dir, method, upstream):
+    """Kwon's search and mask tuning run whole on every process (the same calibration batches
+    and weights give the same masks); their training stages are sharded like lora's."""
+    extra = ["mask_search.num_samples=16", "mask_search.tune_samples=16"]
+    if upstream is not None:
+        assert main([*_args(model_dir, upstream, tmp_path / upstream, 6, 3), *extra]) == 0
+        extra.append(f"train.init_from={tmp_path / upstream}")
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main([*_args(model_dir, method, one, 6, 3), *extra]) == 0
+    _run([*_args(model_dir, method, two, 6, 3), *extra], 2)
+    _assert_same_run(one, two)
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
+    assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".*staging*"))
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:
@@ -158,7 +176,7 @@ def test_a_method_without_data_parallel_is_refused_before_any_work(tmp_path, cap
     from lmprune.recipes.train import check_data_parallel
 
     run = load_config("train-apt", ["train.method=cofi"])
-    with pytest.raises(LmpruneError, match="data parallel: apt, ft, lora"):
+    with pytest.raises(LmpruneError, match="data parallel: apt, ft, lora, lora-prune"):
         check_data_parallel(run)
     for salience in ("outlier", "fisher", "magnitude", "random"):  # every APT salience
         check_data_parallel(load_config("train-apt", [f"apt.salience={salience}"]))

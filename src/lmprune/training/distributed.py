@@ -16,8 +16,10 @@ What keeps N processes in the state one process would be in (:func:`lmprune.trai
   APT compacts the model and grows adapter ranks mid-run, and an all-reduce after backward
   needs no re-wrapping; every process applies the same compaction to the same numbers;
 * **decisions**: taken from the averaged gradients and identical weights, hence the same on
-  every process (APT with Fisher, magnitude or random salience; see ``DATA_PARALLEL`` in
-  :mod:`lmprune.recipes.train` for what is refused);
+  every process; APT's outlier-aware salience sums its per-batch factors over the processes
+  first (:meth:`DataParallel.sum`); Kwon's mask search and mask tuning run whole on every
+  process (same calibration batches, same weights, same masks); see ``DATA_PARALLEL`` in
+  :mod:`lmprune.recipes.train` for what is refused (CoFi);
 * **outputs**: only process 0 writes (checkpoints, the final model, metrics, the report);
   checkpoints hold the plain model and optimizer, so they resume on any number of processes.
 
