@@ -26,7 +26,7 @@ from pathlib import Path
 #: variant -> overrides on the base (``default`` is lmprune's defaults as shipped).
 VARIANTS: dict[str, list[str]] = {
     "default": [],
-    "raw-outlier": ["apt.outlier_scale=raw"],  # the paper adds sqrt(kurtosis) raw
+    "raw-outlier": ["apt.outlier_scale=raw"],  # the paper's sum; the default since 2026-11-28
     "matched-outlier": ["apt.outlier_scale=matched"],
     "hidden": ["apt.structures=[heads,neurons,hidden]"],  # APT prunes hidden channels
     "no-hidden": ["apt.structures=[heads,neurons]"],
@@ -52,7 +52,8 @@ def parse(argv=None) -> argparse.Namespace:
                                                      "step-selection"], choices=list(VARIANTS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--set", nargs="*", default=[], metavar="key=value",
-                   help="overrides for every run")
+                   help="overrides for every run (the base of every variant; a variant's "
+                        "own switches take precedence)")
     return p.parse_args(argv)
 
 
@@ -65,8 +66,8 @@ def run_one(args, variant: str, seed: int) -> dict:
         config, *base = BASES[args.base]
         model = ["--model", args.model] if args.model else []
         argv = ["train", "--config", config, *model, "--method", "apt", "--out", str(out),
-                *base, *VARIANTS[variant], *args.set, f"seed={seed}", "train.progress=false",
-                "output.overwrite=true"]
+                *base, *args.set, *VARIANTS[variant], f"seed={seed}", "train.progress=false",
+                "output.overwrite=true"]  # a variant's own switches win over --set
         if main(argv) != 0:
             raise SystemExit(f"run {variant} seed {seed} failed")
     m = json.loads(metrics.read_text())

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lmprune.cli.main import main
-from lmprune.evaluation.memory import CPU_NOW_KIND, interval_peak, tensor_megabytes
+from lmprune.evaluation.memory import CPU_NOW_KIND, interval_peak, tensor_bytes
 from lmprune.reporting.curves import plot_training_cost
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,7 +45,7 @@ def test_an_apt_run_reports_its_cost_falling_with_compaction(tmp_path):
 def test_cpu_interval_memory_is_labelled_and_tensor_bytes_count_storages_once():
     assert interval_peak("cpu").kind == CPU_NOW_KIND
     a = torch.zeros(2**18)  # 1 MB of float32
-    assert tensor_megabytes([a, a, a[:10], None]) == pytest.approx(1.0)
+    assert tensor_bytes([a, a, a[:10], None]) / 2**20 == pytest.approx(1.0)
 
 
 def test_cost_plot_needs_points(tmp_path):

@@ -262,7 +262,7 @@ def interval_peak(device=None) -> PeakMemory:
     statistics are reset; a :func:`track_peak_memory` block around the calls keeps the
     largest of these peaks, so its own figure stays the block's peak. Elsewhere: the
     process's resident set now (labelled so: memory freed by the allocator may stay
-    resident, so it shows a fall late or not at all; see :func:`tensor_megabytes`).
+    resident, so it shows a fall late or not at all; see :func:`tensor_bytes`).
     """
     device = _as_device(device)
     if device.type == "cuda":
@@ -276,18 +276,3 @@ def interval_peak(device=None) -> PeakMemory:
     import psutil
 
     return PeakMemory(int(psutil.Process().memory_info().rss), CPU_NOW_KIND)
-
-
-def tensor_megabytes(tensors) -> float:
-    """MB held by ``tensors`` (an iterable of tensors; each storage counted once): what a
-    training run keeps between steps, whatever the allocator does with freed memory."""
-    seen, total = set(), 0
-    for t in tensors:
-        if t is None or not torch.is_tensor(t):
-            continue
-        storage = t.untyped_storage()
-        key = (storage.data_ptr(), t.device)
-        if key not in seen:
-            seen.add(key)
-            total += storage.nbytes()
-    return total / 2**20

@@ -33,7 +33,7 @@ from lmprune.arch.describe import get_module, is_skipped
 from lmprune.errors import LmpruneError
 from lmprune.structures import decilm_code, hf_code
 from lmprune.structures.decilm_code import ATTENTION_FIELDS, FFN_FIELDS, FFN_STEP, ffn_width
-from lmprune.structures.saving import SaveResult, atomic_directory
+from lmprune.structures.saving import SaveResult, atomic_directory, write_companions
 
 MODEL_FILE, CODE_FILE = "modeling_decilm.py", "hf_code.py"
 AUTO_MAP = {"AutoConfig": "modeling_decilm.DeciLMConfig",
@@ -173,12 +173,7 @@ def save_decilm(model: nn.Module, path, *, tokenizer=None, plan=None, overwrite:
         (tmp / "config.json").write_text(json.dumps(fit.config, indent=2, sort_keys=True) + "\n")
         shutil.copyfile(decilm_code.__file__, tmp / MODEL_FILE)
         shutil.copyfile(hf_code.__file__, tmp / CODE_FILE)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        if plan is not None:
-            plan.save(tmp)
-        for file in copy_files:
-            shutil.copyfile(file, tmp / Path(file).name)
+        write_companions(tmp, tokenizer, plan, copy_files)
     hint = ("vllm serve PATH --trust-remote-code; AutoModelForCausalLM.from_pretrained(PATH, "
             "trust_remote_code=True); lmprune.load_pretrained(PATH)")
     return SaveResult(path, "decilm", hint, notes=fit.notes)

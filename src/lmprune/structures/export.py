@@ -27,7 +27,8 @@ from lmprune.errors import LmpruneError
 from lmprune.structures import hf_code
 from lmprune.structures.alignment import warn_if_unaligned
 from lmprune.structures.hf_code import Skipped
-from lmprune.structures.saving import SaveResult, atomic_directory  # noqa: F401 (API)
+from lmprune.structures.saving import (  # noqa: F401 (SaveResult, atomic_directory: API)
+    SaveResult, atomic_directory, write_companions)
 
 REMOTE_FILE = "lmprune_pruned.py"
 log = logging.getLogger(__name__)
@@ -147,15 +148,14 @@ def save_pretrained(model: nn.Module, path, *, tokenizer=None, plan=None,
     """
     path = Path(path)
     with atomic_directory(path, overwrite) as tmp:
-        result = _write(model, tmp, tokenizer, plan)
-        for file in copy_files:
-            shutil.copyfile(file, tmp / Path(file).name)
+        result = _write(model, tmp)
+        write_companions(tmp, tokenizer, plan, copy_files)
         result.unaligned = warn_if_unaligned(model, f"the model saved to {path}")
     result.path = path
     return result
 
 
-def _write(model, tmp: Path, tokenizer, plan) -> SaveResult:
+def _write(model, tmp: Path) -> SaveResult:
     spec = _remote_spec(model)
     config = model.config
     saved = {k: getattr(config, k) for k in ("lmprune_structure", "auto_map") if hasattr(config, k)}
@@ -182,10 +182,6 @@ def _write(model, tmp: Path, tokenizer, plan) -> SaveResult:
             setattr(config, key, value)
     if spec is not None:
         shutil.copyfile(hf_code.__file__, tmp / REMOTE_FILE)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
-    if plan is not None:
-        plan.save(tmp)
     if spec is None:
         return SaveResult(tmp, "stock", "AutoModel*.from_pretrained(path)")
     return SaveResult(tmp, "remote-code",

@@ -3,6 +3,8 @@ when everything in it was written (lmprune.structures.export, lmprune.structures
 from __future__ import annotations
 
 import contextlib
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,3 +32,14 @@ def atomic_directory(path: Path, overwrite: bool = False):
     remove_stale_stages(path)
     with staged_dir(path) as tmp:
         yield tmp
+
+
+def write_companions(directory: Path, tokenizer=None, plan=None, copy_files: Sequence = ()) -> None:
+    """What goes beside a saved model whatever its format: the tokenizer, the pruning plan and
+    any extra files (copied by name)."""
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    if plan is not None:
+        plan.save(directory)
+    for file in copy_files:
+        shutil.copyfile(file, directory / Path(file).name)

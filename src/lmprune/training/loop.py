@@ -130,7 +130,7 @@ def _cost_point(step: int, steps: int, seconds: float, model, optimizer, method,
     memory (:func:`lmprune.evaluation.memory.interval_peak`: the GPU peak of the interval, or
     the CPU process's resident set), the MB of tensors the run holds between steps (model,
     optimizer state, what the method keeps, e.g. APT's teacher) and the parameters."""
-    from lmprune.evaluation.memory import interval_peak, tensor_megabytes
+    from lmprune.evaluation.memory import interval_peak, tensor_bytes
 
     memory = interval_peak(device)
     params = list(model.parameters())
@@ -138,8 +138,8 @@ def _cost_point(step: int, steps: int, seconds: float, model, optimizer, method,
     state = [v for s in optimizer.state.values() for v in s.values()]
     return {"step": step, "step_seconds": round(seconds / max(1, steps), 6),
             "memory_mb": round(memory.mb, 3), "memory_kind": memory.kind,
-            "state_mb": round(tensor_megabytes(params + optimized + state +
-                                               list(method.held_tensors())), 3),
+            "state_mb": round(tensor_bytes([*params, *optimized, *state,
+                                            *method.held_tensors()]) / 2**20, 3),
             "params": sum(p.numel() for p in params),
             "trainable": sum(p.numel() for p in params if p.requires_grad)}
 
