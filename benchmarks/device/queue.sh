@@ -37,29 +37,34 @@ G1=$([ "$GPUS" -ge 2 ] && echo 1 || echo 0)  # one GPU: both lanes share it
 
 # Jobs that time things run alone on their GPU (multigpu, speed, mpnet); the accuracy jobs
 # (ablations, llm quality) share GPU 1, whose time columns are therefore not comparable.
+# Every job keeps its working files under $RESULTS, so `session.sh collect` brings home
+# whatever has finished at any moment (models excluded), also of a job cut by its limit.
+# SPEED_SECTIONS, SPREAD (multigpu's spread part: 0 when its results exist) choose parts.
 lane0() {
-  job speed 0 420 - -- env BUDGET=320 bash benchmarks/speed/device_run.sh
-  for seed in 0 1; do
-    job "mpnet-seed$seed" 0 250 mpnet -- env BUDGET=235 BENCH=$HOME/bench_base_seed$seed \
+  job speed 0 320 - -- env BUDGET=${SPEED_BUDGET:-220} bash benchmarks/speed/device_run.sh \
+    --sections "${SPEED_SECTIONS:-encoder,micro,llama7b,smollm2,evidence}"
+  for seed in 0 1 2; do
+    job "mpnet-seed$seed" 0 270 mpnet -- env BUDGET=255 BENCH=$RESULTS/bench_base_seed$seed \
       bash benchmarks/apt_base/device_run.sh --set all:seed=$seed
   done
 }
 
 lane1() {
-  job ablate-apt "$G1" 540 env -- env PLANS=apt BUDGET=520 ABLATIONS=$HOME/ablations \
-    bash benchmarks/ablations/device_run.sh &
-  job llm "$G1" 540 env,smol -- env ROWS_BUDGET=400 BUDGET=520 \
+  local budget=${ACCURACY_BUDGET:-1000}
+  job ablate-apt "$G1" $((budget + 60)) env -- env PLANS=apt BUDGET=$budget \
+    ABLATIONS=$RESULTS/ablations bash benchmarks/ablations/device_run.sh &
+  job ablate-ri "$G1" $((budget + 60)) env,smol -- env PLANS=sublayer-ri BUDGET=$budget \
+    ABLATIONS=$RESULTS/ablations bash benchmarks/ablations/device_run.sh &
+  job ablate-ada "$G1" $((budget + 60)) env,smol -- env PLANS=adapruner BUDGET=$budget \
+    ABLATIONS=$RESULTS/ablations bash benchmarks/ablations/device_run.sh &
+  job llm "$G1" 660 env,smol -- env ROWS_BUDGET=480 BUDGET=600 \
     bash benchmarks/llm_offline/device_run.sh &
-  job ablate-llm "$G1" 540 env,smol -- env PLANS="sublayer-ri adapruner" BUDGET=520 \
-    ABLATIONS=$HOME/ablations bash benchmarks/ablations/device_run.sh &
   wait
-  job mpnet-seed2 "$G1" 250 mpnet -- env BUDGET=235 BENCH=$HOME/bench_base_seed2 \
-    bash benchmarks/apt_base/device_run.sh --set all:seed=2
 }
 
 echo "$(date +%T) queue started on $GPUS GPU(s)"
 if [ "$GPUS" -ge 2 ] && [ -f benchmarks/multigpu/device_run.sh ]; then
-  job multigpu 0,1 300 env -- env DP=${DP:-1} bash benchmarks/multigpu/device_run.sh  # first
+  job multigpu 0,1 300 env -- env DP=${DP:-1} SPREAD=${SPREAD:-1} bash benchmarks/multigpu/device_run.sh  # first
 fi
 lane0 & lane1 & wait
 echo "$(date +%T) queue finished"

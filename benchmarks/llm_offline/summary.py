@@ -6,11 +6,15 @@ objective, test-probe perplexity, chosen trial) and OUT/adapruner_search.png (be
 trial, one line per search), and returns the summary table as text.
 
     python benchmarks/llm_offline/summary.py DIR      # rewrite the outputs of DIR/results.json
+    python benchmarks/llm_offline/summary.py DIR --from-log LOG   # rows of a run whose
+        # results.json was lost, from the `[bench] KEY: removed ..., ppl ..., recovered ...`
+        # lines of its log (no pruning time, no dense row, no search histories)
 """
 from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -138,8 +142,10 @@ def write_outputs(results: dict, out: Path) -> str:
     table = summary_table(agg)
     dense = results.get("_dense", {})
     md = ["# benchmarks/llm_offline results", "",
-          f"Dense perplexity {dense.get('ppl', math.nan):.2f} on {dense.get('windows')} windows "
-          f"({dense.get('device', '?')}); command: `{dense.get('command', '?')}`", "",
+          (f"Dense perplexity {dense['ppl']:.2f} on {dense.get('windows')} windows "
+           f"({dense.get('device', '?')}); command: `{dense.get('command', '?')}`" if dense else
+           "Rebuilt from a log's finished rows (`--from-log`): no dense row, pruning times or "
+           "search histories."), "",
           "## Mean ± std over calibration seeds", "", *table, "", "## Targets", "",
           *targets(agg), "", "## Every row", "", *per_row_table(results), ""]
     (out / "results.md").write_text("\n".join(md))
@@ -149,6 +155,32 @@ def write_outputs(results: dict, out: Path) -> str:
     return "\n".join(table + [""] + targets(agg))
 
 
+LOG_ROW = re.compile(r"^\[bench\] (?P<target>[0-9.]+)/(?P<variant>[\w-]+)/seed(?P<seed>\d+): "
+                     r"removed (?P<removed>[0-9.]+)%, ppl (?P<ppl>[0-9.]+)"
+                     r"(?:, recovered (?P<rec>[0-9.]+))? \((?P<secs>\d+) s\)$")
+
+
+def results_from_log(text: str) -> dict:
+    """The finished rows a run printed (progress bars' carriage returns split into lines)."""
+    results = {}
+    for line in text.replace("\r", "\n").splitlines():
+        m = LOG_ROW.match(line.strip())
+        if m:
+            key = f"{float(m['target']):.2f}/{m['variant']}/seed{m['seed']}"
+            results[key] = {"target": float(m["target"]), "variant": m["variant"],
+                            "seed": int(m["seed"]), "removed_body": float(m["removed"]) / 100,
+                            "ppl": float(m["ppl"]), "prune_seconds": math.nan,
+                            "row_seconds": float(m["secs"]),
+                            **({"ppl_recovered": float(m["rec"])} if m["rec"] else {})}
+    return results
+
+
 if __name__ == "__main__":
     folder = Path(sys.argv[1])
+    if len(sys.argv) == 4 and sys.argv[2] == "--from-log":
+        rebuilt = results_from_log(Path(sys.argv[3]).read_text(errors="replace"))
+        if not rebuilt:
+            sys.exit(f"no finished [bench] rows in {sys.argv[3]}")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "results.json").write_text(json.dumps(rebuilt, indent=1))
     print(write_outputs(json.loads((folder / "results.json").read_text()), folder))

@@ -1,0 +1,49 @@
+"""benchmarks/llm_offline/summary.py --from-log: the table of a run whose results.json was lost
+is rebuilt from the finished rows its log printed, progress bars and unfinished rows ignored."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SUMMARY = Path(__file__).resolve().parents[2] / "benchmarks" / "llm_offline" / "summary.py"
+
+LOG = (
+    "[bench] 0.20/taylor-element1/seed0\r"
+    "taylor importance:  52%|#####     | 628/1200 [00:01<00:01, 472.29grad/s]\r"
+    "[bench] 0.20/taylor-element1/seed0: removed 19.99%, ppl 83.00, recovered 82.00 (18 s)\n"
+    "[bench] 0.20/taylor-element1/seed1: removed 19.99%, ppl 85.00, recovered 84.00 (15 s)\n"
+    "[bench] 0.20/adapruner-tpe/seed0: removed 19.99%, ppl 80.00, recovered 79.00 (106 s)\n"
+    "[bench] 0.20/adapruner-tpe/seed1: removed 19.99%, ppl 86.00 (99 s)\n"
+    "[bench] 0.50/adapruner-tpe/seed0\n"  # started, never finished
+)
+
+
+def run(tmp_path: Path, log: str) -> subprocess.CompletedProcess:
+    (tmp_path / "log.txt").write_text(log)
+    return subprocess.run([sys.executable, str(SUMMARY), str(tmp_path / "out"), "--from-log",
+                           str(tmp_path / "log.txt")], capture_output=True, text=True)
+
+
+def test_rows_means_and_targets_from_a_log(tmp_path):
+    done = run(tmp_path, LOG)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert sorted(results) == ["0.20/adapruner-tpe/seed0", "0.20/adapruner-tpe/seed1",
+                               "0.20/taylor-element1/seed0", "0.20/taylor-element1/seed1"]
+    row = results["0.20/taylor-element1/seed0"]
+    assert row["removed_body"] == 0.1999 and row["ppl"] == 83.0
+    assert row["ppl_recovered"] == 82.0 and row["row_seconds"] == 18.0
+    assert "ppl_recovered" not in results["0.20/adapruner-tpe/seed1"]
+    md = (tmp_path / "out" / "results.md").read_text()
+    # means over seeds: Taylor (83 + 85) / 2 = 84.00, AdaPruner (80 + 86) / 2 = 83.00
+    assert "| 20% | taylor-element1 | 2 | 19.99 ± 0.00 | 84.00 ± 1.41 |" in md
+    assert "AdaPruner (TPE) 83.00 vs best Taylor (taylor-element1) 84.00: met" in md
+    assert "0.50" not in json.dumps(results)
+
+
+def test_a_log_without_finished_rows_is_an_error(tmp_path):
+    done = run(tmp_path, "[bench] 0.20/adapruner-tpe/seed0\nTraceback ...\n")
+    assert done.returncode != 0
+    assert "no finished [bench] rows" in done.stderr
