@@ -7,7 +7,7 @@
 # rerunning the same command skips every finished run, so a plan cut by the time limit
 # (BUDGET seconds, default 540, under the 10-minute command limit) continues where it stopped.
 # With 2+ GPUs the plans run side by side, one GPU each (CUDA_VISIBLE_DEVICES).
-# Environment: PLANS (default "apt sublayer-ri adapruner"), SEEDS (3), BUDGET, ABLATIONS,
+# Environment: PLANS (default "apt sublayer-ri adapruner"), SEEDS (3), BUDGET, ABLATIONS, RESUME,
 # EXTRA (arguments for every plan), EXTRA_<plan> (for one plan; '-' written '_'), e.g. the
 # tiny-model check on a CPU:
 #   SEEDS=2 BUDGET=1500 EXTRA_apt="--base ablate-apt-cpu model.name=tiny-bert train.max_steps=8
@@ -45,6 +45,15 @@ run_plan() {  # run_plan NAME: one plan, resumable; the progress lines are shown
   local name=$1 plan extra
   plan=$(ls examples/ablations/"$name"/plan.* | head -1)
   extra=EXTRA_${name//-/_}  # EXTRA_sublayer_ri=...: overrides for one plan only
+  # RESUME=1 (default): a plan not started here and run with no overrides starts from the GPU
+  # runs committed next to it (examples/ablations/NAME/runs, ablation.json), so only the
+  # missing (variant, seed) pairs run.
+  if [ "${RESUME:-1}" = 1 ] && [ -z "${EXTRA:-}${!extra:-}" ] && [ ! -d "$ROOT/$name" ] \
+      && [ -f examples/ablations/"$name"/ablation.json ] \
+      && [ -d examples/ablations/"$name"/runs ]; then
+    mkdir -p "$ROOT/$name" && cp -r examples/ablations/"$name"/ablation.json \
+      examples/ablations/"$name"/runs "$ROOT/$name"/
+  fi
   $PYTHON -m lmprune ablate "$plan" --out "$ROOT/$name" --seeds "${SEEDS:-3}" ${EXTRA:-} \
     ${!extra:-} 2>&1 \
     | grep --line-buffered -v "it/s\]\|it\]$\|Loading weights\|LOAD REPORT\|Generating" \
@@ -60,7 +69,7 @@ copy_results() {  # copy_results NAME: what exists of a plan's results to $OUT/N
   cp "$ROOT/$name.log" "$OUT/$name/log.txt" 2>/dev/null
 }
 export -f run_plan
-export ROOT PYTHON SEEDS EXTRA
+export ROOT PYTHON SEEDS EXTRA RESUME
 for v in ${!EXTRA_*}; do export "$v"; done
 
 GPUS=$(nvidia-smi -L 2>/dev/null | wc -l)
