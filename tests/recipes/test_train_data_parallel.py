@@ -121,6 +121,23 @@ def test_the_mask_search_baselines_train_as_one(tmp_path, model_dir, method, ups
     assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".*staging*"))
 
 
+@pytest.mark.parametrize("teacher", [False, True])
+def test_cofi_trains_as_one(tmp_path, model_dir, teacher):
+    """CoFi's L0 gates and Lagrange multipliers are parameter groups of the run's optimizer,
+    so their gradients are averaged with the rest; each process draws the same gate noise
+    (same seed, no dropout). Fails when the gates' gradients are left out of the average."""
+    extra = []
+    if teacher:  # distillation from a fine-tuned teacher, CoFi's default setting
+        assert main(_args(model_dir, "ft", tmp_path / "ft", 6, 3)) == 0
+        extra.append(f"train.teacher={tmp_path / 'ft'}")
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main([*_args(model_dir, "cofi", one, 8, 4), *extra]) == 0
+    _run([*_args(model_dir, "cofi", two, 8, 4), *extra], 2)
+    _assert_same_run(one, two)
+    m = json.loads((two / "metrics.json").read_text())
+    assert m["kept_params_ratio"] < 1.0  # the gates pruned something
+
+
 def _kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL the launch and every process under it (torchrun starts the workers in sessions
     of their own; psutil comes with accelerate)."""
@@ -171,16 +188,19 @@ def test_a_checkpoint_resumes_on_another_number_of_processes(tmp_path, model_dir
     _assert_same_run(whole, out)
 
 
-def test_a_method_without_data_parallel_is_refused_before_any_work(tmp_path, capsys):
+def test_a_method_without_data_parallel_is_refused_before_any_work(tmp_path, monkeypatch):
+    """Every method of ``lmprune train`` runs data parallel today; one added without it (here:
+    cofi taken off the list) is refused before any work, by the CLI too."""
     from lmprune.config import load_config
-    from lmprune.recipes.train import check_data_parallel
+    from lmprune.recipes import train as train_recipe
+    from lmprune.config.train_schema import TRAIN_METHODS
 
-    run = load_config("train-apt", ["train.method=cofi"])
-    with pytest.raises(LmpruneError, match="data parallel: apt, ft, lora, lora-prune"):
-        check_data_parallel(run)
+    assert set(train_recipe.DATA_PARALLEL) == set(TRAIN_METHODS)
     for salience in ("outlier", "fisher", "magnitude", "random"):  # every APT salience
-        check_data_parallel(load_config("train-apt", [f"apt.salience={salience}"]))
-    # the CLI refuses before it launches anything
+        train_recipe.check_data_parallel(load_config("train-apt", [f"apt.salience={salience}"]))
+    monkeypatch.setattr(train_recipe, "DATA_PARALLEL",
+                        tuple(m for m in train_recipe.DATA_PARALLEL if m != "cofi"))
+    with pytest.raises(LmpruneError, match="data parallel: apt, ft, lora, lora-prune"):
+        train_recipe.check_data_parallel(load_config("train-apt", ["train.method=cofi"]))
     assert main(["train", "--method", "cofi", "--num-gpus", "2", "--device", "cpu",
                  "--out", str(tmp_path / "x")]) != 0
-    assert not (tmp_path / "x").exists()

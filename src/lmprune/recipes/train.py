@@ -155,7 +155,8 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
 
 
 #: methods whose data-parallel run takes the same steps and decisions as one process
-DATA_PARALLEL = ("apt", "ft", "lora", "lora-prune", "mask-tuning", "lora-prune-distill")
+DATA_PARALLEL = ("apt", "ft", "lora", "lora-prune", "mask-tuning", "lora-prune-distill",
+                 "cofi")
 
 
 def check_data_parallel(run) -> None:

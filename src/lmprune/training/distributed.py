@@ -18,8 +18,9 @@ What keeps N processes in the state one process would be in (:func:`lmprune.trai
 * **decisions**: taken from the averaged gradients and identical weights, hence the same on
   every process; APT's outlier-aware salience sums its per-batch factors over the processes
   first (:meth:`DataParallel.sum`); Kwon's mask search and mask tuning run whole on every
-  process (same calibration batches, same weights, same masks); see ``DATA_PARALLEL`` in
-  :mod:`lmprune.recipes.train` for what is refused (CoFi);
+  process (same calibration batches, same weights, same masks); CoFi's gates and multipliers
+  are optimizer parameter groups, averaged like the rest; ``DATA_PARALLEL`` in
+  :mod:`lmprune.recipes.train` lists the methods (a new one is refused until added there);
 * **outputs**: only process 0 writes (checkpoints, the final model, metrics, the report);
   checkpoints hold the plain model and optimizer, so they resume on any number of processes.
 
