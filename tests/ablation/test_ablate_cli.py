@@ -111,6 +111,8 @@ def test_results_table_csv_and_plots(apt_run):
     assert "| **reference** |" in table and "| distill-remove |" in table
     assert "[s1](runs/salience-random/seed1/report.md)" in table
     assert "beyond noise" in table or "within noise" in table
+    # on a CPU the memory column is process RSS shared by every run: said under the table
+    assert "(MB, CPU RSS)" in table and "not comparable between rows" in table
     assert not (apt_run / "runs" / "reference" / "seed0" / "model").exists()
 
 

@@ -59,6 +59,12 @@ def write_results(ablation: Ablation, out: Path) -> Path:
         f"with 3 seeds that is about 2.4 standard errors of the difference. Convergence "
         f"columns count seeds that reached 97% of the reference's best dev score.",
         ""]
+    if any("CPU RSS" in c.label for c in table.columns):
+        lines += ["*CPU RSS* columns are the process's resident memory, and every run of this "
+                  "ablation ran in the same process: a peak includes what earlier runs left "
+                  "resident (the allocator keeps freed pages), so these columns are not "
+                  "comparable between rows; compare memory on a GPU "
+                  "(`torch.cuda.max_memory_allocated`, reset for each run).", ""]
     for name, path in plots:
         lines += [f"![{name}]({path.name})", ""]
     failed = sorted(out.glob("runs/*/seed*.error.txt"))
