@@ -175,12 +175,22 @@ def results_from_log(text: str) -> dict:
     return results
 
 
-if __name__ == "__main__":
-    folder = Path(sys.argv[1])
-    if len(sys.argv) == 4 and sys.argv[2] == "--from-log":
-        rebuilt = results_from_log(Path(sys.argv[3]).read_text(errors="replace"))
+def main(argv=None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description="tables, targets and plots of a results folder")
+    p.add_argument("folder", type=Path, help="holds results.json (written there with --from-log)")
+    p.add_argument("--from-log", type=Path, metavar="LOG",
+                   help="rebuild results.json from the finished rows of a run's log")
+    args = p.parse_args(argv)
+    if args.from_log is not None:
+        rebuilt = results_from_log(args.from_log.read_text(errors="replace"))
         if not rebuilt:
-            sys.exit(f"no finished [bench] rows in {sys.argv[3]}")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "results.json").write_text(json.dumps(rebuilt, indent=1))
-    print(write_outputs(json.loads((folder / "results.json").read_text()), folder))
+            sys.exit(f"no finished [bench] rows in {args.from_log}")
+        args.folder.mkdir(parents=True, exist_ok=True)
+        (args.folder / "results.json").write_text(json.dumps(rebuilt, indent=1))
+    print(write_outputs(json.loads((args.folder / "results.json").read_text()), args.folder))
+
+
+if __name__ == "__main__":
+    main()

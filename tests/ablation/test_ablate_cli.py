@@ -184,6 +184,8 @@ def test_sublayer_plan_on_tiny_llama(tmp_path, capsys):
     for key in ("removed", "ppl_austen", "zs_wordnet-defs", "speedup_bs1", "latency_bs2",
                 "gen_mem_mb", "prune_mem_mb", "prune_s"):
         assert rows[0][f"{key}_mean"] != "", key
+    # generation memory on a CPU is the model-alone estimate from tensor sizes, not RSS
+    assert "(MB, CPU, tensor sizes)" in (out / "results.md").read_text()
     config = json.loads((out / "ablation.json").read_text())
     assert config["method"] == "sublayer-ri" and config["recipe"] == "prune"
     metrics = json.loads((out / "runs/progressive-one-shot/seed0/metrics.json").read_text())

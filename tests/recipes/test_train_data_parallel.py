@@ -188,7 +188,8 @@ def test_a_checkpoint_resumes_on_another_number_of_processes(tmp_path, model_dir
     _assert_same_run(whole, out)
 
 
-def test_a_method_without_data_parallel_is_refused_before_any_work(tmp_path, monkeypatch):
+def test_a_method_without_data_parallel_is_refused_before_any_work(tmp_path, monkeypatch,
+                                                                   capsys):
     """Every method of ``lmprune train`` runs data parallel today; one added without it (here:
     cofi taken off the list) is refused before any work, by the CLI too."""
     from lmprune.config import load_config
@@ -202,5 +203,8 @@ def test_a_method_without_data_parallel_is_refused_before_any_work(tmp_path, mon
                         tuple(m for m in train_recipe.DATA_PARALLEL if m != "cofi"))
     with pytest.raises(LmpruneError, match="data parallel: apt, ft, lora, lora-prune"):
         train_recipe.check_data_parallel(load_config("train-apt", ["train.method=cofi"]))
+    # the CLI refuses before it launches anything
     assert main(["train", "--method", "cofi", "--num-gpus", "2", "--device", "cpu",
                  "--out", str(tmp_path / "x")]) != 0
+    assert "does not run data parallel yet" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

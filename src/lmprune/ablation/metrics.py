@@ -79,9 +79,23 @@ def _get(data, *path):
     return data
 
 
+#: column label of process-RSS memory (lmprune.evaluation.memory CPU_KIND / CPU_NOW_KIND)
+RSS_LABEL = "CPU RSS"
+
+
+def memory_label(kind: str) -> str:
+    """The short label of a memory kind (lmprune.evaluation.memory) in a column header."""
+    from lmprune.evaluation.memory import MODEL_CPU_KIND
+
+    if not kind:
+        return "?"
+    if "cuda" in kind:
+        return "GPU"
+    return "CPU, tensor sizes" if kind == MODEL_CPU_KIND else RSS_LABEL
+
+
 def _memory_label(entry) -> str:
-    kind = (entry or {}).get("kind", "")
-    return "GPU" if "cuda" in kind else "CPU RSS" if kind else "?"
+    return memory_label((entry or {}).get("kind", ""))
 
 
 # ---------------------------------------------------------------------------- train recipe
@@ -198,7 +212,7 @@ def _generation_memory(m: dict, _: Context):
     if not speed:
         return []
     b = max(speed)
-    kind = "GPU" if "cuda" in speed[b].get("memory_kind", "") else "CPU RSS"
+    kind = memory_label(speed[b].get("memory_kind", ""))
     return [(Column("gen_mem_mb", f"peak generation memory, batch {b} (MB, {kind})", ".0f",
                     False), _num(speed[b].get("peak_memory_mb")))]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from lmprune.ablation.describe import understanding, variant_table
 from lmprune.ablation.expand import Ablation, slugify
-from lmprune.ablation.metrics import ALWAYS, PHRASES, quantities_for
+from lmprune.ablation.metrics import ALWAYS, PHRASES, RSS_LABEL, quantities_for
 from lmprune.ablation.plots import plot_metric
 from lmprune.ablation.results import NOISE_FACTOR, Table, collect, markdown_table, write_csv
 
@@ -59,7 +59,7 @@ def write_results(ablation: Ablation, out: Path) -> Path:
         f"with 3 seeds that is about 2.4 standard errors of the difference. Convergence "
         f"columns count seeds that reached 97% of the reference's best dev score.",
         ""]
-    if any("CPU RSS" in c.label for c in table.columns):
+    if any(RSS_LABEL in c.label for c in table.columns):
         lines += ["*CPU RSS* columns are the process's resident memory, and every run of this "
                   "ablation ran in the same process: a peak includes what earlier runs left "
                   "resident (the allocator keeps freed pages), so these columns are not "

@@ -298,7 +298,8 @@ class SalienceCollector:
         call = {"key": key, "group": group_size, "a": abs_sum.detach().float() * counts,
                 "s": flat.float().sum(0) * counts,
                 "n": torch.tensor([flat.shape[0] * counts], device=flat.device),
-                "w": None if weight is None else weight.detach().clone()}
+                # the weight as it is now; it is not updated before _settle (same step)
+                "w": None if weight is None else weight.detach()}
         self._calls.append(call)
 
         def on_grad(grad: Tensor) -> None:
