@@ -8,6 +8,7 @@
 # (BUDGET seconds, default 540, under the 10-minute command limit) continues where it stopped.
 # With 2+ GPUs the plans run side by side, one GPU each (CUDA_VISIBLE_DEVICES).
 # Environment: PLANS (default "apt sublayer-ri adapruner"), SEEDS (3), BUDGET, ABLATIONS, RESUME,
+# JOBS (runs of a plan at a time on its GPU, `lmprune ablate --jobs`; default 1),
 # EXTRA (arguments for every plan), EXTRA_<plan> (for one plan; '-' written '_'), e.g. the
 # tiny-model check on a CPU:
 #   SEEDS=2 BUDGET=1500 EXTRA_apt="--base ablate-apt-cpu model.name=tiny-bert train.max_steps=8
@@ -54,7 +55,8 @@ run_plan() {  # run_plan NAME: one plan, resumable; the progress lines are shown
     mkdir -p "$ROOT/$name" && cp -r examples/ablations/"$name"/ablation.json \
       examples/ablations/"$name"/runs "$ROOT/$name"/
   fi
-  $PYTHON -m lmprune ablate "$plan" --out "$ROOT/$name" --seeds "${SEEDS:-3}" ${EXTRA:-} \
+  $PYTHON -m lmprune ablate "$plan" --out "$ROOT/$name" --seeds "${SEEDS:-3}" \
+    --jobs "${JOBS:-1}" ${EXTRA:-} \
     ${!extra:-} 2>&1 \
     | grep --line-buffered -v "it/s\]\|it\]$\|Loading weights\|LOAD REPORT\|Generating" \
     | tee -a "$ROOT/$name.log" | grep --line-buffered "^\[ablate\]\|^error"
@@ -69,7 +71,7 @@ copy_results() {  # copy_results NAME: what exists of a plan's results to $OUT/N
   cp "$ROOT/$name.log" "$OUT/$name/log.txt" 2>/dev/null
 }
 export -f run_plan
-export ROOT PYTHON SEEDS EXTRA RESUME
+export ROOT PYTHON SEEDS EXTRA RESUME JOBS
 for v in ${!EXTRA_*}; do export "$v"; done
 
 GPUS=$(nvidia-smi -L 2>/dev/null | wc -l)

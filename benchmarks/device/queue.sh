@@ -40,31 +40,34 @@ G1=$([ "$GPUS" -ge 2 ] && echo 1 || echo 0)  # one GPU: both lanes share it
 # Every job keeps its working files under $RESULTS, so `session.sh collect` brings home
 # whatever has finished at any moment (models excluded), also of a job cut by its limit.
 # SPEED_SECTIONS, SPREAD (multigpu's spread part: 0 when its results exist) choose parts.
-lane0() {
-  job speed 0 320 - -- env BUDGET=${SPEED_BUDGET:-220} bash benchmarks/speed/device_run.sh \
-    --sections "${SPEED_SECTIONS:-encoder,micro,llama7b,smollm2,evidence}"
+lane0() {  # mpnet first (issue 11's missing benchmark), then the speed sections
   for seed in 0 1 2; do
     job "mpnet-seed$seed" 0 270 mpnet -- env BUDGET=255 BENCH=$RESULTS/bench_base_seed$seed \
       bash benchmarks/apt_base/device_run.sh --set all:seed=$seed
   done
+  job speed 0 $((${SPEED_BUDGET:-220} + 100)) - -- env BUDGET=${SPEED_BUDGET:-220} \
+    bash benchmarks/speed/device_run.sh \
+    --sections "${SPEED_SECTIONS:-encoder,micro,llama7b,smollm2,evidence}"
 }
 
 lane1() {
   local budget=${ACCURACY_BUDGET:-1000}
-  job ablate-apt "$G1" $((budget + 60)) env -- env PLANS=apt BUDGET=$budget \
+  job ablate-apt "$G1" $((budget + 60)) env -- env PLANS=apt BUDGET=$budget JOBS=${APT_JOBS:-3} \
     ABLATIONS=$RESULTS/ablations bash benchmarks/ablations/device_run.sh &
   job ablate-ri "$G1" $((budget + 60)) env,smol -- env PLANS=sublayer-ri BUDGET=$budget \
     ABLATIONS=$RESULTS/ablations bash benchmarks/ablations/device_run.sh &
   job ablate-ada "$G1" $((budget + 60)) env,smol -- env PLANS=adapruner BUDGET=$budget \
     ABLATIONS=$RESULTS/ablations bash benchmarks/ablations/device_run.sh &
-  job llm "$G1" 660 env,smol -- env ROWS_BUDGET=480 BUDGET=600 \
+  job llm "$G1" 660 env,smol -- env ROWS_BUDGET=480 BUDGET=600 BENCH=$RESULTS/llm-bench \
+    RESUME_FROM=${LLM_RESUME_FROM:-benchmarks/llm_offline/results/h200-2026-11-28/results.json} \
     bash benchmarks/llm_offline/device_run.sh &
   wait
 }
 
 echo "$(date +%T) queue started on $GPUS GPU(s)"
 if [ "$GPUS" -ge 2 ] && [ -f benchmarks/multigpu/device_run.sh ]; then
-  job multigpu 0,1 300 env -- env DP=${DP:-1} SPREAD=${SPREAD:-1} bash benchmarks/multigpu/device_run.sh  # first
+  job multigpu 0,1 300 env -- env DP=${DP:-1} SPREAD=${SPREAD:-1} DP_BATCHES="${DP_BATCHES:-256}" \
+    bash benchmarks/multigpu/device_run.sh  # first
 fi
 lane0 & lane1 & wait
 echo "$(date +%T) queue finished"

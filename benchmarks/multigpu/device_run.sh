@@ -31,6 +31,11 @@ if [ "${SPREAD:-1}" = 1 ]; then  # SPREAD=0 / DP=0 leave out one of the two part
   [ -z "$QUICK" ] && { $PYTHON benchmarks/multigpu/spread.py --shape 70b --no-check \
     --out "$OUT" || status=1; }
 fi
-[ "${DP:-1}" = 1 ] && { $PYTHON benchmarks/multigpu/dp.py $QUICK --out "$OUT" || status=1; }
+if [ "${DP:-1}" = 1 ]; then  # DP_BATCHES: global batches (256: dp.json, B: dp-bB.json)
+  for batch in ${DP_BATCHES:-256}; do
+    tag=""; [ "$batch" = 256 ] || tag="-b$batch"
+    $PYTHON benchmarks/multigpu/dp.py $QUICK --batch "$batch" --tag "$tag" --out "$OUT" || status=1
+  done
+fi
 $PYTHON benchmarks/multigpu/table.py "$OUT"
 exit $status

@@ -12,7 +12,7 @@ parameters, and whether the final models agree (the same tensor shapes, i.e. the
 widths everywhere, and the largest relative weight difference).
 
 ``--quick``: a tiny shape, a short schedule and two CPU processes (gloo): the code path only.
-Results: ``OUT/dp.json``; the runs in ``OUT/dp-runs``.
+Results: ``OUT/dp.json``; the runs in ``OUT/dp-runs`` (``--tag T``: ``dpT.json``, ``dp-runsT``).
 """
 from __future__ import annotations
 
@@ -118,6 +118,8 @@ def main(argv=None) -> int:
                         help="tiny shape, a few steps, two CPU processes (gloo)")
     parser.add_argument("--batch", type=int, default=256, help="global batch (examples/step)")
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per run")
+    parser.add_argument("--tag", default="", help="suffix of the result names: OUT/dp<tag>.json "
+                        "and OUT/dp-runs<tag> (e.g. -b512 for a second global batch)")
     args = parser.parse_args(argv)
     cpu = args.quick
     if not cpu and torch.cuda.device_count() < 2:
@@ -125,7 +127,7 @@ def main(argv=None) -> int:
         return 1
     batch, steps = (8, 12) if args.quick else (args.batch, args.steps)
     out = Path(args.out)
-    runs = out / "dp-runs"
+    runs = out / f"dp-runs{args.tag}"
     model = runs / "model"
     info = save_model(model, TINY if args.quick else BASE)
     start, stop = max(1, steps // 6), max(2, steps // 2)
@@ -146,7 +148,7 @@ def main(argv=None) -> int:
     results["same_pruning_log"] = results["one"]["pruning_log"] == results["two"]["pruning_log"]
     results["agreement"] = agreement(runs / "1", runs / "2")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "dp.json").write_text(json.dumps(results, indent=1))
+    (out / f"dp{args.tag}.json").write_text(json.dumps(results, indent=1))
     print(f"[dp] 1 process {results['one']['examples_per_s']:.1f} ex/s, 2 processes "
           f"{results['two']['examples_per_s']:.1f} ex/s: x{results['throughput_ratio']:.2f}; "
           f"same pruning log {results['same_pruning_log']}, {results['agreement']}")

@@ -47,3 +47,28 @@ def test_a_log_without_finished_rows_is_an_error(tmp_path):
     done = run(tmp_path, "[bench] 0.20/adapruner-tpe/seed0\nTraceback ...\n")
     assert done.returncode != 0
     assert "no finished [bench] rows" in done.stderr
+
+
+SPLIT = SUMMARY.with_name("split_seeds.py")
+
+
+def test_split_seeds_gives_each_seed_its_rows_and_keeps_newer_ones(tmp_path):
+    rows = {"_dense": {"ppl": 60.0},
+            "0.20/taylor-element1/seed0": {"seed": 0, "ppl": 83.0},
+            "0.20/taylor-element1/seed1": {"seed": 1, "ppl": 85.0},
+            "0.50/taylor-element1/seed1": {"seed": 1, "ppl": 500.0}}
+    (tmp_path / "r.json").write_text(json.dumps(rows))
+    newer = tmp_path / "out" / "seed1" / "results.json"
+    newer.parent.mkdir(parents=True)
+    newer.write_text(json.dumps({"0.50/taylor-element1/seed1": {"seed": 1, "ppl": 400.0}}))
+    done = subprocess.run([sys.executable, str(SPLIT), str(tmp_path / "r.json"),
+                           str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    zero = json.loads((tmp_path / "out" / "seed0" / "results.json").read_text())
+    one = json.loads(newer.read_text())
+    assert set(zero) == {"_dense", "0.20/taylor-element1/seed0"}
+    assert one["0.20/taylor-element1/seed1"]["ppl"] == 85.0
+    assert one["0.50/taylor-element1/seed1"]["ppl"] == 400.0  # the newer file's row
+    missing = subprocess.run([sys.executable, str(SPLIT), str(tmp_path / "nope.json"),
+                              str(tmp_path / "out")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -22,6 +22,7 @@ models are deleted after each run (the table needs only the metrics) unless ``ke
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import traceback
 from pathlib import Path
@@ -49,7 +50,7 @@ def prepare(out: Path, ablation: Ablation) -> None:
     if ablation.plan_source and Path(ablation.plan_source).is_file():
         copy = out / plan_copy_name(ablation.plan_source)
         if copy.resolve() != Path(ablation.plan_source).resolve():
-            shutil.copyfile(ablation.plan_source, copy)
+            _replace(copy, Path(ablation.plan_source).read_bytes())
     record = {
         "plan": ablation.plan_source, "method": ablation.table.name,
         "recipe": ablation.recipe, "base": ablation.base, "overrides": ablation.overrides,
@@ -59,7 +60,14 @@ def prepare(out: Path, ablation: Ablation) -> None:
                       "overrides": v.overrides} for v in ablation.all_variants()],
         "identical_to_reference": ablation.same_as_reference,
     }
-    (out / MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    _replace(out / MARKER, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all (parallel workers write the same files at once)."""
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    staging.write_bytes(data)
+    os.replace(staging, path)
 
 
 def run_overrides(ablation: Ablation, variant: Variant, seed: int, directory: Path) -> list[str]:
@@ -112,10 +120,15 @@ class Runner:
     """Runs every (variant, seed) of an ablation that is not finished yet."""
 
     def __init__(self, ablation: Ablation, out: Path, log=print, keep_models: bool = False,
-                 progress: bool = True, after_seed=None):
+                 progress: bool = True, after_seed=None, shard: tuple[int, int] | None = None,
+                 execute: bool = True):
         self.ablation, self.out, self.log = ablation, Path(out), log
         self.keep_models, self.progress = keep_models, progress
         self.after_seed = after_seed  # called after every variant ran at a seed (partial tables)
+        # ``shard=(i, n)``: only the pairs whose place in the run order is i modulo n (one of n
+        # worker processes, :mod:`lmprune.ablation.parallel`); ``execute=False``: run nothing,
+        # report the unfinished pairs as failures (the pass after the workers)
+        self.shard, self.execute = shard, execute
         self.failures: list[tuple[Variant, int, str]] = []
         self.dense: dict[str, dict] = {}  # dense measurements reused within this process
 
@@ -123,15 +136,21 @@ class Runner:
         prepare(self.out, self.ablation)
         variants = self.ablation.all_variants()
         n = len(variants)
-        done = []
+        done, place = [], -1
         for seed in self.ablation.seeds:
             for i, variant in enumerate(variants, 1):
+                place += 1
+                if self.shard is not None and place % self.shard[1] != self.shard[0]:
+                    continue
                 directory = run_dir(self.out, variant, seed)
                 config = self._config(variant, seed, directory)
                 line = f"[ablate] variant {i}/{n} ({variant.slug}, seed {seed})"
                 if is_finished(directory):
                     self._check_same(directory, config, variant, seed)
                     self.log(f"{line}: finished before, reused")
+                elif not self.execute:
+                    self._unfinished(directory, variant, seed)
+                    continue
                 else:
                     self.log(f"{line}: {variant.label}")
                     if not self._attempt(config, directory, variant, seed):
@@ -140,6 +159,14 @@ class Runner:
             if self.after_seed is not None:
                 self.after_seed(seed)
         return done
+
+    def _unfinished(self, directory: Path, variant: Variant, seed: int) -> None:
+        """A pair a worker did not finish: its recorded error, or that it did not run."""
+        error = failure_file(directory)
+        message = error.read_text(encoding="utf-8").split("\n\n")[0] if error.is_file() \
+            else "did not run (its worker stopped first)"
+        self.log(f"[ablate]   NOT FINISHED ({variant.slug}, seed {seed}): {message}")
+        self.failures.append((variant, seed, message))
 
     def _attempt(self, config, directory: Path, variant: Variant, seed: int) -> bool:
         """One run; a failure is recorded (``seed<s>.error.txt``) and the others go on."""
@@ -170,12 +197,25 @@ class Runner:
         saved = directory / "config.yaml"
         if not saved.is_file():
             return
-        diff = config_difference(saved, config)
+        diff = config_difference(saved, self._as_run(config))
         if diff:
             raise LmpruneError(
                 f"{directory} is a finished run of {variant.slug} (seed {seed}) made with a "
                 f"different config than this plan now asks for ({'; '.join(diff[:5])}); use "
                 f"another --out, or delete that run directory to redo it")
+
+    def _as_run(self, config):
+        """``config`` as the recipe runs and saves it: ``lmprune train`` cuts its lengths to
+        the model's positions (:func:`lmprune.recipes.preflight.fit_train_lengths`)."""
+        if self.ablation.recipe != "train":
+            return config
+        from lmprune.recipes.preflight import fit_train_lengths
+        from lmprune.recipes.upstream import source_model
+
+        try:
+            return fit_train_lengths(config, source_model(config), log=lambda message: None)
+        except LmpruneError:  # an upstream run not there yet: compare as asked
+            return config
 
     def dense_key(self, config) -> str:
         m = config.model

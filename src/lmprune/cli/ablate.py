@@ -29,6 +29,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                   "lmprune ablate examples/ablations/apt-components.md --out runs/abl-apt",
                   "lmprune ablate plan.yaml --out runs/abl --seeds 5 --base ablate-apt",
                   "lmprune ablate plan.md --out runs/abl --method sublayer-ri eval.max_windows=20",
+                  "lmprune ablate plan.md --out runs/abl --jobs 3   # 3 runs at a time",
                   "lmprune ls components"])
     parser.add_argument("plan", metavar="PLAN", help="the plan: .md / .html (markdown "
                         "sections with bold fields) or .yaml")
@@ -44,6 +45,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "understood and the runs it needs; run nothing")
     parser.add_argument("--keep-models", action="store_true", help="keep each run's saved "
                         "model (deleted by default: the table needs only the metrics)")
+    parser.add_argument("--jobs", type=int, default=1, help="run N (variant, seed) pairs at "
+                        "a time, each in its own process on the same device (small models "
+                        "leave a GPU mostly idle); the table is written when all have stopped "
+                        "(default 1)")
+    parser.add_argument("--shard", help=argparse.SUPPRESS)  # I/N: one worker of --jobs N
     parser.add_argument("overrides", metavar="key=value", nargs="*",
                         help="config overrides for every run (reference and variants), e.g. "
                              "train.max_steps=100")
@@ -82,22 +88,41 @@ def run(args: argparse.Namespace) -> int:
                            f"{' '.join(bad)} (only one PLAN is read)")
     if not args.dry_run and not args.out:
         raise LmpruneError("--out DIR is required to run the plan (or pass --dry-run)")
+    if args.jobs < 1:
+        raise LmpruneError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.shard is not None and args.jobs != 1:
+        raise LmpruneError("--shard is one worker of --jobs; pass one of them, not both")
     ablation = build_ablation(read_plan(args.plan), method=args.method, base=args.base,
                               overrides=list(args.overrides or []), seeds=args.seeds)
+    if args.shard is not None:
+        return _run_shard(args, ablation)
     for line in understanding(ablation):
         print(line)
     if args.dry_run:
         print("\ndry run: nothing was run")
         return 0
     from lmprune.ablation.report import summary_lines, write_results
-    from lmprune.ablation.runner import Runner
+    from lmprune.ablation.runner import Runner, prepare
 
     out = Path(args.out)
     print()
-    # the table is rewritten after each seed, so a stopped ablation has one for its first seeds
-    runner = Runner(ablation, out, keep_models=args.keep_models,
-                    after_seed=lambda seed: write_results(ablation, out))
-    runner.run()
+    if args.jobs > 1:  # the workers run the pairs; this pass only reads what they finished
+        from lmprune.ablation.parallel import ablate_args, run_workers
+
+        prepare(out, ablation)
+        print(f"[ablate] {args.jobs} workers, one run at a time each (lines prefixed [job I])")
+        run_workers(ablate_args(args.plan, str(out), args.seeds, args.base, args.method,
+                                args.keep_models, args.overrides or []), args.jobs)
+        print()
+        runner = Runner(ablation, out, execute=False)
+        runner.run()
+        write_results(ablation, out)
+    else:
+        # the table is rewritten after each seed, so a stopped ablation has one for its first
+        # seeds
+        runner = Runner(ablation, out, keep_models=args.keep_models,
+                        after_seed=lambda seed: write_results(ablation, out))
+        runner.run()
     print()
     for line in summary_lines(ablation, out):
         print(line)
@@ -109,3 +134,15 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr)
         return 1
     return 0
+
+
+def _run_shard(args: argparse.Namespace, ablation) -> int:
+    """One worker of ``--jobs N`` (:mod:`lmprune.ablation.parallel`): its share of the pairs,
+    no table (the parent writes it when every worker has stopped)."""
+    from lmprune.ablation.parallel import parse_shard
+    from lmprune.ablation.runner import Runner
+
+    runner = Runner(ablation, Path(args.out), keep_models=args.keep_models,
+                    shard=parse_shard(args.shard))
+    runner.run()
+    return 1 if runner.failures else 0
