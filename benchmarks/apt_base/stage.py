@@ -30,8 +30,8 @@ from pathlib import Path
 from lmprune.zoo.cache import file_sha256
 
 MANIFEST = "lmprune_stage_manifest.json"
-SHARD_BYTES = 55 * 2**20
-PART_LIMIT = 60 * 2**20
+SHARD_BYTES = 45 * 2**20  # a part and the ~11 MiB working tree stay under 64 MiB
+PART_LIMIT = 50 * 2**20
 DONE = ".assembled"
 
 
@@ -58,7 +58,7 @@ def stage(out: Path, model: str = "mpnet-base") -> list[Path]:
             folder.mkdir(parents=True)
             size = sum(p.stat().st_size for p in group)
             if size >= PART_LIMIT:
-                raise SystemExit(f"part{i} would hold {size / 2**20:.1f} MiB (limit 60)")
+                raise SystemExit(f"part{i} would hold {size / 2**20:.1f} MiB (limit 50)")
             for p in group:
                 shutil.copyfile(p, folder / p.name)
                 manifest["files"][p.name] = {"sha256": file_sha256(p), "bytes": p.stat().st_size,

