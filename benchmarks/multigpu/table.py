@@ -1,4 +1,4 @@
-"""The short table of benchmarks/multigpu: OUT/results.md from OUT/spread-*.json and dp.json."""
+"""The short table of benchmarks/multigpu: OUT/results.md from OUT/spread-*.json and dp*.json."""
 from __future__ import annotations
 
 import json
@@ -45,8 +45,9 @@ def main(out: str) -> int:
     lines = ["| run | step | seconds | peak GiB per device / throughput |", "|---|---|---|---|"]
     for path in sorted(root.glob("spread-*.json")):
         lines += spread_rows(json.loads(path.read_text()))
-    if (root / "dp.json").exists():
-        lines += dp_rows(json.loads((root / "dp.json").read_text()))
+    for path in sorted(root.glob("dp*.json"), key=lambda p: json.loads(p.read_text())
+                       .get("global_batch", 0)):  # dp.json (batch 256), dp-b512.json, ...
+        lines += dp_rows(json.loads(path.read_text()))
     text = "\n".join(lines) + "\n"
     (root / "results.md").write_text(text)
     print(text)
