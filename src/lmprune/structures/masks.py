@@ -74,8 +74,10 @@ class Masks:
     def is_binary(self) -> bool:
         return all(bool(((t == 0) | (t == 1)).all()) for _, _, t in self.items())
 
-    def validate(self, structure: ModelStructure) -> None:
-        """Raise MaskError listing every mask of an unknown site or a wrong shape."""
+    def validate(self, structure: ModelStructure, values: bool = True) -> None:
+        """Raise MaskError listing every mask of an unknown site or a wrong shape, and (with
+        ``values``) non-finite values. Reading values waits for the device: training loops
+        that build their masks themselves check shapes only (``values=False``)."""
         problems = []
         expected = _expected_shapes(structure)
         for kind, site, tensor in self.items():
@@ -86,7 +88,7 @@ class Masks:
             elif tuple(tensor.shape) != expected[key]:
                 problems.append(f"{kind} mask for {site or 'the model'} has shape {tuple(tensor.shape)}, "
                                 f"expected {expected[key]}")
-            elif not torch.isfinite(tensor).all():
+            elif values and not torch.isfinite(tensor).all():
                 problems.append(f"{kind} mask for {site or 'the model'} has non-finite values")
         if problems:
             raise MaskError("invalid masks:\n" + "\n".join(f"  - {p}" for p in problems)
@@ -126,10 +128,14 @@ def _scalar(masks: Masks, kind: str, site) -> torch.Tensor | None:
 
 
 @contextlib.contextmanager
-def apply_masks(model: nn.Module, masks: Masks, structure: ModelStructure | None = None):
-    """Apply ``masks`` to ``model`` inside the ``with`` block (hooks are removed on exit)."""
+def apply_masks(model: nn.Module, masks: Masks, structure: ModelStructure | None = None,
+                check_values: bool = True):
+    """Apply ``masks`` to ``model`` inside the ``with`` block (hooks are removed on exit).
+    ``check_values=False``: check the masks' sites and shapes only, not that their values are
+    finite (which reads them back from the device: a GPU sync per mask); for training loops
+    that apply masks they made themselves on every forward pass."""
     structure = structure or describe(model)
-    masks.validate(structure)
+    masks.validate(structure, values=check_values)
     handles = []
     get = model.get_submodule
 

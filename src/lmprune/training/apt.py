@@ -234,7 +234,8 @@ class APTMethod(TrainMethod):
     # --- one step -------------------------------------------------------------------------
     @contextlib.contextmanager
     def active(self, model: nn.Module) -> Iterator[nn.Module]:
-        with apply_masks(model, self.space.to_model(self.masks), self.space.current):
+        with apply_masks(model, self.space.to_model(self.masks), self.space.current,
+                         check_values=False):  # our own masks: no device read every step
             yield model
 
     def _distilling(self, step: int) -> bool:
@@ -302,10 +303,21 @@ class APTMethod(TrainMethod):
         layers = [v for v in stacks.values() if len(v) == n]
         if not layers:
             return [True] * n
-        kept = {**{k: bool((v != 0).any()) for k, v in self.masks.heads.items()},
-                **{k: bool((v != 0).any()) for k, v in self.masks.neurons.items()}}
+        kept = self._kept_sites()
         return [all(kept.get(site, True) for site in layer.attention + layer.ffn)
                 for layer in layers[-1]]
+
+    def _kept_sites(self) -> dict[str, bool]:
+        """Whether each head/neuron site keeps a unit: one device read for all sites, none
+        while the masks are unchanged (keyed by the masks' in-place versions)."""
+        items = [*self.masks.heads.items(), *self.masks.neurons.items()]
+        key = tuple((k, id(v), v._version) for k, v in items)
+        cached = getattr(self, "_kept_cache", None)
+        if cached is None or cached[0] != key:
+            flags = torch.stack([(v != 0).any() for _, v in items]).tolist() if items else []
+            cached = (key, dict(zip((k for k, _ in items), flags, strict=True)))
+            self._kept_cache = cached
+        return cached[1]
 
     def _scoring(self, step: int) -> bool:
         """Salience is only needed up to the last pruning event."""
@@ -355,9 +367,11 @@ class APTMethod(TrainMethod):
         done = step + 1
         if self.cfg.selection == "step" and self._reselects(done):
             self._choose(self.ratio, last=False)
-        with torch.no_grad():
-            for key, m in _flat(self.masks).items():
-                m.copy_(move_masks(m, _flat(self.targets)[key], self.mask_step))
+        if not self.settled:  # settled: every mask is at its target, nothing moves
+            with torch.no_grad():
+                targets = _flat(self.targets)
+                for key, m in _flat(self.masks).items():  # targets are binary by construction
+                    m.copy_(move_masks(m, targets[key], self.mask_step, check=False))
         if done in self.events:
             compacted = self._compaction_point(model, done)
             return self._prune_event(model, done) or compacted
@@ -481,8 +495,13 @@ class APTMethod(TrainMethod):
         of the dense body (:class:`~lmprune.pruners.apt_cost.CostModel`)."""
         if not self.events:
             return 1.0
-        counts = kept_counts(select.stacked(self.masks, self.kinds))
-        return self.cost.total(**counts) / self.dense_cost
+        key = tuple((id(t), t._version) for _, _, t in self.masks.items())
+        cached = getattr(self, "_ratio_cache", None)
+        if cached is None or cached[0] != key:  # a device read, only when a mask changed
+            counts = kept_counts(select.stacked(self.masks, self.kinds))
+            cached = (key, self.cost.total(**counts) / self.dense_cost)
+            self._ratio_cache = cached
+        return cached[1]
 
     def finish(self, model: nn.Module) -> nn.Module:
         with torch.no_grad():

@@ -25,6 +25,23 @@ def _nonzero(mask: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(mask != 0).flatten()
 
 
+class _Indices:
+    """The alive indices of each alive mask, kept until the mask changes in place (its
+    ``_version``): ``nonzero`` waits for the device, and the compacted model needs these
+    indices on every forward pass while they change only at pruning events."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}
+
+    def __call__(self, mask: torch.Tensor, device: torch.device) -> torch.Tensor:
+        hit = self._cache.get(id(mask))
+        if hit is None or hit[0] is not mask or hit[1] != mask._version \
+                or hit[2].device != torch.device(device):
+            hit = (mask, mask._version, _nonzero(mask).to(device))
+            self._cache[id(mask)] = hit
+        return hit[2]
+
+
 class UnitSpace:
     """Alive units per site (dense indices) and the structure of the model as it is now."""
 
@@ -32,6 +49,7 @@ class UnitSpace:
         self.dense, self.alive, self.compact = structure, alive, compact
         self.current = structure  # describe(model) after the last removal
         self.removals = 0
+        self.indices = _Indices()
 
     # --- dense space -> model space -------------------------------------------------------
     def to_model(self, masks: Masks) -> Masks:
@@ -42,11 +60,15 @@ class UnitSpace:
             return masks
         cur = self.current
         return Masks(
-            heads={s.name: _take(masks.heads[s.name], self.alive.heads[s.name])
+            heads={s.name: self._take(masks.heads[s.name], self.alive.heads[s.name])
                    for s in cur.attention if s.name in masks.heads},
-            neurons={s.name: _take(masks.neurons[s.name], self.alive.neurons[s.name])
+            neurons={s.name: self._take(masks.neurons[s.name], self.alive.neurons[s.name])
                      for s in cur.ffn if s.name in masks.neurons},
-            hidden=None if masks.hidden is None else _take(masks.hidden, self.alive.hidden))
+            hidden=None if masks.hidden is None else self._take(masks.hidden,
+                                                                self.alive.hidden))
+
+    def _take(self, mask: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+        return mask.index_select(0, self.indices(alive, mask.device))
 
     def to_dense(self, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Model-space scores (``heads/<site>``, ``neurons/<site>``, ``hidden``) in the dense
@@ -58,7 +80,7 @@ class UnitSpace:
             kind, _, site = key.partition("/")
             alive = self.alive.hidden if kind == "hidden" else getattr(self.alive, kind)[site]
             full = value.new_zeros(alive.shape)
-            full[_nonzero(alive).to(value.device)] = value
+            full[self.indices(alive, value.device)] = value
             out[key] = full
         for s in self.dense.attention:  # sites removed whole score 0 everywhere
             out.setdefault(f"heads/{s.name}", None)
@@ -136,9 +158,6 @@ class UnitSpace:
             return self.count("heads", site.name) if site.group_size == 1 else site.num_kv_heads
         return int((heads.reshape(-1, site.group_size) != 0).any(1).sum())
 
-
-def _take(mask: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
-    return mask.index_select(0, _nonzero(alive).to(mask.device))
 
 
 def adapter_roles(structure: ModelStructure) -> dict[str, tuple]:

@@ -113,9 +113,11 @@ class APTTeacher:
             structure = space.current
         if self.model is not None:
             self.model.train(model.training)
-            with torch.no_grad(), apply_masks(self.model, masks, structure):
+            with torch.no_grad(), apply_masks(self.model, masks, structure,
+                                              check_values=False):
                 return self.model(**batch, output_hidden_states=True)
-        with distill.teacher_mode(model, self.state), apply_masks(model, masks, structure):
+        with distill.teacher_mode(model, self.state), apply_masks(model, masks, structure,
+                                                                  check_values=False):
             return model(**batch, output_hidden_states=True)
 
     def channels(self, space) -> torch.Tensor | None:
