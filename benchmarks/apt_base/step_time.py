@@ -1,0 +1,114 @@
+"""Training step time of APT against full fine-tuning, with no data files: the loop alone.
+
+A BERT-base-shape classifier (12 layers, hidden 768, 12 heads, FFN 3072, random weights, no
+dropout) trains on random token batches (batch 32 x 128 tokens, the apt_base schedule: 80 steps,
+APT pruning from step 16 to 60 in 8 events to 40% of the body, self-distillation on) through
+lmprune's training loop, once with full fine-tuning and once with APT; the loop's own clock
+(``training_cost``: mean seconds per step of each 16-step interval, and the interval's peak
+memory) is recorded. What it isolates: the cost of APT's per-step work on the device, without
+tokenization, evaluation or model loading. The random labels make the accuracy meaningless.
+
+    python benchmarks/apt_base/step_time.py --out DIR [--device cuda] [--tiny]
+
+Writes DIR/step_time.json. ``--tiny``: a 2-layer shape on the CPU (the code path only).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+            intermediate_size=3072)
+TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+
+
+def model(shape: dict, device: str):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(**shape, vocab_size=30522, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0, num_labels=2)
+    return BertForSequenceClassification(config).to(device)
+
+
+def batches(n: int, seq: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    feats = [{"input_ids": torch.randint(1000, 30000, (seq,), generator=g),
+              "label": i % 2} for i in range(n)]
+
+    def collate(fs):
+        ids = torch.stack([f["input_ids"] for f in fs])
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                "labels": torch.tensor([f["label"] for f in fs])}
+    return feats, collate
+
+
+def run(method_name: str, args, device: str) -> dict:
+    from accelerate import Accelerator
+
+    from lmprune.config.train_schema import APTConfig
+    from lmprune.training.apt import APTMethod
+    from lmprune.training.loop import Clock, LoopSettings, run_loop
+    from lmprune.training.method import TrainMethod
+
+    shape = TINY if args.tiny else BASE
+    steps, batch = args.steps, args.batch
+    feats, collate = batches(steps * batch // 2, args.seq)  # 2 epochs
+    net = model(shape, device)
+    if method_name == "ft":
+        method, lr = TrainMethod(), 2e-5
+        net = method.setup(net, None)
+    else:
+        cfg = APTConfig(prune_start=steps // 5, prune_stop_epochs=1.5, events=8)
+        method, lr = APTMethod(cfg, keep=0.4, total_steps=steps,
+                               steps_per_epoch=steps // 2), 5e-4
+        net = method.setup(net)
+    clock = Clock()
+    start = time.perf_counter()
+    result = run_loop(net, method, feats, collate,
+                      LoopSettings(steps, batch, lr, eval_every=args.interval, progress=False),
+                      Accelerator(cpu=device == "cpu"), clock)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return {"method": method_name, "train_seconds": clock.seconds,
+            "wall_seconds": time.perf_counter() - start,
+            "intervals": [{k: c[k] for k in ("step", "step_seconds", "memory_mb", "params")}
+                          for c in result.costs]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--steps", type=int, default=80)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--interval", type=int, default=16)
+    p.add_argument("--tiny", action="store_true")
+    args = p.parse_args(argv)
+    if args.tiny:
+        args.steps, args.batch, args.seq, args.interval = 20, 4, 16, 4
+    if args.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    import lmprune
+
+    out = {"device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu",
+           "lmprune": str(Path(lmprune.__file__).parent), "steps": args.steps,
+           "batch": args.batch, "seq": args.seq,
+           "runs": [run(m, args, args.device) for m in ("ft", "apt")]}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "step_time.json").write_text(json.dumps(out, indent=1))
+    for r in out["runs"]:
+        print(f"{r['method']}: " + ", ".join(f"{c['step']}: {c['step_seconds'] * 1000:.1f} ms"
+                                            for c in r["intervals"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
