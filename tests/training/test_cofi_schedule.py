@@ -127,3 +127,28 @@ def test_cofi_ends_within_two_points_of_its_target(tmp_path, kinds):
     assert abs(m["kept_params_ratio"] - 0.4) <= 0.02, info
     assert info["kept_ratio_fitted"] <= 0.4
     assert m["curve"][-1]["keep_ratio"] == round(m["kept_params_ratio"], 4)
+    if "hidden" in kinds:  # the kept hidden size is aligned like the FFN widths (round_to 8)
+        config = json.loads((Path(out) / "model" / "config.json").read_text())
+        assert config["hidden_size"] % 8 == 0, config["hidden_size"]
+
+
+def test_kept_hidden_channels_are_rounded_like_ffn_widths():
+    """29 of tiny-bert's 32 hidden channels kept -> 24 (a multiple of cofi.round_to, within
+    the kept parameters), the kept channels with the lowest log-alpha dropped; round_to=1
+    keeps 29."""
+    model = build_tiny("tiny-bert", "sequence-classification")
+    method = CoFiMethod(CoFiConfig(kinds=["heads", "neurons", "hidden"]), sparsity=0.6,
+                        total_steps=12)
+    method.setup(model, None)
+    size = method.gates.log_alpha["hidden"].numel()
+    assert size == 32
+    with torch.no_grad():
+        method.gates.log_alpha["hidden"].copy_(torch.arange(size, dtype=torch.float32))
+    keep = torch.ones(size)
+    keep[[3, 20, 30]] = 0
+    rounded = method._rounded_hidden(keep)
+    expected = torch.zeros(size)
+    expected[[i for i in range(size) if keep[i]][-24:]] = 1  # the 24 highest log-alpha kept
+    assert torch.equal(rounded, expected)
+    method.cfg = CoFiConfig(kinds=["heads", "neurons", "hidden"], round_to=1)
+    assert torch.equal(method._rounded_hidden(keep), keep)

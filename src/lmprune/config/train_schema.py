@@ -263,8 +263,8 @@ class CoFiConfig(Section):
     warmup_fraction: float = param(0.3, "target sparsity ramps linearly over this fraction of "
                                         "training, counted from the start of pruning (CoFi: "
                                         "lagrangian_warmup_epochs)")
-    round_to: int = param(8, "kept FFN widths are rounded to multiples of this, by APT's rule "
-                             "(as apt.round_to; 1: off)")
+    round_to: int = param(8, "kept FFN widths and the kept hidden size are rounded to "
+                             "multiples of this, by APT's rule (as apt.round_to; 1: off)")
     fit_target: bool = param(True, "the final masks keep at most the target's parameters: "
                                    "CoFi's per-layer rule, with the kept head and neuron "
                                    "counts moved together in log-alpha order (gates that have "

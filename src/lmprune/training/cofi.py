@@ -17,8 +17,8 @@ target sparsity warms up from the start of pruning.
 
 Without a teacher (``train.teacher`` unset) the loss is the task loss plus the Lagrangian and
 the run says so in its report. ``finish`` takes CoFi's deterministic masks, rounds the kept
-FFN neurons of each layer to multiples of ``cofi.round_to`` (APT's rule, as every method of
-``lmprune train``), folds the kept head/neuron gate values into the weights, rounds kept
+FFN neurons of each layer and the kept hidden channels to multiples of ``cofi.round_to``
+(APT's rule, as every method of ``lmprune train``), folds the kept head/neuron gate values into the weights, rounds kept
 whole-sublayer and hidden gates to 1 (a small deviation: CoFi folds those too) and removes
 what the gates closed. Curve points carry the deterministic masks' kept ratio (what the
 evaluated model keeps), not the expectation the Lagrangian steers. With ``cofi.fit_target``
@@ -157,7 +157,7 @@ class CoFiMethod(TrainMethod):
         binary.attention = {k: (v > 0).float() for k, v in masks.attention.items()}
         binary.ffn = {k: (v > 0).float() for k, v in masks.ffn.items()}
         if masks.hidden is not None:
-            binary.hidden = (masks.hidden > 0).float()
+            binary.hidden = self._rounded_hidden((masks.hidden > 0).float())
         remove(model, binary, self.structure)
         if self.distiller is not None:
             self.distiller.teacher = None
@@ -166,9 +166,20 @@ class CoFiMethod(TrainMethod):
     def _rounded_binary(self, masks: Masks) -> Masks:
         """Binary ``masks`` with the FFN widths rounded as ``finish`` rounds them."""
         neurons = self._rounded_neurons(_times(masks.neurons, masks.ffn))
+        hidden = None if masks.hidden is None else self._rounded_hidden(
+            (masks.hidden != 0).float())
         return Masks(heads=masks.heads, attention=masks.attention, ffn=masks.ffn,
-                     hidden=masks.hidden,
+                     hidden=hidden,
                      neurons={k: (v != 0).float() for k, v in neurons.items()})
+
+    def _rounded_hidden(self, keep: torch.Tensor) -> torch.Tensor:
+        """The kept hidden channels (binary) rounded to a multiple of ``cofi.round_to`` by the
+        same rule, higher log-alpha first: an unaligned hidden size (e.g. 766) slows every
+        matrix product of the pruned model."""
+        if self.cfg.round_to <= 1 or "hidden" not in self.gates.log_alpha:
+            return keep
+        salience = self.gates.log_alpha["hidden"].detach().to(keep.device)
+        return round_kept_rows(keep[None], salience[None], 1.0, self.cfg.round_to)[0]
 
     def _rounded_neurons(self, neurons: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Kept FFN widths rounded to ``cofi.round_to`` (higher log-alpha first); a neuron the
