@@ -114,6 +114,30 @@ def test_rounding_keeps_multiples_within_the_budget():
     assert rounded["neurons"][1, :5].sum() == 0
 
 
+def test_a_site_left_unaligned_by_an_earlier_event_is_rounded_too():
+    """An earlier event (not rounded) left 59 and 45 of 64 neurons alive; a last event whose
+    budget keeps every alive unit must not keep 59 and 45: the model would have those widths.
+    Each becomes a multiple of 8 (56, 40), and nothing dead comes back."""
+    model = _bert()
+    cost = CostModel.of(model, describe(model))
+    g = torch.Generator().manual_seed(4)
+    sal = {"heads": torch.rand(2, 4, generator=g), "neurons": torch.rand(2, 64, generator=g)}
+    available = {k: torch.ones_like(v) for k, v in sal.items()}
+    available["neurons"][0, :5] = 0
+    available["neurons"][1, :19] = 0
+    budget = cost.total(**kept_counts(available))  # everything alive fits
+    keep = select_bilinear(sal, cost, budget, available)
+    assert keep["neurons"].sum(1).tolist() == [59, 45]
+    rounded = round_bilinear(keep, sal, cost, budget, available, {"neurons": 8})
+    assert rounded["neurons"].sum(1).tolist() == [56, 40]
+    assert rounded["neurons"][0, :5].sum() == 0 and rounded["neurons"][1, :19].sum() == 0
+    assert cost.total(**kept_counts(rounded)) <= budget
+    full = {k: torch.ones_like(v) for k, v in sal.items()}  # a dense site kept whole stays
+    kept_all = select_bilinear(sal, cost, cost.total(), full)
+    assert round_bilinear(kept_all, sal, cost, cost.total(), full, {"neurons": 8})[
+        "neurons"].sum(1).tolist() == [64, 64]
+
+
 def test_too_small_a_budget_is_an_error():
     model = _bert()
     cost = CostModel.of(model, describe(model))

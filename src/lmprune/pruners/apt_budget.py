@@ -20,7 +20,8 @@ mandatory units + the longest density-sorted prefix of the rest that fits the bu
 (optimal among such prefixes when saliences are >= 0, since costs are > 0).
 
 Rounding (``round_to={kind: r}``): per site, the kept count is rounded *down* to a
-multiple of r (a fully kept site stays full even when its width is not a multiple of r;
+multiple of r (a site kept at its whole dense width stays full even when that width is not a
+multiple of r, while one that keeps all of the fewer units an earlier event left is rounded;
 the minimum is ``min(width, r * ceil(min_keep / r))``), dropping the lowest-density kept
 units; the freed budget is refilled greedily with whole chunks of the next r units of a
 site (or the site's remaining units when that fills it), densest chunk first, skipping
@@ -180,15 +181,18 @@ def _round_counts(sal, cost, keep, order, budget: float, round_to, min_keep: int
     """Round kept counts per site down to multiples of r, then refill with whole chunks.
 
     ``widths`` (optional): units available per site (default: all); ``order`` must then
-    rank the unavailable units of a site after its available ones."""
+    rank the unavailable units of a site after its available ones. A site that keeps its
+    whole dense width stays full; one that keeps all of fewer available units (an earlier
+    event pruned the rest) is rounded like any other: its width is what the model will have."""
     for kind, r in round_to.items():
         if r <= 1 or kind not in keep:
             continue
+        dense = keep[kind].shape[1]
         for i in range(keep[kind].shape[0]):
-            width = widths[kind][i] if widths else keep[kind].shape[1]
+            width = widths[kind][i] if widths else dense
             floor = _site_minimum(width, min_keep, r) if min_keep > 0 else 0
             count = int(keep[kind][i].sum())
-            if count == width:
+            if count == width and (width == dense or width % r == 0):
                 continue
             target = max(floor, (count // r) * r)
             keep[kind][i] = False
@@ -201,8 +205,14 @@ def _round_counts(sal, cost, keep, order, budget: float, round_to, min_keep: int
                 continue
             for i in range(keep[kind].shape[0]):
                 count = int(keep[kind][i].sum())
-                width = widths[kind][i] if widths else keep[kind].shape[1]
-                units = order[kind][i, count:min(count + r, width)]
+                dense = keep[kind].shape[1]
+                width = widths[kind][i] if widths else dense
+                end = count + r
+                if end > width:  # a last partial chunk only where it fills the dense width
+                    if width != dense:
+                        continue
+                    end = width
+                units = order[kind][i, count:end]
                 if len(units) == 0:
                     continue
                 chunk_cost = float(cost[kind][i, units].sum())
