@@ -317,6 +317,31 @@ def test_finishing_with_neurons_lands_on_the_budget(progressive):
         assert result.final_perplexity == pytest.approx(masked, rel=1e-9)
 
 
+def test_finishing_neurons_go_in_aligned_chunks():
+    """With a chunk of 8 (prune.round_to's rule for wide FFNs: 32 for SmolLM2's 1536), every
+    finishing site loses a multiple of 8 neurons, and the total is the remainder in whole
+    chunks (within half a chunk)."""
+    from lmprune.pruners.sublayer_finish import finish_with_neurons
+    from lmprune.structures.counting import neuron_cost
+
+    model = tiny_llama(4, seed=3)
+    structure, windows = describe(model), random_windows(2, 16)
+    base = removal_masks(structure, {})
+    per_neuron = neuron_cost(model, structure.ffn[0])
+    for neurons in (5, 20, 37):
+        masks, record = finish_with_neurons(model, structure, windows, {}, base,
+                                            neurons * per_neuron, progress=False, round_to=8)
+        counts = list(record["neurons"].values())
+        assert all(c % 8 == 0 for c in counts), counts
+        assert abs(sum(counts) - neurons) <= 4
+        assert max(counts) - min(counts) <= 8
+        for site in structure.ffn:
+            assert int((masks.neurons[site.name] == 0).sum()) == record["neurons"][site.name]
+    exact, record = finish_with_neurons(model, structure, windows, {}, base, 37 * per_neuron,
+                                        progress=False, round_to=1)
+    assert sum(record["neurons"].values()) == 37  # round_to=1: neuron by neuron, as before
+
+
 def test_batched_candidates_equal_one_at_a_time():
     """Several candidates per forward (rows_per_pass) give the perplexities of one forward
     per candidate with the scalar mask."""
