@@ -307,11 +307,16 @@ class APTMethod(TrainMethod):
         return [all(kept.get(site, True) for site in layer.attention + layer.ffn)
                 for layer in layers[-1]]
 
+    def _masks_version(self) -> tuple:
+        """Changes whenever a mask is replaced or changed in place (answers derived from the
+        masks are cached under it, so that they read the device only when it changes)."""
+        return tuple((kind, site, id(t), t._version) for kind, site, t in self.masks.items())
+
     def _kept_sites(self) -> dict[str, bool]:
         """Whether each head/neuron site keeps a unit: one device read for all sites, none
         while the masks are unchanged (keyed by the masks' in-place versions)."""
         items = [*self.masks.heads.items(), *self.masks.neurons.items()]
-        key = tuple((k, id(v), v._version) for k, v in items)
+        key = self._masks_version()
         cached = getattr(self, "_kept_cache", None)
         if cached is None or cached[0] != key:
             flags = torch.stack([(v != 0).any() for _, v in items]).tolist() if items else []
@@ -495,7 +500,7 @@ class APTMethod(TrainMethod):
         of the dense body (:class:`~lmprune.pruners.apt_cost.CostModel`)."""
         if not self.events:
             return 1.0
-        key = tuple((id(t), t._version) for _, _, t in self.masks.items())
+        key = self._masks_version()
         cached = getattr(self, "_ratio_cache", None)
         if cached is None or cached[0] != key:  # a device read, only when a mask changed
             counts = kept_counts(select.stacked(self.masks, self.kinds))
