@@ -65,11 +65,11 @@ def bandwidth(device: torch.device, quick: bool) -> dict:
             "method": "device copy of one tensor (read + write), median of 5"}
 
 
-def encoder(model, batch_sizes, seq_len: int, quick: bool) -> dict:
+def encoder(model, batch_sizes, seq_len: int, quick: bool, compile: str | None = None) -> dict:
     cuda = next(model.parameters()).is_cuda
     return measure_inference(model, batch_sizes=tuple(batch_sizes), seq_len=seq_len,
                              warmup=5 if cuda else 1, repeats=20 if cuda else 2,
-                             max_seconds=3.0 if cuda else 5.0)
+                             max_seconds=3.0 if cuda else 5.0, compile=compile)
 
 
 def decoder(model, batch_size: int, mode: str, prompt_len: int, new_tokens: int,

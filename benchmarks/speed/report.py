@@ -44,6 +44,43 @@ def _encoder(results: dict) -> list[str]:
             *_table(head, rows)]
 
 
+def _samples(measured: dict | None, batch: str):
+    return ((measured or {}).get(batch) or {}).get("samples_per_s")
+
+
+def _encoder_compiled(results: dict) -> list[str]:
+    """The encoder's fast path: compiled dense vs compiled pruned, next to eager."""
+    enc = results.get("encoder") or {}
+    dense = enc.get("dense_compiled")
+    if not isinstance(dense, dict) or "error" in dense:
+        return []
+    sizes = [k for k in dense if str(k).isdigit()]
+    rows = [["dense", "-", "-", "-", *[f"{_f(_samples(dense, b), '.0f')} (compile / eager "
+                                        f"{_f(_ratio(_samples(dense, b), _samples(enc.get('dense'), b)), '.2f', 'x')})"
+                                        for b in sizes], "1.00", *["-"] * len(sizes)]]
+    for v in enc.get("variants", []):
+        if not isinstance(v.get("compiled"), dict):
+            continue
+        ideal = v["ideal"]["flops"]
+        speeds = [_ratio(_samples(v["compiled"], b), _samples(dense, b)) for b in sizes]
+        eager = [_ratio(_samples(v.get("throughput"), b), _samples(enc.get("dense"), b))
+                 for b in sizes]
+        rows.append([v["name"], _f(v.get("removed_share"), ".1%"), v["widths"]["ffn"],
+                     v["widths"]["heads"],
+                     *[f"{_f(_samples(v['compiled'], b), '.0f')} ({_f(x, '.2f', 'x')}; eager "
+                       f"{_f(e, '.2f', 'x')})" for b, x, e in zip(sizes, speeds, eager)],
+                     _f(ideal), *[_f(x and x / ideal, ".0%") for x in speeds]])
+    head = ["variant", "body removed", "FFN", "heads",
+            *[f"bs{b} samples/s compiled (speedup; eager speedup)" for b in sizes],
+            "ideal (FLOPs)", *[f"share of ideal @bs{b}" for b in sizes]]
+    return [f"### Encoder, fast path (`torch.compile(mode=\"{enc.get('compile_mode')}\")`, "
+            "compiled dense vs compiled pruned)", "", *_table(head, rows)]
+
+
+def _ratio(a, b):
+    return a / b if a and b else None
+
+
 def _dense_speeds(shape: dict) -> dict:
     return {(r["mode"], r["batch_size"]): r for r in shape.get("dense", {}).get("speeds", [])
             if "error" not in r}
@@ -132,7 +169,7 @@ def write(results: dict, path: Path) -> Path:
              f"- memory bandwidth: measured copy {_f(bw and bw / 1e9, '.0f', ' GB/s')}, data sheet "
              f"{_f(meta.get('spec_bandwidth') and meta['spec_bandwidth'] / 1e9, '.0f', ' GB/s')} "
              "(floor ms = weight bytes / measured bandwidth)", ""]
-    lines += _encoder(results)
+    lines += _encoder(results) + _encoder_compiled(results)
     for name, shape in (results.get("decoders") or {}).items():
         lines += _decoder(name, shape, bw)
     lines += _costs(results) + _diagnostics(results)

@@ -35,7 +35,8 @@ import sections  # noqa: E402
 
 SECTIONS = ("encoder", "micro", "llama7b", "smollm2", "evidence")
 #: Seconds each kind of measurement is expected to take on an H200 (quick: a CPU, tiny shapes).
-COSTS = {"encoder_model": 4, "smollm2-135m_eager": 4, "smollm2-135m_compile": 35,
+COSTS = {"encoder_model": 4, "encoder_compile": 60, "smollm2-135m_eager": 4,
+         "smollm2-135m_compile": 35,
          "smollm2-135m_variant": 3, "llama-7b_eager": 6, "llama-7b_compile": 45,
          "llama-7b_variant": 20, "taylor_element1": 10, "taylor_element2": 30,
          "evidence_model": 10}
@@ -57,13 +58,15 @@ def settings(quick: bool) -> dict:
              "variants": ["taylor-uniform-20", "taylor-uniform-20-in-memory",
                           "taylor-uniform-20-unaligned", "taylor-llm-pruner-20"],
              "fast_variants": ["dense", "taylor-uniform-20", "taylor-llm-pruner-20"]}
-    encoder = {"batch_sizes": [32, 128, 512], "seq_len": 128}
+    encoder = {"batch_sizes": [32, 128, 512], "seq_len": 128, "fast_batch_sizes": [128, 512],
+               "fast_variants": ["uniform-20", "uniform-40", "uniform-60", "global-40"]}
     if quick:
         small.update(eager_batch_sizes=[1, 4], fast_batch_sizes=[1], prompt_len=16,
                      new_tokens=4, repeats=1, calibration=[2, 16])
         llama.update(eager_batch_sizes=[1, 2], fast_batch_sizes=[1], prompt_len=16,
                      new_tokens=4, repeats=1, calibration=[2, 16])
-        encoder.update(batch_sizes=[2, 8], seq_len=32)
+        encoder.update(batch_sizes=[2, 8], seq_len=32, fast_batch_sizes=[8],
+                       fast_variants=["uniform-60"])
     return {"encoder": encoder, "smollm2-135m": small, "llama-7b": llama}
 
 
@@ -97,6 +100,10 @@ class Context:
         self.dtype = resolve_dtype("auto", self.device, "inference")
         # compiling on a CPU costs minutes for nothing the quick run checks: static cache there
         self.fast_mode = "compile" if self.device.type == "cuda" or args.compile else "static"
+        # the encoder's fast path: a compiled forward (CUDA graphs on a GPU); none on a CPU
+        # unless --compile (then without graphs, which CPUs lack)
+        self.encoder_compile = ("reduce-overhead" if self.device.type == "cuda"
+                                else "default" if args.compile else None)
         self.settings = settings(args.quick)
         self.budget = Budget(args.budget_s, dict(QUICK_COSTS if args.quick else COSTS))
 

@@ -27,6 +27,8 @@ def encoder_section(ctx, results: dict) -> None:
     out = results.setdefault("encoder", {"shape": "roberta-base", "seq_len": s["seq_len"],
                                          "batch_sizes": s["batch_sizes"], "variants": []})
     out["dense"] = measure.guarded(measure.encoder, dense, s["batch_sizes"], s["seq_len"], ctx.quick)
+    out["compile_mode"] = ctx.encoder_compile
+    out["dense_compiled"] = _encoder_compiled(ctx, "dense", dense, s, results)
     scores = magnitude_scores(dense, structure, kinds=("heads", "neurons"))
     plans = [(f"uniform-{int(100 * t)}", t, r, lambda t=t, r=r: models.uniform(structure, scores, t, r))
              for t in SPARSITIES for r in ("auto", 1)]
@@ -43,11 +45,29 @@ def encoder_section(ctx, results: dict) -> None:
                      ideal={"flops": ideal_speedups(dense, pruned, s["seq_len"])["flops"]},
                      throughput=measure.guarded(measure.encoder, pruned, s["batch_sizes"],
                                                 s["seq_len"], ctx.quick))
+        if round_to == "auto" and name in s["fast_variants"]:
+            entry["compiled"] = _encoder_compiled(ctx, name, pruned, s, results)
         out["variants"].append(entry)
         del pruned
         ctx.save(results)
     del dense
     measure.free(ctx.device)
+
+
+def _encoder_compiled(ctx, name: str, model, s: dict, results: dict) -> dict | None:
+    """Throughput of the compiled forward (the encoder's fast path: CUDA graphs on a GPU) at
+    the fast batch sizes; compiled graphs are dropped afterwards (they hold memory)."""
+    if ctx.encoder_compile is None:
+        return None
+    what = {"variant": name, "mode": ctx.encoder_compile}
+    if not ctx.budget.allows("encoder_compile", what, results):
+        return None
+    start = time.perf_counter()
+    row = measure.guarded(measure.encoder, model, s["fast_batch_sizes"], s["seq_len"],
+                          ctx.quick, compile=ctx.encoder_compile)
+    ctx.budget.observe("encoder_compile", time.perf_counter() - start)
+    measure.free(ctx.device)
+    return row
 
 
 def _calibration(model, count: int, length: int) -> torch.Tensor:

@@ -13,17 +13,22 @@ from lmprune.errors import LmpruneError
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = add_command(
-        subparsers, "bench", help="measure prefill and decode speed (eager / static / compile)",
-        description="Time the prompt's forward pass (prefill) and the single-token decode steps "
-                    "of a causal LM apart, per batch size, in transformers' default mode "
-                    "(dynamic KV cache, eager), with a static KV cache (--static-cache), or with "
-                    "a static cache and a torch.compile'd decode step (--compile; CUDA graphs "
-                    "on a GPU). Random prompts; one warm-up run (compilation) then the median "
-                    "of --repeats runs. On a known GPU the weight-read floor of a decode step "
-                    "(weight bytes / memory bandwidth) is printed beside it.",
+        subparsers, "bench", help="measure inference speed (decoders: prefill and decode; "
+                                  "encoders: forward throughput), eager or compiled",
+        description="Decoders (causal LMs): time the prompt's forward pass (prefill) and the "
+                    "single-token decode steps apart, per batch size, in transformers' default "
+                    "mode (dynamic KV cache, eager), with a static KV cache (--static-cache), or "
+                    "with a static cache and a torch.compile'd decode step (--compile; CUDA "
+                    "graphs on a GPU). Random prompts; one warm-up run (compilation) then the "
+                    "median of --repeats runs. On a known GPU the weight-read floor of a decode "
+                    "step (weight bytes / memory bandwidth) is printed beside it. Encoders and "
+                    "other models: forward throughput on random ids of --seq-len tokens, eager "
+                    "or with the forward compiled (--compile: CUDA graphs on a GPU), the "
+                    "protocol of lmprune.evaluation.efficiency.measure_inference.",
         examples=["lmprune bench runs/taylor/model --compile",
                   "lmprune bench smollm2-135m --modes eager,compile --batch-sizes 1,8,32",
-                  "lmprune bench runs/ri/model --static-cache --device cpu --json speed.json"])
+                  "lmprune bench runs/ri/model --static-cache --device cpu --json speed.json",
+                  "lmprune bench runs/apt/model --modes eager,compile --batch-sizes 32,128"])
     parser.add_argument("model", metavar="MODEL", help="model directory, alias or hub id")
     parser.add_argument("--static-cache", action="store_true",
                         help="use transformers' StaticCache (eager steps)")
@@ -34,7 +39,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--prompt-len", type=int, default=128, help="prompt tokens (default 128)")
     parser.add_argument("--new-tokens", type=int, default=64,
                         help="tokens generated per run, >= 2 (default 64)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs (default 3)")
+    parser.add_argument("--seq-len", type=int, default=128,
+                        help="encoders: tokens per sequence (default 128)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed runs (default 3; encoders: at least 10)")
     parser.add_argument("--dtype", default="auto",
                         help="auto (bfloat16 on a GPU, float32 on a CPU), float32, bfloat16, "
                              "float16")
@@ -65,10 +73,27 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
+def _load(name: str, device, dtype):
+    """A saved directory (any lmprune format), or an alias / hub id with its default head
+    (causal LM for decoders, the classification head for encoders)."""
+    from lmprune.cli.eval import load_any
+
+    if (Path(name) / "config.json").exists():
+        return load_any(name, device, dtype)[0]
+    from lmprune.zoo import load_model
+
+    return load_model(name, None, dtype=dtype).model.eval().to(device)
+
+
+def _is_decoder(model) -> bool:
+    config = getattr(model, "config", None)
+    return (config is not None and not getattr(config, "is_encoder_decoder", False)
+            and hasattr(model, "generate") and bool(getattr(model, "can_generate", lambda: True)()))
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from lmprune.cli.eval import load_any
     from lmprune.device import announce, describe_device, resolve_device, resolve_dtype
     from lmprune.evaluation.ideal import bandwidth_of, weight_bytes, weight_read_floor_ms
     from lmprune.generation.bench import measure_decoding
@@ -76,8 +101,12 @@ def run(args: argparse.Namespace) -> int:
     modes, sizes = _modes(args), _sizes(args.batch_sizes)
     device = resolve_device(args.device or "auto")
     dtype = resolve_dtype(args.dtype, device, "inference")
-    model, _ = load_any(args.model, device, dtype)
+    model = _load(args.model, device, dtype)
     announce("bench", device, dtype)
+    if not _is_decoder(model):
+        from lmprune.cli.bench_forward import bench_forward
+
+        return bench_forward(args, model, modes, sizes, device, dtype)
     bandwidth = bandwidth_of(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     floor = weight_read_floor_ms(model, bandwidth) if bandwidth else None
     rows = []

@@ -74,14 +74,14 @@ def _is_oom(exc: BaseException) -> bool:
                                               or "can't allocate memory" in text)
 
 
-def _timed_forwards(model, inputs: dict, device, repeats: int,
+def _timed_forwards(forward, inputs: dict, device, repeats: int,
                     max_seconds: float | None) -> list[float]:
     """Seconds of each timed forward: ``repeats`` of them, fewer once ``max_seconds`` is spent."""
     times: list[float] = []
     while len(times) < repeats:
         _sync(device)
         start = time.perf_counter()
-        model(**inputs)
+        forward(**inputs)
         _sync(device)
         times.append(time.perf_counter() - start)
         if max_seconds is not None and sum(times) >= max_seconds:
@@ -89,22 +89,31 @@ def _timed_forwards(model, inputs: dict, device, repeats: int,
     return times
 
 
-def _measure_batch(model, inputs: dict, device, warmup: int, repeats: int,
+def _measure_batch(model, forward, inputs: dict, device, warmup: int, repeats: int,
                    max_seconds: float | None) -> dict:
+    first = None
+    if forward is not model:  # compiled: the first call compiles; it is not a warm-up
+        start = time.perf_counter()
+        forward(**inputs)
+        _sync(device)
+        first = time.perf_counter() - start
     spent = 0.0
     for _ in range(warmup):  # a warm-up slower than max_seconds ends the warm-up
         start = time.perf_counter()
-        model(**inputs)
+        forward(**inputs)
         _sync(device)
         spent += time.perf_counter() - start
         if max_seconds is not None and spent >= max_seconds:
             break
-    memory = model_peak_memory(model, lambda: model(**inputs), device)
-    times = _timed_forwards(model, inputs, device, repeats, max_seconds)
+    memory = model_peak_memory(model, lambda: forward(**inputs), device)
+    times = _timed_forwards(forward, inputs, device, repeats, max_seconds)
     batch = inputs["input_ids"].shape[0]
     seconds = statistics.median(times)  # robust to a GPU clock ramp or a CPU hiccup
-    return {"samples_per_s": batch / seconds, "latency_ms": 1000 * seconds,
-            "repeats": len(times), "peak_memory": memory.as_dict()}
+    out = {"samples_per_s": batch / seconds, "latency_ms": 1000 * seconds,
+           "repeats": len(times), "peak_memory": memory.as_dict()}
+    if first is not None:
+        out["first_call_s"] = first
+    return out
 
 
 def _oom_entry(device: torch.device, reason: str) -> dict:
@@ -130,8 +139,12 @@ def _check_arguments(batch_sizes, seq_len, warmup, repeats, max_seconds) -> None
 
 def measure_inference(model, batch_sizes=(32, 128), seq_len: int = 128, warmup: int = 2,
                       repeats: int = 5, device=None, vocab_size: int | None = None,
-                      max_seconds: float | None = None) -> dict:
+                      max_seconds: float | None = None, compile: str | None = None) -> dict:
     """Forward-only throughput, latency and peak memory per batch size (module docstring).
+
+    ``compile``: None (eager), or a :data:`lmprune.evaluation.compiled.COMPILE_MODES` mode
+    (``"reduce-overhead"``: CUDA graphs on a GPU) in which the forward is compiled once per
+    batch size; that first call is untimed and reported as ``first_call_s``.
 
     ``device``: where to run (the model is moved there); None: where its parameters are.
     ``vocab_size``: ids are drawn from ``[0, vocab_size)``; None: ``model.config.vocab_size``.
@@ -142,6 +155,10 @@ def measure_inference(model, batch_sizes=(32, 128), seq_len: int = 128, warmup: 
     and an ``"error"``.
     """
     _check_arguments(batch_sizes, seq_len, warmup, repeats, max_seconds)
+    if compile is not None:
+        from lmprune.evaluation.compiled import check_mode
+
+        check_mode(compile)
     device = _device_of(model, device)
     vocab = vocab_size or getattr(model.config, "vocab_size", None)
     if not vocab:
@@ -149,6 +166,11 @@ def measure_inference(model, batch_sizes=(32, 128), seq_len: int = 128, warmup: 
                            "pass vocab_size=")
     was_training = model.training
     model.to(device).eval()
+    forward = model
+    if compile is not None:
+        from lmprune.evaluation.compiled import CompiledForward
+
+        forward = CompiledForward(model, compile)
     result: dict = {}
     oom_at = None
     try:
@@ -160,8 +182,8 @@ def measure_inference(model, batch_sizes=(32, 128), seq_len: int = 128, warmup: 
                     continue
                 inputs = _inputs(model, int(batch), seq_len, vocab, device)
                 try:
-                    result[str(batch)] = _measure_batch(model, inputs, device, warmup,
-                                                        repeats, max_seconds)
+                    result[str(batch)] = _measure_batch(model, forward, inputs, device,
+                                                        warmup, repeats, max_seconds)
                 except RuntimeError as exc:
                     if not _is_oom(exc):
                         raise
@@ -170,7 +192,8 @@ def measure_inference(model, batch_sizes=(32, 128), seq_len: int = 128, warmup: 
                     result[str(batch)] = _oom_entry(device, "out of memory")
     finally:
         model.train(was_training)
-    return {**result, "seq_len": seq_len, "device": str(device)}
+    extra = {"compile": compile} if compile is not None else {}
+    return {**result, "seq_len": seq_len, "device": str(device), **extra}
 
 
 def batch_results(inference: dict | None) -> dict[int, dict]:

@@ -31,12 +31,10 @@ import torch
 from torch import nn
 
 from lmprune.errors import LmpruneError
+from lmprune.evaluation.compiled import allow_recompiles
 from lmprune.structures.kv_cache import cache_arguments
 
 MODES = ("eager", "static", "compile")
-#: Recompilations allowed per compiled function (one per model and batch size); torch's
-#: default of 8 would silently fall back to eager after 8 (model, batch size) pairs.
-RECOMPILE_LIMIT = 64
 #: Static caches are sized in steps of this many tokens, so that prompts of different
 #: lengths reuse one compiled decode step (its shapes include the cache length).
 CACHE_STEP = 256
@@ -94,10 +92,7 @@ def compiled_step():
     """The decode step compiled once per process (torch recompiles it per model and shape)."""
     global _compiled_step
     if _compiled_step is None:
-        config = torch._dynamo.config
-        for name in ("cache_size_limit", "recompile_limit"):
-            if hasattr(config, name):
-                setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
+        allow_recompiles()  # one graph per (model, batch size)
         # dynamic=False: every (model, batch size) gets a graph specialised to its shapes,
         # as a served model would; automatic dynamic shapes would make pruned widths symbolic
         _compiled_step = torch.compile(_decode_step, mode="reduce-overhead", fullgraph=True,

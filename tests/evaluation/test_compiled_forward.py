@@ -1,0 +1,66 @@
+"""The encoder's fast path: a compiled forward gives the eager outputs, is compiled once per
+input shape, and ``measure_inference(compile=...)`` / ``lmprune bench`` report it."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lmprune.arch import describe
+from lmprune.cli.main import main
+from lmprune.errors import LmpruneError
+from lmprune.evaluation.compiled import CompiledForward
+from lmprune.evaluation.efficiency import batch_results, measure_inference
+from lmprune.structures import Masks, remove
+from lmprune.zoo.tiny import build_tiny
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _pruned_bert():
+    model = build_tiny("tiny-bert", "sequence-classification").eval()
+    structure = describe(model)
+    masks = Masks.ones(structure, ("heads", "neurons"))
+    next(iter(masks.heads.values()))[1] = 0
+    list(masks.neurons.values())[-1][::3] = 0
+    remove(model, masks, structure)
+    return model
+
+
+def test_compiled_forward_equals_eager_and_compiles_once_per_shape():
+    model = _pruned_bert()
+    ids = torch.randint(0, model.config.vocab_size, (3, 12), generator=torch.Generator().manual_seed(0))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with torch.inference_mode():
+        eager = model(**inputs).logits.clone()
+        fast = CompiledForward(model, "default")
+        first = fast(**inputs).logits.clone()
+        again = fast(**inputs).logits.clone()
+    torch.testing.assert_close(first, eager, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(again, eager, rtol=1e-4, atol=1e-5)
+    assert list(fast.first_call_s) == [(("attention_mask", (3, 12)), ("input_ids", (3, 12)))]
+
+
+def test_unknown_compile_mode_is_refused_before_any_work():
+    model = build_tiny("tiny-bert", "sequence-classification")
+    with pytest.raises(LmpruneError, match="unknown compile mode 'fast'.*reduce-overhead"):
+        measure_inference(model, batch_sizes=(2,), seq_len=4, compile="fast")
+    with pytest.raises(LmpruneError, match="unknown compile mode"):
+        CompiledForward(model, "turbo")
+
+
+def test_cli_bench_measures_an_encoder_eager_and_compiled(capsys, tmp_path):
+    code = main(["bench", "tiny-bert", "--modes", "eager,compile", "--batch-sizes", "2",
+                 "--seq-len", "8", "--device", "cpu", "--json", str(tmp_path / "b.json")])
+    out = capsys.readouterr().out
+    assert code == 0 and "SAMPLES/S" in out and "compile (default)" in out
+    saved = json.loads((tmp_path / "b.json").read_text())
+    assert saved["seq_len"] == 8 and set(saved["results"]) == {"eager", "compile"}
+    compiled = saved["results"]["compile"]
+    assert compiled["compile"] == "default" and "compile" not in saved["results"]["eager"]
+    entry = batch_results(compiled)[2]
+    assert entry["samples_per_s"] > 0 and entry["first_call_s"] > 0 and entry["repeats"] >= 10
+    assert "first_call_s" not in batch_results(saved["results"]["eager"])[2]
+    code = main(["bench", "tiny-bert", "--static-cache", "--device", "cpu"])
+    assert code != 0 and "not a decoder" in capsys.readouterr().err
