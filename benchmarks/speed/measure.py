@@ -73,8 +73,9 @@ def encoder(model, batch_sizes, seq_len: int, quick: bool, compile: str | None =
 
 
 def decoder(model, batch_size: int, mode: str, prompt_len: int, new_tokens: int,
-            repeats: int) -> dict:
-    return measure_decoding(model, batch_size, prompt_len, new_tokens, mode, repeats).as_dict()
+            repeats: int, compile_mode: str = "reduce-overhead") -> dict:
+    return measure_decoding(model, batch_size, prompt_len, new_tokens, mode, repeats,
+                            compile_mode=compile_mode).as_dict()
 
 
 def taylor_cost(model, structure, samples, importance: str, batch_size=None) -> dict:

@@ -102,8 +102,10 @@ class Context:
         self.fast_mode = "compile" if self.device.type == "cuda" or args.compile else "static"
         # the encoder's fast path: a compiled forward (CUDA graphs on a GPU); none on a CPU
         # unless --compile (then without graphs, which CPUs lack)
-        self.encoder_compile = ("reduce-overhead" if self.device.type == "cuda"
+        self.encoder_compile = (args.compile_mode if self.device.type == "cuda"
                                 else "default" if args.compile else None)
+        self.compile_mode = args.compile_mode  # of the decode step too
+        self.fast_only, self.variants = args.fast_only, args.variants
         self.settings = settings(args.quick)
         self.budget = Budget(args.budget_s, dict(QUICK_COSTS if args.quick else COSTS))
 
@@ -128,6 +130,8 @@ def meta(ctx: Context, args) -> dict:
     name = torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else platform.processor()
     return {"command": " ".join(sys.argv), "device": describe_device(ctx.device),
             "device_name": name, "dtype": str(ctx.dtype), "fast_mode": ctx.fast_mode,
+            "compile_mode": ctx.compile_mode, "fast_only": ctx.fast_only,
+            "variants": ctx.variants,
             "quick": ctx.quick, "budget_s": args.budget_s, "sections": args.sections,
             "torch": torch.__version__, "transformers": transformers.__version__,
             "python": platform.python_version(), "cuda": torch.version.cuda,
@@ -146,6 +150,15 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--compile", action="store_true",
                         help="compile the decode step on a CPU too (slow; GPUs always do)")
+    parser.add_argument("--compile-mode", default="reduce-overhead",
+                        choices=["reduce-overhead", "max-autotune"],
+                        help="torch.compile mode of the fast path on a GPU (default: "
+                             "reduce-overhead = CUDA graphs; max-autotune also tunes GEMMs)")
+    parser.add_argument("--fast-only", action="store_true",
+                        help="decoders: skip the eager rows and the extra Taylor cost rows")
+    parser.add_argument("--variants", type=lambda t: [v for v in t.split(",") if v],
+                        help="decoders: only these pruned variants (and dense), e.g. "
+                             "taylor-uniform-20,taylor-llm-pruner-20")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]

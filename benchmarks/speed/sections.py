@@ -80,7 +80,9 @@ def _scores(ctx, shape: str, dense, structure, s: dict, results: dict):
     the brief asks for (element1, element2, element1 in micro-batches of 2)."""
     samples = _calibration(dense, *s["calibration"])
     costs = results.setdefault("taylor_cost", [])
-    runs = [("element1", None)] + ([("element2", None), ("element1", 2)] if s.get("cost") else [])
+    runs = [("element1", None)]
+    if s.get("cost") and not ctx.fast_only:
+        runs += [("element2", None), ("element1", 2)]
     scores = None
     for importance, batch in runs:
         entry = {"shape": shape, "importance": importance, "batch_size": batch}
@@ -133,7 +135,8 @@ def _measure(ctx, model, what: dict, kind: str, s: dict, results: dict) -> dict 
         return None
     start = time.perf_counter()
     row = {**what, **measure.guarded(measure.decoder, model, what["batch_size"], what["mode"],
-                                     s["prompt_len"], s["new_tokens"], s["repeats"])}
+                                     s["prompt_len"], s["new_tokens"], s["repeats"],
+                                     ctx.compile_mode)}
     ctx.budget.observe(kind, time.perf_counter() - start)
     return row
 
@@ -144,7 +147,8 @@ def _build_variants(ctx, shape: str, dense, structure, s: dict, results: dict) -
     built = []
     for name, target, plan, reload in _plans(dense, structure, scores, s):
         entry = {"name": name, "target": target}
-        if name not in s["variants"] or not ctx.budget.allows(f"{shape}_variant", entry, results):
+        wanted = s["variants"] if ctx.variants is None else ctx.variants
+        if name not in wanted or not ctx.budget.allows(f"{shape}_variant", entry, results):
             continue
         start = time.perf_counter()
         pruned = models.apply(dense, plan())
@@ -175,7 +179,7 @@ def decoder_section(ctx, results: dict, shape: str) -> None:
     out["variants"] = [entry for entry, _ in built]
     everything = [(out["dense"], dense)] + built
     for entry, model in everything:
-        for batch in s["eager_batch_sizes"]:
+        for batch in [] if ctx.fast_only else s["eager_batch_sizes"]:
             what = {"variant": entry["name"], "mode": "eager", "batch_size": batch}
             row = _measure(ctx, model, what, f"{shape}_eager", s, results)
             if row:
@@ -183,7 +187,8 @@ def decoder_section(ctx, results: dict, shape: str) -> None:
         ctx.save(results)
     for batch in s["fast_batch_sizes"]:
         for entry, model in everything:
-            if entry["name"] not in s["fast_variants"]:
+            wanted = s["fast_variants"] if ctx.variants is None else ["dense", *ctx.variants]
+            if entry["name"] not in wanted:
                 continue
             what = {"variant": entry["name"], "mode": ctx.fast_mode, "batch_size": batch}
             row = _measure(ctx, model, what, f"{shape}_{ctx.fast_mode}", s, results)

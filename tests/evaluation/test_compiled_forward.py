@@ -64,3 +64,15 @@ def test_cli_bench_measures_an_encoder_eager_and_compiled(capsys, tmp_path):
     assert "first_call_s" not in batch_results(saved["results"]["eager"])[2]
     code = main(["bench", "tiny-bert", "--static-cache", "--device", "cpu"])
     assert code != 0 and "not a decoder" in capsys.readouterr().err
+
+
+def test_decode_compile_mode_is_validated_and_reported():
+    from lmprune.generation import Decoder
+    from lmprune.generation.bench import measure_decoding
+
+    model = build_tiny("tiny-llama", "causal-lm")
+    with pytest.raises(LmpruneError, match="unknown compile mode 'turbo'"):
+        Decoder(model, "compile", "turbo")
+    speed = measure_decoding(model, 1, 4, new_tokens=2, mode="static", repeats=1,
+                             compile_mode="max-autotune")
+    assert speed.compile_mode is None  # only the compile mode compiles

@@ -35,6 +35,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--compile", action="store_true",
                         help="static cache and a compiled decode step")
     parser.add_argument("--modes", help="comma-separated modes to compare: eager, static, compile")
+    parser.add_argument("--compile-mode", default=None,
+                        help="torch.compile mode of the compile mode: reduce-overhead (default "
+                             "on a GPU: CUDA graphs), max-autotune (also tunes GEMM kernels; "
+                             "slow to compile), default, max-autotune-no-cudagraphs")
     parser.add_argument("--batch-sizes", default="1,8,32", help="comma-separated (default 1,8,32)")
     parser.add_argument("--prompt-len", type=int, default=128, help="prompt tokens (default 128)")
     parser.add_argument("--new-tokens", type=int, default=64,
@@ -98,7 +102,11 @@ def run(args: argparse.Namespace) -> int:
     from lmprune.evaluation.ideal import bandwidth_of, weight_bytes, weight_read_floor_ms
     from lmprune.generation.bench import measure_decoding
 
+    from lmprune.evaluation.compiled import check_mode
+
     modes, sizes = _modes(args), _sizes(args.batch_sizes)
+    if args.compile_mode is not None:
+        check_mode(args.compile_mode)
     device = resolve_device(args.device or "auto")
     dtype = resolve_dtype(args.dtype, device, "inference")
     model = _load(args.model, device, dtype)
@@ -113,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     for mode in modes:
         for batch in sizes:
             r = measure_decoding(model, batch, args.prompt_len, args.new_tokens, mode,
-                                 args.repeats)
+                                 args.repeats, compile_mode=args.compile_mode or "reduce-overhead")
             rows.append(r.as_dict() | {"floor_ms": floor})
     print_table([{**r, "prefill": f"{r['prefill_tokens_per_s']:.0f}",
                   "decode": f"{r['decode_tokens_per_s']:.1f}",

@@ -32,7 +32,7 @@ def bench_forward(args: argparse.Namespace, model, modes: list[str], sizes: list
         raise LmpruneError(f"--seq-len must be >= 1, got {args.seq_len}")
     rows, raw = [], {}
     for mode in modes:
-        compile = compile_mode(device) if mode == "compile" else None
+        compile = (args.compile_mode or compile_mode(device)) if mode == "compile" else None
         result = measure_inference(model, batch_sizes=tuple(sizes), seq_len=args.seq_len,
                                    warmup=3, repeats=max(args.repeats, MIN_REPEATS),
                                    device=device, compile=compile, max_seconds=5.0)

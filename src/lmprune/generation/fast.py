@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from lmprune.errors import LmpruneError
-from lmprune.evaluation.compiled import allow_recompiles
+from lmprune.evaluation.compiled import allow_recompiles, check_mode
 from lmprune.structures.kv_cache import cache_arguments
 
 MODES = ("eager", "static", "compile")
@@ -85,19 +85,21 @@ def _decode_step(model: nn.Module, token: torch.Tensor, position: torch.Tensor,
     return logits[:, -1].argmax(dim=-1, keepdim=True)
 
 
-_compiled_step = None
+_compiled_steps: dict[str, object] = {}
 
 
-def compiled_step():
-    """The decode step compiled once per process (torch recompiles it per model and shape)."""
-    global _compiled_step
-    if _compiled_step is None:
+def compiled_step(compile_mode: str = "reduce-overhead"):
+    """The decode step compiled once per process and mode (torch recompiles it per model and
+    shape). ``reduce-overhead`` (default): CUDA graphs; ``max-autotune``: also benchmarks
+    GEMM kernels per shape (much longer compilation)."""
+    step = _compiled_steps.get(check_mode(compile_mode))
+    if step is None:
         allow_recompiles()  # one graph per (model, batch size)
         # dynamic=False: every (model, batch size) gets a graph specialised to its shapes,
         # as a served model would; automatic dynamic shapes would make pruned widths symbolic
-        _compiled_step = torch.compile(_decode_step, mode="reduce-overhead", fullgraph=True,
-                                       dynamic=False)
-    return _compiled_step
+        step = _compiled_steps[compile_mode] = torch.compile(
+            _decode_step, mode=compile_mode, fullgraph=True, dynamic=False)
+    return step
 
 
 @dataclass
@@ -113,15 +115,17 @@ class Decoder:
     """Greedy decoding of one model in one of :data:`MODES`.
 
     ``eager``: transformers' DynamicCache, no compilation (what ``generate`` does by default);
-    ``static``: a StaticCache, eager steps; ``compile``: a StaticCache and the compiled step.
+    ``static``: a StaticCache, eager steps; ``compile``: a StaticCache and the compiled step
+    (``compile_mode``: the torch.compile mode, :data:`lmprune.evaluation.compiled.COMPILE_MODES`).
     """
 
-    def __init__(self, model: nn.Module, mode: str = "compile"):
+    def __init__(self, model: nn.Module, mode: str = "compile",
+                 compile_mode: str = "reduce-overhead"):
         if mode not in MODES:
             raise LmpruneError(f"unknown decoding mode {mode!r}; use one of {', '.join(MODES)}")
         _check_decoder(model)
         self.model, self.mode = model.eval(), mode
-        self.step = compiled_step() if mode == "compile" else _decode_step
+        self.step = compiled_step(compile_mode) if mode == "compile" else _decode_step
         self._cache_position = _accepts(model, "cache_position")  # transformers < 5.24
         self._logits_to_keep = _accepts(model, "logits_to_keep")
 
