@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     model = _load(args.model, device, dtype)
     announce("bench", device, dtype)
     if not _is_decoder(model):
-        from lmprune.cli.bench_forward import bench_forward
+        from lmprune.cli._bench_forward import bench_forward
 
         return bench_forward(args, model, modes, sizes, device, dtype)
     bandwidth = bandwidth_of(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
