@@ -145,12 +145,21 @@ def _ri_rows(ctx, results, shape, model, structure, run, windows) -> float | Non
     return per_sublayer
 
 
+def progressive_evaluations(candidates: int, steps: int) -> int:
+    """Forwards of a progressive RI search that scores ``steps`` times among ``candidates``
+    sublayers: the base perplexity, then step k scores the ``candidates - k`` still present.
+    Steps = removals, or removals + 1 when the search stops before a removal that would
+    overshoot (``finish=neurons``)."""
+    return 1 + sum(candidates - k for k in range(steps))
+
+
 def search_evaluations(model, structure, run, per_sublayer: float | None) -> dict:
     """Sublayer evaluations of a full progressive RI search at ``prune.sparsity`` (params
-    budget), as a range: removing the largest sublayers first (fewest removals) or the smallest
-    first (most). Step k scores the S - k sublayers still present, so k removals cost
-    S + (S - 1) + ... + (S - k + 1) evaluations (+ 1 base perplexity). An estimate: which
-    sublayers go depends on the scores. ``finish=neurons`` adds one Taylor neuron pass."""
+    budget), estimated from the removals needed: fewest when the largest sublayers go first,
+    most when the smallest do. The latter bounds the search from above (one that stops early
+    to finish with neurons removed fewer than that, then scored once more); with
+    ``finish=neurons`` it can also stop below the former and remove the rest as FFN neurons
+    (one Taylor pass, not counted). Which sublayers go depends on the scores: an estimate."""
     from lmprune.pruners.param_budget import TOLERANCE
     from lmprune.pruners.settings import resolve_layer_range
     from lmprune.pruners.sublayer_search import sublayer_candidates
@@ -161,7 +170,6 @@ def search_evaluations(model, structure, run, per_sublayer: float | None) -> dic
     body = count_parameters(model, structure).body
     slack = TOLERANCE * body if run.sublayer.finish == "neurons" else 0.0
     target = run.prune.sparsity * body - slack
-    s = len(costs)
 
     def removals(order: list[int]) -> int:
         total = 0
@@ -172,8 +180,8 @@ def search_evaluations(model, structure, run, per_sublayer: float | None) -> dic
         return len(order)
 
     counts = [removals(sorted(costs, reverse=True)), removals(sorted(costs))]
-    evaluations = [1 + sum(s - k for k in range(count)) for count in counts]
-    out = {"candidates": s, "removals": counts, "evaluations": evaluations,
+    evaluations = [progressive_evaluations(len(costs), k) for k in counts]
+    out = {"candidates": len(costs), "removals": counts, "evaluations": evaluations,
            "sparsity": run.prune.sparsity, "finish": run.sublayer.finish}
     if per_sublayer is not None:
         out["seconds_per_sublayer"] = per_sublayer
