@@ -101,13 +101,11 @@ def cost_section(ctx, results: dict) -> None:
 
 
 def _ri_rows(ctx, results, shape, model, structure, run, windows) -> float | None:
-    """Base perplexity, one attention and one FFN sublayer, and several sublayers in one
-    forward; returns seconds per sublayer evaluation at the default rows_per_pass."""
-    from lmprune.pruners.sublayer_batch import candidate_perplexities
-    from lmprune.pruners.sublayer_search import masked_perplexity, removal_masks
+    """Base perplexity, one attention and one FFN sublayer (default rows_per_pass), and
+    several sublayers in one forward; returns the mean seconds per sublayer evaluation of the
+    attention and FFN rows (what the search pays per candidate at the defaults)."""
+    from lmprune.pruners.sublayer_search import masked_perplexity
 
-    n, rows = len(windows), run.sublayer.rows_per_pass
-    middle = len(structure.attention) // 2
     base = {}
 
     def base_ppl():
@@ -115,34 +113,44 @@ def _ri_rows(ctx, results, shape, model, structure, run, windows) -> float | Non
         return {"perplexity": base["ppl"]}
 
     _measure(ctx, results, "cost_ri", {
-        "shape": shape, "label": "RI base perplexity", "step": "RI: base perplexity (no sublayer removed)",
-        "timed": f"sublayer_search.masked_perplexity, {n} x {windows.shape[1]} windows"}, base_ppl)
-    per_sublayer = None
-    sites = [("attention", structure.attention[middle], rows),
-             ("FFN", structure.ffn[middle], rows),
-             ("attention + FFN", None, BATCHED_CANDIDATES * n)]
-    for label, site, rows_per_pass in sites:
-        names = ([site.name] if site is not None else
-                 [s.name for pair in zip(structure.attention, structure.ffn) for s in pair]
-                 [:BATCHED_CANDIDATES])
-        per_pass = max(1, rows_per_pass // n)
+        "shape": shape, "label": "RI base perplexity",
+        "step": "RI: base perplexity (no sublayer removed)",
+        "timed": f"sublayer_search.masked_perplexity, {len(windows)} x {windows.shape[1]} "
+                 f"windows"}, base_ppl)
+    middle = len(structure.attention) // 2
+    pairs = [s.name for pair in zip(structure.attention, structure.ffn) for s in pair]
+    default = [_ri_row(ctx, results, shape, model, structure, windows, base, label, [name],
+                       run.sublayer.rows_per_pass)
+               for label, name in (("attention", structure.attention[middle].name),
+                                   ("FFN", structure.ffn[middle].name))]
+    _ri_row(ctx, results, shape, model, structure, windows, base, "attention + FFN",
+            pairs[:BATCHED_CANDIDATES], BATCHED_CANDIDATES * len(windows))
+    seconds = [row["seconds_per_sublayer"] for row in default if row and "seconds" in row]
+    return sum(seconds) / len(seconds) if seconds else None
 
-        def score(names=names, rows_per_pass=rows_per_pass):
-            ppls = candidate_perplexities(model, structure, windows, removal_masks(structure, {}),
-                                          names, rows_per_pass)
-            ri = {k: (v - base["ppl"]) / base["ppl"] for k, v in ppls.items()} if base else {}
-            return {"sublayers": names, "ri": ri}
 
-        row = _measure(ctx, results, "cost_ri", {
-            "shape": shape, "label": f"RI {label} x{len(names)}", "step": f"RI: {len(names)} {label} sublayer(s), {per_pass} per forward",
-            "timed": f"sublayer_batch.candidate_perplexities, {n} x {windows.shape[1]} windows, "
-                     f"rows_per_pass={rows_per_pass}"}, score)
-        if row and "seconds" in row:
-            row["seconds_per_sublayer"] = row["seconds"] / len(names)
-            if rows_per_pass == rows and per_sublayer is None:
-                per_sublayer = row["seconds_per_sublayer"]
-    ctx.save(results)
-    return per_sublayer
+def _ri_row(ctx, results, shape, model, structure, windows, base: dict, label: str,
+            names: list[str], rows_per_pass: int) -> dict | None:
+    """``candidate_perplexities`` for ``names`` (RI against ``base``) as one measurement."""
+    from lmprune.pruners.sublayer_batch import candidate_perplexities
+    from lmprune.pruners.sublayer_search import removal_masks
+
+    def score():
+        ppls = candidate_perplexities(model, structure, windows, removal_masks(structure, {}),
+                                      names, rows_per_pass)
+        ri = {k: (v - base["ppl"]) / base["ppl"] for k, v in ppls.items()} if base else {}
+        return {"sublayers": names, "ri": ri}
+
+    per_pass = max(1, rows_per_pass // len(windows))
+    row = _measure(ctx, results, "cost_ri", {
+        "shape": shape, "label": f"RI {label} x{len(names)}",
+        "step": f"RI: {len(names)} {label} sublayer(s), {per_pass} per forward",
+        "timed": f"sublayer_batch.candidate_perplexities, {len(windows)} x {windows.shape[1]} "
+                 f"windows, rows_per_pass={rows_per_pass}"}, score)
+    if row and "seconds" in row:
+        row["seconds_per_sublayer"] = row["seconds"] / len(names)
+        ctx.save(results)
+    return row
 
 
 def progressive_evaluations(candidates: int, steps: int) -> int:
@@ -205,7 +213,8 @@ def _trial_rows(ctx, results, shape, model, structure, run, heldout) -> None:
                Candidate(first, 0.5, "element1")),
               ("trial warm element1", "warm: metrics cached (same subset), another mix",
                Candidate(first, 0.25, "element1")),
-              ("trial cold element1", f"{cold}, another subset", Candidate(second, 0.5, "element1")),
+              ("trial cold element1", f"{cold}, another subset",
+               Candidate(second, 0.5, "element1")),
               ("trial cold element2", cold, Candidate(second, 0.5, "element2"))]
     for label, what, candidate in trials:
         def trial(candidate=candidate):
@@ -214,7 +223,8 @@ def _trial_rows(ctx, results, shape, model, structure, run, heldout) -> None:
             return {"objective": value, "candidate": candidate.as_dict()}
 
         _measure(ctx, results, "cost_trial", {
-            "shape": shape, "label": label, "step": f"AdaPruner trial, fine={candidate.fine}, {what}",
+            "shape": shape, "label": label,
+            "step": f"AdaPruner trial, fine={candidate.fine}, {what}",
             "timed": f"adapruner._Objective.masks + .perplexity (one trial's work): vector + "
                      f"{candidate.fine} on {n} x {pool.shape[1]} windows, "
                      f"{len(heldout)} held-out windows"}, trial)

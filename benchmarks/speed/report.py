@@ -244,7 +244,8 @@ def _cost_summary(results: dict) -> list[str]:
     search = {e["shape"]: e for e in cost.get("ri_search", [])}
     out = []
     for shape in dict.fromkeys(r["shape"] for r in cost.get("rows", [])):
-        cells = [f"{r['label']} {r['seconds']:.2f} s / {_f((r.get('peak_memory') or {}).get('mb'), '.0f')} MB"
+        cells = [f"{r['label']} {r['seconds']:.2f} s / "
+                 f"{_f((r.get('peak_memory') or {}).get('mb'), '.0f')} MB"
                  for r in cost["rows"] if r["shape"] == shape and "seconds" in r]
         estimate = (search.get(shape) or {}).get("estimated_seconds")
         if estimate:

@@ -43,8 +43,8 @@ COSTS = {"encoder_model": 4, "encoder_compile": 60, "smollm2-135m_eager": 4,
          "smollm2-135m_compile": 35,
          "smollm2-135m_variant": 3, "llama-7b_eager": 6, "llama-7b_compile": 45,
          "llama-7b_variant": 20, "taylor_element1": 10, "taylor_element2": 30,
-         "evidence_model": 10, "cost_llama-7b_model": 20, "cost_smollm2-135m_model": 3, "cost_ri": 5,
-         "cost_trial": 30}
+         "evidence_model": 10, "cost_llama-7b_model": 20, "cost_smollm2-135m_model": 3,
+         "cost_ri": 5, "cost_trial": 30}
 QUICK_COSTS = {key: 1 for key in COSTS}
 
 
