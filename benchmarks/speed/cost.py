@@ -10,9 +10,9 @@ calibration windows, ``adapruner.heldout`` held-out windows, ``sublayer.rows_per
   optuna's ``suggest_*``: ``_Objective.masks(candidate)`` (Taylor vector + fine metric on the
   candidate's windows, cached per (subset, fine metric); the mix; the parameter-budget plan)
   then ``_Objective.perplexity(masks, heldout)`` (masks applied, held-out perplexity, masks
-  removed). A *cold* trial meets a new sample subset and pays the gradient pass; a *warm* one
-  reuses the cached metrics (same subset, another mix), which is all a trial costs when the
-  search revisits a subset.
+  removed). A *cold* trial meets a (sample subset, fine metric) not yet cached and pays the
+  gradient pass; a *warm* one reuses the cached metrics (same subset, another mix): all a
+  trial costs when the search revisits a subset (the LRU cache holds 16).
 * **RI** = ``lmprune.pruners.sublayer_batch.candidate_perplexities`` (what each step of the
   search calls) for one attention and one FFN sublayer of a middle layer, at the default
   ``rows_per_pass`` and with several candidates in one forward; the base perplexity is
@@ -209,7 +209,7 @@ def _trial_rows(ctx, results, shape, model, structure, run, heldout) -> None:
     objective = _Objective(model, structure, run, pool, heldout)
     first, second = tuple(range(n)), tuple(range(n, 2 * n))
     cold = "cold: metrics not cached, gradient pass included"
-    trials = [("trial cold element1 (first)", f"{cold}, first gradient pass of the process",
+    trials = [("trial cold element1 (first)", f"{cold}, the first of this section",
                Candidate(first, 0.5, "element1")),
               ("trial warm element1", "warm: metrics cached (same subset), another mix",
                Candidate(first, 0.25, "element1")),
