@@ -129,6 +129,34 @@ def _costs(results: dict) -> list[str]:
             *_table(["shape", "importance", "micro-batch", "seconds", "peak memory", "kind"], rows)]
 
 
+def _pruning_cost(results: dict) -> list[str]:
+    """One AdaPruner trial and RI per sublayer (section ``cost``), then the RI search estimate."""
+    cost = results.get("pruning_cost") or {}
+    rows = [[r["shape"], r["step"], _f(r.get("seconds"), ".2f"),
+             _f(r.get("seconds_per_sublayer"), ".3f"),
+             _f((r.get("peak_memory") or {}).get("mb"), ".0f"),
+             (r.get("peak_memory") or {}).get("kind") or f"error: {r.get('error', '')[:80]}",
+             r["timed"]] for r in cost.get("rows", [])]
+    if not rows:
+        return []
+    lines = ["### Cost of pruning at LLaMA-7B shape (SmolLM2-135M for comparison)", "",
+             f"Library defaults: {cost.get('settings')}. Random weights, random token windows.",
+             "", *_table(["shape", "step", "seconds", "s per sublayer", "peak MB", "peak kind",
+                          "what was timed"], rows)]
+    search = [[e["shape"], e["candidates"], " to ".join(map(str, e["removals"])),
+               " to ".join(map(str, e["evaluations"])),
+               " to ".join(_f(x, ".1f") for x in e.get("estimated_seconds") or [None])]
+              for e in cost.get("ri_search", [])]
+    if search:
+        lines += ["Progressive RI search at the default sparsity, *estimated* as seconds per "
+                  "sublayer (default rows_per_pass) x sublayer evaluations (largest sublayers "
+                  "removed first .. smallest first; step k scores the S - k still present; "
+                  "finish=neurons adds one Taylor pass):", "",
+                  *_table(["shape", "candidate sublayers S", "removals", "evaluations",
+                           "estimated seconds"], search)]
+    return lines
+
+
 def _diagnostics(results: dict) -> list[str]:
     d = results.get("diagnostics")
     if not d:
@@ -172,7 +200,7 @@ def write(results: dict, path: Path) -> Path:
     lines += _encoder(results) + _encoder_compiled(results)
     for name, shape in (results.get("decoders") or {}).items():
         lines += _decoder(name, shape, bw)
-    lines += _costs(results) + _diagnostics(results)
+    lines += _costs(results) + _pruning_cost(results) + _diagnostics(results)
     for key in ("skipped", "errors", "notes"):
         if results.get(key):
             lines += [f"### {key.capitalize()}", ""] + [f"- {item}" for item in
@@ -203,10 +231,27 @@ def summary(results: dict) -> str:
                                  f"{r['decode_tokens_per_s'] / base['decode_tokens_per_s']:.2f}x")
             out.append(f"{name} {v['name']} (ideal decode {v['ideal']['bytes']:.2f}x): "
                        + (", ".join(cells) or "no measurement"))
+    out += _cost_summary(results)
     skipped = len(results.get("skipped", []))
     errors = len(results.get("errors", {}))
     out.append(f"skipped {skipped} measurement(s) for time; {errors} section error(s)")
     return "\n".join(out)
+
+
+def _cost_summary(results: dict) -> list[str]:
+    """One line per shape: seconds / peak MB of each pruning-cost row, the RI search estimate."""
+    cost = results.get("pruning_cost") or {}
+    search = {e["shape"]: e for e in cost.get("ri_search", [])}
+    out = []
+    for shape in dict.fromkeys(r["shape"] for r in cost.get("rows", [])):
+        cells = [f"{r['label']} {r['seconds']:.2f} s / "
+                 f"{_f((r.get('peak_memory') or {}).get('mb'), '.0f')} MB"
+                 for r in cost["rows"] if r["shape"] == shape and "seconds" in r]
+        estimate = (search.get(shape) or {}).get("estimated_seconds")
+        if estimate:
+            cells.append(f"RI search est. {estimate[0]:.0f}-{estimate[1]:.0f} s")
+        out.append(f"COST {shape}: " + "; ".join(cells))
+    return out
 
 
 if __name__ == "__main__":  # rewrite results.md from a results.json (e.g. after a timeout)

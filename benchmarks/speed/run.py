@@ -1,5 +1,6 @@
 """benchmarks/speed: measured speed of dense vs pruned models against the ideal, and the cost
-of Taylor scoring at LLaMA-7B shape (issue #13). One command; results in OUT/results.json
+of pruning at LLaMA-7B shape (Taylor scoring, an AdaPruner trial, RI per sublayer; issues
+#12, #13). One command; results in OUT/results.json
 (written after every measurement), OUT/results.md, and a short table printed last.
 
     python benchmarks/speed/run.py --out benchmarks/speed/results/h200        # a GPU
@@ -9,7 +10,9 @@ Sections (``--sections``; they run in this order, most decisive first): ``encode
 (RoBERTa-base shape, throughput at batch 32/128/512 x 128 tokens), ``micro`` (GEMMs at
 aligned and unaligned widths, decode attention per head layout), ``llama7b`` (LLaMA-7B
 shape, 20% only: Taylor element1/element2 cost, then prefill and decode at batch 1 and 16,
-eager and fast path, in memory and exported/reloaded), ``smollm2`` (SmolLM2-135M shape:
+eager and fast path, in memory and exported/reloaded), ``cost`` (LLaMA-7B and SmolLM2-135M
+shapes: one AdaPruner trial, cold and warm, and RI scoring per sublayer, with an estimate of
+the whole RI search; ``cost.py``), ``smollm2`` (SmolLM2-135M shape:
 prefill and decode at batch 1/8/32, eager and fast path), ``evidence`` (aten ops per decode
 step, torch.compile graph breaks, hooks). ``--budget-s`` caps the wall time: before each
 measurement the script checks its cost estimate against the time left and records what it
@@ -30,16 +33,18 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import cost  # noqa: E402
 import report  # noqa: E402
 import sections  # noqa: E402
 
-SECTIONS = ("encoder", "micro", "llama7b", "smollm2", "evidence")
+SECTIONS = ("encoder", "micro", "llama7b", "cost", "smollm2", "evidence")
 #: Seconds each kind of measurement is expected to take on an H200 (quick: a CPU, tiny shapes).
 COSTS = {"encoder_model": 4, "encoder_compile": 60, "smollm2-135m_eager": 4,
          "smollm2-135m_compile": 35,
          "smollm2-135m_variant": 3, "llama-7b_eager": 6, "llama-7b_compile": 45,
          "llama-7b_variant": 20, "taylor_element1": 10, "taylor_element2": 30,
-         "evidence_model": 10}
+         "evidence_model": 10, "cost_llama-7b_model": 20, "cost_smollm2-135m_model": 3,
+         "cost_ri": 5, "cost_trial": 30}
 QUICK_COSTS = {key: 1 for key in COSTS}
 
 
@@ -172,6 +177,7 @@ def main(argv=None) -> int:
     runners = {"encoder": lambda: sections.encoder_section(ctx, results),
                "micro": lambda: sections.micro_section(ctx, results),
                "llama7b": lambda: sections.decoder_section(ctx, results, "llama-7b"),
+               "cost": lambda: cost.cost_section(ctx, results),
                "smollm2": lambda: sections.decoder_section(ctx, results, "smollm2-135m"),
                "evidence": lambda: sections.evidence_section(ctx, results)}
     for name in [s for s in SECTIONS if s in chosen]:

@@ -3,10 +3,12 @@ its time budget skips (and records) what does not fit, and its reports are writt
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 SPEED = Path(__file__).resolve().parents[2] / "benchmarks" / "speed"
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -46,3 +48,109 @@ def test_measurements_carry_their_ideal_and_the_budget_records_skips(speed_run):
     skipped = results.get("skipped", [])
     assert measured or skipped  # 25 s on a busy CPU: some of both, typically
     assert all(item["reason"].startswith("time budget") for item in skipped)
+
+
+@pytest.fixture(scope="module")
+def speed_modules():
+    sys.path.insert(0, str(SPEED))
+    try:
+        import cost
+        import models
+        import run
+    finally:
+        sys.path.remove(str(SPEED))
+    return run, cost, models
+
+
+@pytest.fixture(scope="module")
+def cost_run(tmp_path_factory, speed_modules):
+    run = speed_modules[0]
+    out = tmp_path_factory.mktemp("cost")
+    assert run.main(["--quick", "--out", str(out), "--sections", "cost", "--budget-s", "600",
+                     "--device", "cpu"]) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+LABELS = ["RI base perplexity", "RI attention x1", "RI FFN x1", "RI attention + FFN x4",
+          "trial cold element1 (first)", "trial warm element1", "trial cold element1",
+          "trial cold element2"]
+
+
+def test_cost_section_times_one_trial_and_ri_per_sublayer_at_both_shapes(cost_run):
+    out, results = cost_run
+    cost = results["pruning_cost"]
+    assert cost["settings"]["num_samples"] == 2 and cost["settings"]["heldout"] == 4
+    for shape in ("llama-7b", "smollm2-135m"):
+        rows = [r for r in cost["rows"] if r["shape"] == shape]
+        assert [r["label"] for r in rows] == LABELS
+        assert all(r["seconds"] > 0 and r["peak_memory"]["mb"] > 0 and r["timed"] for r in rows)
+        trials = {r["label"]: r for r in rows if r["label"].startswith("trial")}
+        first, warm = trials["trial cold element1 (first)"], trials["trial warm element1"]
+        assert warm["candidate"]["samples"] == first["candidate"]["samples"] == [0, 1]
+        assert trials["trial cold element1"]["candidate"]["samples"] == [2, 3]
+        assert trials["trial cold element2"]["candidate"]["fine"] == "element2"
+        assert all(math.isfinite(t["objective"]) and t["objective"] > 1 for t in trials.values())
+        batched = rows[3]
+        assert batched["seconds_per_sublayer"] == pytest.approx(batched["seconds"] / 4)
+        assert len(batched["ri"]) == 4
+        search = next(e for e in cost["ri_search"] if e["shape"] == shape)
+        low, high = search["evaluations"]
+        assert search["candidates"] < low <= high
+        assert search["estimated_seconds"] == pytest.approx(
+            [low * search["seconds_per_sublayer"], high * search["seconds_per_sublayer"]])
+    report = (out / "results.md").read_text()
+    assert "### Cost of pruning at LLaMA-7B shape" in report and "trial, fine=element2" in report
+
+
+def test_recorded_ri_is_that_of_the_model_without_the_sublayer(cost_run, speed_modules):
+    """The RI row's value equals (PPL without the sublayer - PPL) / PPL recomputed by masking
+    it in a freshly built model of the same shape and windows."""
+    from lmprune.arch import describe
+    from lmprune.pruners.sublayer_search import masked_perplexity
+
+    _, cost, models = speed_modules
+    row = next(r for r in cost_run[1]["pruning_cost"]["rows"]
+               if r["shape"] == "llama-7b" and r["label"] == "RI attention x1")
+    (name, ri), = row["ri"].items()
+    model = models.build("llama-7b", torch.device("cpu"), torch.float32, quick=True)
+    structure = describe(model)
+    run = cost.run_config(quick=True)
+    windows = cost._windows(model, run.adapruner.heldout, run.data.seq_len, 1)
+    base = masked_perplexity(model, structure, windows, {})
+    without = masked_perplexity(model, structure, windows, {name: "attention"})
+    assert ri == pytest.approx((without - base) / base, rel=1e-4)
+
+
+def test_progressive_evaluation_count_is_what_the_search_runs(speed_modules, monkeypatch):
+    """progressive_evaluations(S, steps) == 1 + the candidate perplexities a real progressive
+    ri_search computes in ``steps`` scoring steps (its removals, + 1 when it stops to finish
+    with neurons); the estimate's upper bound covers it."""
+    import lmprune.pruners.sublayer_search as search
+    from lmprune.arch import describe
+
+    _, cost, models = speed_modules
+    model = models.build("smollm2-135m", torch.device("cpu"), torch.float32, quick=True)
+    structure = describe(model)
+    run = cost.run_config(quick=True)
+    windows = cost._windows(model, 2, 16, 1)
+    scored, steps = [], []
+    real_batch, real_step = search.candidate_perplexities, search._score_step
+
+    def counting(model, structure, windows, base, names, rows_per_pass=64):
+        scored.extend(names)
+        return real_batch(model, structure, windows, base, names, rows_per_pass)
+
+    def stepping(*args):
+        steps.append(1)
+        return real_step(*args)
+
+    monkeypatch.setattr(search, "candidate_perplexities", counting)
+    monkeypatch.setattr(search, "_score_step", stepping)
+    result = search.ri_search(model, structure, windows, run.prune.sparsity,
+                              finish=run.sublayer.finish, progress=False)
+    candidates, removals = len(result.candidates), len(result.history)
+    assert removals >= 2 and len(steps) in (removals, removals + 1)
+    assert 1 + len(scored) == cost.progressive_evaluations(candidates, len(steps))
+    estimate = cost.search_evaluations(model, structure, run, None)
+    assert estimate["candidates"] == candidates
+    assert 1 + len(scored) <= estimate["evaluations"][1]
