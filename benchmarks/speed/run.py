@@ -112,6 +112,9 @@ class Context:
         self.compile_mode = args.compile_mode  # of the decode step too
         self.fast_only, self.variants = args.fast_only, args.variants
         self.settings = settings(args.quick)
+        if args.fast_batch_sizes:
+            for shape in ("smollm2-135m", "llama-7b"):
+                self.settings[shape]["fast_batch_sizes"] = args.fast_batch_sizes
         self.budget = Budget(args.budget_s, dict(QUICK_COSTS if args.quick else COSTS))
 
     def save(self, results: dict) -> None:
@@ -161,6 +164,9 @@ def main(argv=None) -> int:
                              "reduce-overhead = CUDA graphs; max-autotune also tunes GEMMs)")
     parser.add_argument("--fast-only", action="store_true",
                         help="decoders: skip the eager rows and the extra Taylor cost rows")
+    parser.add_argument("--fast-batch-sizes", type=lambda t: [int(b) for b in t.split(",") if b],
+                        help="decoders: batch sizes of the fast path (default per shape: 1,32 "
+                             "for SmolLM2, 1,16 for LLaMA-7B)")
     parser.add_argument("--variants", type=lambda t: [v for v in t.split(",") if v],
                         help="decoders: only these pruned variants (and dense), e.g. "
                              "taylor-uniform-20,taylor-llm-pruner-20")
