@@ -23,13 +23,9 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 import measure
 import models
 from lmprune.arch import describe
-from lmprune.device import synchronize as sync
-from lmprune.evaluation.memory import track_peak_memory
 
 SHAPES = ("llama-7b", "smollm2-135m")
 #: candidates in one forward for the batched RI row (rows_per_pass = this x windows)
@@ -54,28 +50,12 @@ def sizes(run) -> dict:
             "sublayer_finish": run.sublayer.finish}
 
 
-def _windows(model, count: int, length: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(10, model.config.vocab_size, (count, length), generator=g)
-
-
-def _timed(fn, device: torch.device) -> dict:
-    """Seconds and peak memory of ``fn()``; ``fn`` returns extra fields for the row."""
-    measure.free(device)
-    sync(device)
-    start = time.perf_counter()
-    with track_peak_memory(device) as box:
-        extra = fn() or {}
-    sync(device)
-    return {"seconds": time.perf_counter() - start, "peak_memory": box.result.as_dict(), **extra}
-
-
 def _measure(ctx, results: dict, kind: str, entry: dict, fn) -> dict | None:
     """One budget-checked, guarded measurement appended to ``pruning_cost.rows``."""
     if not ctx.budget.allows(kind, entry, results):
         return None
     start = time.perf_counter()
-    row = {**entry, **measure.guarded(_timed, fn, ctx.device)}
+    row = {**entry, **measure.guarded(measure.timed_peak, fn, ctx.device)}
     ctx.budget.observe(kind, time.perf_counter() - start)
     results["pruning_cost"]["rows"].append(row)
     ctx.save(results)
@@ -90,7 +70,7 @@ def cost_section(ctx, results: dict) -> None:
             continue
         model = models.build(shape, ctx.device, ctx.dtype, ctx.quick)
         structure = describe(model)
-        heldout = _windows(model, run.adapruner.heldout, run.data.seq_len, 1)
+        heldout = measure.random_windows(model, run.adapruner.heldout, run.data.seq_len, 1)
         per_sublayer = _ri_rows(ctx, results, shape, model, structure, run, heldout)
         results["pruning_cost"]["ri_search"].append(
             {"shape": shape, **search_evaluations(model, structure, run, per_sublayer)})
@@ -205,7 +185,7 @@ def _trial_rows(ctx, results, shape, model, structure, run, heldout) -> None:
     from lmprune.pruners.adapruner_space import Candidate
 
     n = run.data.num_samples
-    pool = _windows(model, 2 * n, run.data.seq_len, 0)
+    pool = measure.random_windows(model, 2 * n, run.data.seq_len, 0)
     objective = _Objective(model, structure, run, pool, heldout)
     first, second = tuple(range(n)), tuple(range(n, 2 * n))
     cold = "cold: metrics not cached, gradient pass included"

@@ -78,24 +78,40 @@ def decoder(model, batch_size: int, mode: str, prompt_len: int, new_tokens: int,
                             compile_mode=compile_mode).as_dict()
 
 
-def taylor_cost(model, structure, samples, importance: str, batch_size=None) -> dict:
-    """Wall time and peak memory of Taylor scoring (heads and neurons, all layers)."""
-    from lmprune.evaluation.memory import track_peak_memory
-    from lmprune.scorers.taylor import taylor_scores
+def random_windows(model, count: int, length: int, seed: int = 0) -> torch.Tensor:
+    """Seeded random token windows [count, length] (ids from 10 up: no special tokens)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(10, model.config.vocab_size, (count, length), generator=g)
 
-    device = next(model.parameters()).device
+
+def timed_peak(fn, device: torch.device) -> dict:
+    """Seconds and peak memory of ``fn()`` (caches freed first); ``fn`` returns extra fields."""
+    from lmprune.evaluation.memory import track_peak_memory
+
     free(device)
     sync(device)
     start = time.perf_counter()
     with track_peak_memory(device) as box:
-        scores = taylor_scores(model, structure, samples.to(device), importance=importance,
-                               kinds=("heads", "neurons"), batch_size=batch_size,
-                               progress=False)
+        extra = fn() or {}
     sync(device)
+    return {"seconds": time.perf_counter() - start, "peak_memory": box.result.as_dict(), **extra}
+
+
+def taylor_cost(model, structure, samples, importance: str, batch_size=None) -> dict:
+    """Wall time and peak memory of Taylor scoring (heads and neurons, all layers)."""
+    from lmprune.scorers.taylor import taylor_scores
+
+    device = next(model.parameters()).device
+
+    def score():
+        return {"scores": taylor_scores(model, structure, samples.to(device),
+                                        importance=importance, kinds=("heads", "neurons"),
+                                        batch_size=batch_size, progress=False)}
+
+    out = timed_peak(score, device)
     model.zero_grad(set_to_none=True)
     return {"importance": importance, "batch_size": batch_size, "samples": list(samples.shape),
-            "seconds": time.perf_counter() - start, "peak_memory": box.result.as_dict(),
-            "scores": scores}
+            **out}
 
 
 def gemm(device: torch.device, dtype: torch.dtype, hidden: int, widths, tokens,

@@ -107,8 +107,10 @@ class Context:
         self.fast_mode = "compile" if self.device.type == "cuda" or args.compile else "static"
         # the encoder's fast path: a compiled forward (CUDA graphs on a GPU); none on a CPU
         # unless --compile (then without graphs, which CPUs lack)
+        from lmprune.evaluation.compiled import default_mode
+
         self.encoder_compile = (args.compile_mode if self.device.type == "cuda"
-                                else "default" if args.compile else None)
+                                else default_mode(self.device) if args.compile else None)
         self.compile_mode = args.compile_mode  # of the decode step too
         self.fast_only, self.variants = args.fast_only, args.variants
         self.settings = settings(args.quick)

@@ -70,15 +70,10 @@ def _encoder_compiled(ctx, name: str, model, s: dict, results: dict) -> dict | N
     return row
 
 
-def _calibration(model, count: int, length: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    return torch.randint(10, model.config.vocab_size, (count, length), generator=g)
-
-
 def _scores(ctx, shape: str, dense, structure, s: dict, results: dict):
     """Taylor element1 scores for the plans; at LLaMA-7B shape also the cost of every scorer
     the brief asks for (element1, element2, element1 in micro-batches of 2)."""
-    samples = _calibration(dense, *s["calibration"])
+    samples = measure.random_windows(dense, *s["calibration"])
     costs = results.setdefault("taylor_cost", [])
     runs = [("element1", None)]
     if s.get("cost") and not ctx.fast_only:
@@ -145,9 +140,9 @@ def _build_variants(ctx, shape: str, dense, structure, s: dict, results: dict) -
     """(entry, model) for every requested variant that the budget allows building."""
     scores = _scores(ctx, shape, dense, structure, s, results)
     built = []
+    wanted = s["variants"] if ctx.variants is None else ctx.variants
     for name, target, plan, reload in _plans(dense, structure, scores, s):
         entry = {"name": name, "target": target}
-        wanted = s["variants"] if ctx.variants is None else ctx.variants
         if name not in wanted or not ctx.budget.allows(f"{shape}_variant", entry, results):
             continue
         start = time.perf_counter()
@@ -185,9 +180,9 @@ def decoder_section(ctx, results: dict, shape: str) -> None:
             if row:
                 entry["speeds"].append(row)
         ctx.save(results)
+    wanted = s["fast_variants"] if ctx.variants is None else ["dense", *ctx.variants]
     for batch in s["fast_batch_sizes"]:
         for entry, model in everything:
-            wanted = s["fast_variants"] if ctx.variants is None else ["dense", *ctx.variants]
             if entry["name"] not in wanted:
                 continue
             what = {"variant": entry["name"], "mode": ctx.fast_mode, "batch_size": batch}

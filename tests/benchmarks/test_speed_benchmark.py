@@ -115,7 +115,7 @@ def test_recorded_ri_is_that_of_the_model_without_the_sublayer(cost_run, speed_m
     model = models.build("llama-7b", torch.device("cpu"), torch.float32, quick=True)
     structure = describe(model)
     run = cost.run_config(quick=True)
-    windows = cost._windows(model, run.adapruner.heldout, run.data.seq_len, 1)
+    windows = cost.measure.random_windows(model, run.adapruner.heldout, run.data.seq_len, 1)
     base = masked_perplexity(model, structure, windows, {})
     without = masked_perplexity(model, structure, windows, {name: "attention"})
     assert ri == pytest.approx((without - base) / base, rel=1e-4)
@@ -132,7 +132,7 @@ def test_progressive_evaluation_count_is_what_the_search_runs(speed_modules, mon
     model = models.build("smollm2-135m", torch.device("cpu"), torch.float32, quick=True)
     structure = describe(model)
     run = cost.run_config(quick=True)
-    windows = cost._windows(model, 2, 16, 1)
+    windows = cost.measure.random_windows(model, 2, 16, 1)
     scored, steps = [], []
     real_batch, real_step = search.candidate_perplexities, search._score_step
 

@@ -13,14 +13,10 @@ from lmprune.errors import LmpruneError
 MIN_REPEATS = 10
 
 
-def compile_mode(device) -> str:
-    """CUDA graphs where there are any; a plain compiled graph elsewhere."""
-    return "reduce-overhead" if device.type == "cuda" else "default"
-
-
 def bench_forward(args: argparse.Namespace, model, modes: list[str], sizes: list[int],
                   device, dtype) -> int:
     from lmprune.device import describe_device
+    from lmprune.evaluation.compiled import default_mode
     from lmprune.evaluation.efficiency import batch_results, measure_inference
 
     bad = [m for m in modes if m not in ("eager", "compile")]
@@ -32,7 +28,7 @@ def bench_forward(args: argparse.Namespace, model, modes: list[str], sizes: list
         raise LmpruneError(f"--seq-len must be >= 1, got {args.seq_len}")
     rows, raw = [], {}
     for mode in modes:
-        compile = (args.compile_mode or compile_mode(device)) if mode == "compile" else None
+        compile = (args.compile_mode or default_mode(device)) if mode == "compile" else None
         result = measure_inference(model, batch_sizes=tuple(sizes), seq_len=args.seq_len,
                                    warmup=3, repeats=max(args.repeats, MIN_REPEATS),
                                    device=device, compile=compile, max_seconds=5.0)

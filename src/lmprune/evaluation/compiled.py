@@ -1,9 +1,9 @@
 """A compiled forward pass for fixed-shape inference: the fast path of encoders.
 
 Why. A pruned encoder does less arithmetic per batch, but eager PyTorch still launches every
-kernel from Python: on an H200, RoBERTa-base shape at batch 32 takes ~4.5 ms per batch
-whatever the widths (``benchmarks/speed``), so pruning cannot show there, and at batch 128 a
-60%-pruned model already runs close to that host floor. ``torch.compile`` fuses the
+kernel from Python: on an H200, RoBERTa-base shape at batch 32 ran at ~7,000 samples/s
+(~4.5 ms per batch) dense and at every pruned width (``benchmarks/speed/results/h200``), so
+pruning could not show there, and at batch 128 a 60%-pruned model ran close to that floor. ``torch.compile`` fuses the
 element-wise work (bias, GELU, residual adds, layer norms) and, in the modes with CUDA
 graphs (``reduce-overhead``, ``max-autotune``), replays the whole forward as one graph, so
 the GPU's time is what is measured.
@@ -20,6 +20,7 @@ import time
 import torch
 from torch import nn
 
+from lmprune.device import synchronize
 from lmprune.errors import LmpruneError
 
 #: torch.compile modes; the first two replay CUDA graphs on a GPU.
@@ -37,6 +38,11 @@ def allow_recompiles(limit: int = RECOMPILE_LIMIT) -> None:
             setattr(config, name, max(getattr(config, name), limit))
 
 
+def default_mode(device) -> str:
+    """CUDA graphs where there are any (``reduce-overhead``); a plain compiled graph elsewhere."""
+    return "reduce-overhead" if torch.device(device).type == "cuda" else "default"
+
+
 def check_mode(mode: str) -> str:
     if mode not in COMPILE_MODES:
         raise LmpruneError(f"unknown compile mode {mode!r}; use one of {', '.join(COMPILE_MODES)}")
@@ -47,7 +53,8 @@ class CompiledForward:
     """``model``'s forward compiled with ``torch.compile(mode=mode, dynamic=False)``.
 
     Call it like the model (keyword inputs). ``first_call_s`` holds the wall time of the
-    first call of each input shape (compilation included), keyed by the shapes.
+    first call of each input shape (compilation included, device synchronised), keyed by
+    :meth:`shape_key`.
     """
 
     def __init__(self, model: nn.Module, mode: str = "reduce-overhead"):
@@ -57,14 +64,19 @@ class CompiledForward:
         self._graphs = mode in ("reduce-overhead", "max-autotune")
         self.first_call_s: dict[tuple, float] = {}
 
+    @staticmethod
+    def shape_key(inputs: dict) -> tuple:
+        return tuple((name, tuple(value.shape)) for name, value in sorted(inputs.items())
+                     if isinstance(value, torch.Tensor))
+
     def __call__(self, **inputs):
-        key = tuple((name, tuple(value.shape)) for name, value in sorted(inputs.items())
-                    if isinstance(value, torch.Tensor))
+        key = self.shape_key(inputs)
         if self._graphs and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
             torch.compiler.cudagraph_mark_step_begin()  # earlier outputs may be overwritten
         if key in self.first_call_s:
             return self._compiled(**inputs)
         start = time.perf_counter()
         out = self._compiled(**inputs)
+        synchronize(next(self.model.parameters()).device)
         self.first_call_s[key] = time.perf_counter() - start
         return out

@@ -93,10 +93,8 @@ def _measure_batch(model, forward, inputs: dict, device, warmup: int, repeats: i
                    max_seconds: float | None) -> dict:
     first = None
     if forward is not model:  # compiled: the first call compiles; it is not a warm-up
-        start = time.perf_counter()
         forward(**inputs)
-        _sync(device)
-        first = time.perf_counter() - start
+        first = forward.first_call_s[forward.shape_key(inputs)]
     spent = 0.0
     for _ in range(warmup):  # a warm-up slower than max_seconds ends the warm-up
         start = time.perf_counter()

@@ -203,9 +203,9 @@ def _round_counts(sal, cost, keep, order, budget: float, round_to, min_keep: int
         for kind, r in round_to.items():
             if r <= 1 or kind not in keep:
                 continue
+            dense = keep[kind].shape[1]
             for i in range(keep[kind].shape[0]):
                 count = int(keep[kind][i].sum())
-                dense = keep[kind].shape[1]
                 width = widths[kind][i] if widths else dense
                 end = count + r
                 if end > width:  # a last partial chunk only where it fills the dense width

@@ -6,9 +6,9 @@ by up to one sublayer (21.7% for a 20% target). With ``sublayer.finish=neurons``
 instead stops before the removal that would overshoot by more than the tolerance, and the
 remaining parameters are removed as FFN neurons of the FFN sublayers still present (within
 the candidate layers): spread evenly over those sublayers in chunks of the hardware-friendly
-multiple (they differ by at most one chunk, and every width stays aligned), and at each the neurons with the lowest first-order Taylor importance
-(LLM-Pruner's element-wise criterion) on the same windows, measured on the model with the
-chosen sublayers already removed.
+multiple (they differ by at most one chunk, and every width stays aligned), and at each the
+neurons with the lowest first-order Taylor importance (LLM-Pruner's element-wise criterion) on
+the same windows, measured on the model with the chosen sublayers already removed.
 """
 from __future__ import annotations
 

@@ -312,17 +312,23 @@ class APTMethod(TrainMethod):
         masks are cached under it, so that they read the device only when it changes)."""
         return tuple((kind, site, id(t), t._version) for kind, site, t in self.masks.items())
 
-    def _kept_sites(self) -> dict[str, bool]:
-        """Whether each head/neuron site keeps a unit: one device read for all sites, none
-        while the masks are unchanged (keyed by the masks' in-place versions)."""
-        items = [*self.masks.heads.items(), *self.masks.neurons.items()]
+    def _on_masks(self, name: str, compute):
+        """``compute()`` cached under ``name`` until a mask changes (:meth:`_masks_version`):
+        answers that read the masks back from the device read them only after a change."""
+        cache = self.__dict__.setdefault("_masks_cache", {})
         key = self._masks_version()
-        cached = getattr(self, "_kept_cache", None)
-        if cached is None or cached[0] != key:
+        if name not in cache or cache[name][0] != key:
+            cache[name] = (key, compute())
+        return cache[name][1]
+
+    def _kept_sites(self) -> dict[str, bool]:
+        """Whether each head/neuron site keeps a unit: one device read for all sites."""
+        def compute():
+            items = [*self.masks.heads.items(), *self.masks.neurons.items()]
             flags = torch.stack([(v != 0).any() for _, v in items]).tolist() if items else []
-            cached = (key, dict(zip((k for k, _ in items), flags, strict=True)))
-            self._kept_cache = cached
-        return cached[1]
+            return dict(zip((k for k, _ in items), flags, strict=True))
+
+        return self._on_masks("kept_sites", compute)
 
     def _scoring(self, step: int) -> bool:
         """Salience is only needed up to the last pruning event."""
@@ -500,13 +506,11 @@ class APTMethod(TrainMethod):
         of the dense body (:class:`~lmprune.pruners.apt_cost.CostModel`)."""
         if not self.events:
             return 1.0
-        key = self._masks_version()
-        cached = getattr(self, "_ratio_cache", None)
-        if cached is None or cached[0] != key:  # a device read, only when a mask changed
+        def compute():  # a device read
             counts = kept_counts(select.stacked(self.masks, self.kinds))
-            cached = (key, self.cost.total(**counts) / self.dense_cost)
-            self._ratio_cache = cached
-        return cached[1]
+            return self.cost.total(**counts) / self.dense_cost
+
+        return self._on_masks("keep_ratio", compute)
 
     def finish(self, model: nn.Module) -> nn.Module:
         with torch.no_grad():

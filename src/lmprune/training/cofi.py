@@ -18,8 +18,8 @@ target sparsity warms up from the start of pruning.
 Without a teacher (``train.teacher`` unset) the loss is the task loss plus the Lagrangian and
 the run says so in its report. ``finish`` takes CoFi's deterministic masks, rounds the kept
 FFN neurons of each layer and the kept hidden channels to multiples of ``cofi.round_to``
-(APT's rule, as every method of ``lmprune train``), folds the kept head/neuron gate values into the weights, rounds kept
-whole-sublayer and hidden gates to 1 (a small deviation: CoFi folds those too) and removes
+(APT's rule, as every method of ``lmprune train``), folds the kept head/neuron gate values
+into the weights, rounds kept whole-sublayer and hidden gates to 1 (a small deviation: CoFi folds those too) and removes
 what the gates closed. Curve points carry the deterministic masks' kept ratio (what the
 evaluated model keeps), not the expectation the Lagrangian steers. With ``cofi.fit_target``
 (default) the final masks are fitted to the target first (:meth:`L0Gates.fit_shift`): on a
