@@ -136,6 +136,8 @@ def prune_row(dense, tokenizer, name: str, target: float, seed: int, args,
         masks = result.masks
         info["search"] = {"best_trial": result.best_trial, "best_value": result.best_value,
                           "best_candidate": result.best_candidate,
+                          "search_best_trial": result.search_best_trial,
+                          "confirm_value": result.confirm_value,
                           "spearman_objective_test": result.objective_probe_correlation(),
                           "history": result.history}
     elif run.prune.method == "sublayer-ri":

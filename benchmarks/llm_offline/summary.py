@@ -103,6 +103,25 @@ def per_row_table(results: dict) -> list[str]:
     return lines
 
 
+def confirmation_table(results: dict) -> list[str]:
+    """Per AdaPruner search with a confirmation round: the trial the objective alone would
+    have kept and the chosen one, with their test-probe perplexities (never searched on)."""
+    lines = ["| search | best objective: trial, objective, probe | chosen: trial, "
+             "confirmation, probe |", "|---|---|---|"]
+    for key, search in sorted(histories(results).items()):
+        if search.get("search_best_trial") is None or search.get("confirm_value") is None:
+            continue
+        trials = {t["number"]: t for t in search["history"]}
+        top, chosen = trials[search["search_best_trial"]], trials[search["best_trial"]]
+        lines.append(f"| {key} | {top['number']}, {top['value']:.2f}, {_num(top['probe'])} | "
+                     f"{chosen['number']}, {chosen['confirm']:.2f}, {_num(chosen['probe'])} |")
+    return lines if len(lines) > 2 else []
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{float(value):.2f}"
+
+
 def histories(results: dict) -> dict:
     return {k: r["search"] for k, r in results.items()
             if not k.startswith("_") and "history" in r.get("search", {})}
@@ -147,7 +166,13 @@ def write_outputs(results: dict, out: Path) -> str:
            "Rebuilt from a log's finished rows (`--from-log`): no dense row, pruning times or "
            "search histories."), "",
           "## Mean ± std over calibration seeds", "", *table, "", "## Targets", "",
-          *targets(agg), "", "## Every row", "", *per_row_table(results), ""]
+          *targets(agg), ""]
+    confirm = confirmation_table(results)
+    if confirm:
+        md += ["## AdaPruner's confirmation round", "",
+               "Probe: test perplexity on the first windows of the test text, scored for every "
+               "trial, never searched on.", "", *confirm, ""]
+    md += ["## Every row", "", *per_row_table(results), ""]
     (out / "results.md").write_text("\n".join(md))
     searches = histories(results)
     (out / "adapruner_histories.json").write_text(json.dumps(searches, indent=1, default=str))

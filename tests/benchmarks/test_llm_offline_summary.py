@@ -72,3 +72,25 @@ def test_split_seeds_gives_each_seed_its_rows_and_keeps_newer_ones(tmp_path):
     missing = subprocess.run([sys.executable, str(SPLIT), str(tmp_path / "nope.json"),
                               str(tmp_path / "out")], capture_output=True, text=True)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_confirmation_table_names_the_objective_choice_and_the_chosen_trial(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("llm_offline_summary", SUMMARY)
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    trial = {"best_so_far": 1.0, "params": {}, "candidate": {}, "seconds": 0.1}
+    history = [dict(trial, number=0, value=80.0, probe=83.0, confirm=90.0),
+               dict(trial, number=1, value=79.5, probe=84.5, confirm=91.0),
+               dict(trial, number=2, value=85.0, probe=88.0, confirm=None)]
+    results = {"0.20/adapruner-tpe/seed0": {
+        "target": 0.2, "variant": "adapruner-tpe", "seed": 0, "removed_body": 0.2, "ppl": 83.0,
+        "prune_seconds": 5.0, "search": {"best_trial": 0, "search_best_trial": 1,
+                                         "confirm_value": 90.0, "history": history}}}
+    summary.write_outputs(results, tmp_path)
+    md = (tmp_path / "results.md").read_text()
+    assert "| 0.20/adapruner-tpe/seed0 | 1, 79.50, 84.50 | 0, 90.00, 83.00 |" in md
+    results["0.20/adapruner-tpe/seed0"]["search"]["confirm_value"] = None  # no round: no table
+    summary.write_outputs(results, tmp_path)
+    assert "confirmation round" not in (tmp_path / "results.md").read_text()

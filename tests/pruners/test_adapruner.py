@@ -53,9 +53,9 @@ def structure(model):
 
 @pytest.fixture(scope="module")
 def calibration():
-    windows = token_windows(build_tiny_tokenizer("tiny-llama"), TEXT, 12, 16, seed=0)
+    windows = token_windows(build_tiny_tokenizer("tiny-llama"), TEXT, 16, 16, seed=0)
     return Calibration(samples=windows[:2], heldout=windows[2:4], pool=windows[4:12],
-                       dataset="austen", split="train", seq_len=16)
+                       dataset="austen", split="train", seq_len=16, confirm=windows[12:16])
 
 
 def make_run(*overrides: str):
@@ -63,7 +63,8 @@ def make_run(*overrides: str):
                               "prune.structures=[heads,neurons]", "data.num_samples=2",
                               "data.seq_len=16", "adapruner.trials=4", "adapruner.pool_size=8",
                               "adapruner.heldout=2", "adapruner.startup_trials=2",
-                              "adapruner.fine=element1", *overrides])
+                              "adapruner.fine=element1", "adapruner.confirm_top=0",
+                              *overrides])
 
 
 def pool_of(calibration):
@@ -290,3 +291,92 @@ def test_non_finite_perplexity_is_ranked_last(model, structure, calibration, mon
     result = adapruner_search(model, structure, make_run("adapruner.trials=2"), calibration,
                               progress=False)
     assert [h["value"] for h in result.history] == [math.inf, math.inf]
+
+
+def test_confirmation_round_chooses_by_fresh_windows(model, structure, calibration, tmp_path):
+    """The best confirm_top distinct trials by the objective are scored again on the
+    confirmation windows; the chosen trial is the best there, and its masks are returned."""
+    run = make_run("adapruner.fine=search", "adapruner.trials=8", "adapruner.confirm_top=3")
+    result = adapruner_search(model, structure, run, calibration, progress=False)
+    by_value = sorted(result.history, key=lambda h: (h["value"], h["number"]))
+    distinct, seen = [], set()
+    for h in by_value:
+        key = json.dumps(h["candidate"], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            distinct.append(h["number"])
+    confirmed = {h["number"]: h["confirm"] for h in result.history if h["confirm"] is not None}
+    assert sorted(confirmed) == sorted(distinct[:3])
+    space = Space.from_run(run, len(pool_of(calibration)))
+    from lmprune.pruners.adapruner import _Objective
+    objective = _Objective(model, structure, run, pool_of(calibration), calibration.heldout)
+    for number, value in confirmed.items():  # each confirmation value, recomputed by hand
+        h = next(t for t in result.history if t["number"] == number)
+        masks = objective.masks(candidate_from_params(h["params"], space))
+        with apply_masks(model, masks, structure):
+            assert perplexity_of_windows(model, calibration.confirm) == pytest.approx(
+                value, rel=1e-9)
+    chosen = min(confirmed, key=lambda n: (confirmed[n], n))
+    assert result.best_trial == chosen and result.confirm_value == confirmed[chosen]
+    assert result.search_best_trial == by_value[0]["number"]
+    with apply_masks(model, result.masks, structure):
+        assert perplexity_of_windows(model, calibration.confirm) == pytest.approx(
+            result.confirm_value, rel=1e-9)
+    saved = json.loads(save_history(result, tmp_path / "h.json").read_text())
+    assert saved["best_trial"] == chosen and saved["search_best_trial"] == by_value[0]["number"]
+
+
+def test_confirmation_on_the_objective_windows_keeps_the_search_choice(model, structure,
+                                                                      calibration):
+    """Scored again on the very windows of the objective, the round cannot change the choice."""
+    same = Calibration(samples=calibration.samples, heldout=calibration.heldout,
+                       pool=calibration.pool, confirm=calibration.heldout, dataset="austen",
+                       split="train", seq_len=16)
+    run = make_run("adapruner.fine=search", "adapruner.trials=6", "adapruner.confirm_top=4")
+    result = adapruner_search(model, structure, run, same, progress=False)
+    assert result.best_trial == result.search_best_trial
+    assert result.confirm_value == pytest.approx(result.best_value, rel=1e-9)
+
+
+def test_confirmation_round_settings_are_checked(model, structure, calibration):
+    no_confirm = Calibration(samples=calibration.samples, heldout=calibration.heldout,
+                             pool=calibration.pool, dataset="austen", split="train", seq_len=16)
+    with pytest.raises(LmpruneError, match=r"confirm_windows\(\)"):
+        adapruner_search(model, structure, make_run("adapruner.confirm_top=3"), no_confirm,
+                         progress=False)
+    off = adapruner_search(model, structure, make_run("adapruner.confirm_top=1"), no_confirm,
+                           progress=False)
+    assert off.confirm_value is None and off.best_trial == off.search_best_trial
+    with pytest.raises(LmpruneError, match="confirm_top: must be >= 0"):
+        make_run("adapruner.confirm_top=-1")
+    with pytest.raises(LmpruneError, match="needs at least 1 window"):
+        make_run("adapruner.confirm_top=3", "adapruner.confirm=0")
+    assert make_run("adapruner.confirm_top=0", "adapruner.confirm=0").adapruner.confirm_windows() == 0
+    assert make_run("adapruner.confirm_top=2").adapruner.confirm_windows() == 64
+
+
+def test_confirmation_windows_are_fresh_and_leave_the_others_unchanged():
+    """build_calibration draws confirmation windows after the pool: disjoint from every
+    other window, and asking for them changes no sample, held-out or pool window."""
+    from lmprune.data.calibration import build_calibration
+    from lmprune.recipes.prune import calibration_for
+
+    tokenizer = build_tiny_tokenizer("tiny-llama")
+    plain = build_calibration(tokenizer, num_samples=3, seq_len=16, heldout=4, pool=5,
+                              max_texts=300)
+    full = build_calibration(tokenizer, num_samples=3, seq_len=16, heldout=4, pool=5,
+                             confirm=6, max_texts=300)
+    assert plain.confirm is None and full.confirm.shape == (6, 16)
+    for name in ("samples", "heldout", "pool"):
+        assert torch.equal(getattr(plain, name), getattr(full, name)), name
+    others = {tuple(w) for w in torch.cat([full.samples, full.heldout, full.pool]).tolist()}
+    assert not others & {tuple(w) for w in full.confirm.tolist()}
+    assert "6 confirmation" in full.describe()
+    run = load_config(None, ["prune.method=adapruner", "data.num_samples=2", "data.seq_len=16",
+                             "adapruner.pool_size=3", "adapruner.heldout=2",
+                             "adapruner.confirm=4"])
+    assert len(calibration_for(run, tokenizer).confirm) == 4
+    run = load_config(None, ["prune.method=adapruner", "data.num_samples=2", "data.seq_len=16",
+                             "adapruner.pool_size=3", "adapruner.heldout=2",
+                             "adapruner.confirm_top=0"])
+    assert calibration_for(run, tokenizer).confirm is None

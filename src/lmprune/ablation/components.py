@@ -286,6 +286,18 @@ ADAPRUNER = MethodTable(
             ("adapruner.align=false",),
             "the raw coarse and fine metrics are mixed, without the alignment factors"),
         Component(
+            "confirmation round", "confirm",
+            ("confirmation round", "confirmation", "re validation", "revalidation",
+             "top k confirmation", "fresh held out confirmation", "winner's curse correction"),
+            ("adapruner.confirm_top=0",),
+            "the trial with the best search objective is kept, without scoring the best "
+            "trials again on fresh windows"),
+        Component(
+            "warm start", "warm-start",
+            ("warm start", "baseline trials", "taylor warm start", "warm started search"),
+            ("adapruner.warm_start=false",),
+            "the search starts from random trials instead of the fixed Taylor baselines"),
+        Component(
             "TPE search", "tpe",
             ("tpe", "tpe search", "bayesian search", "bayesian optimization",
              "tree structured parzen estimator", "search algorithm", "hyperparameter search",

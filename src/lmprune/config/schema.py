@@ -179,6 +179,13 @@ class AdaPrunerConfig(Section):
                                "pool starts with the run's own calibration samples)")
     heldout: int = param(32, "held-out samples of data.seq_len tokens for the objective (more "
                              "windows: a less noisy objective, less overfitting of the search)")
+    confirm_top: int = param(5, "confirmation round: the best this many distinct trials by "
+                                "the objective are scored again on adapruner.confirm fresh "
+                                "windows and the best there is chosen (the search's best "
+                                "objective is biased low by the selection itself); 0 or 1: "
+                                "off, the trial with the best objective is chosen")
+    confirm: int = param(64, "fresh calibration windows of the confirmation round (disjoint "
+                             "from the pool and the held-out windows)")
     fine: Literal["element1", "element2", "param_second", "search"] = param(
         "search", "fine-grained metric mixed with the coarse (vector) one; search: each trial "
                   "picks one")
@@ -201,6 +208,13 @@ class AdaPrunerConfig(Section):
 
     def validate(self) -> list[str]:
         problems = _positive(self, "trials", "pool_size", "heldout")
+        if self.confirm_top < 0:
+            problems.append(f"confirm_top: must be >= 0 (0 or 1: no confirmation round), "
+                            f"got {self.confirm_top}")
+        if self.confirm_top > 1 and self.confirm < 1:
+            problems.append(f"confirm: a confirmation round (confirm_top={self.confirm_top}) "
+                            f"needs at least 1 window, got {self.confirm}; or set "
+                            f"confirm_top=0")
         for key, values in self.scales.items():
             if key not in ("vector", "element1", "element2", "param_second"):
                 problems.append(f"scales.{key}: unknown metric (vector, element1, element2, "
@@ -210,6 +224,10 @@ class AdaPrunerConfig(Section):
         if self.startup_trials < 0:
             problems.append("startup_trials: must be >= 0")
         return problems
+
+    def confirm_windows(self) -> int:
+        """Confirmation windows the settings need (none without a confirmation round)."""
+        return self.confirm if self.confirm_top > 1 else 0
 
 
 @dataclass

@@ -25,6 +25,7 @@ class Calibration:
     dataset: str
     split: str
     seq_len: int
+    confirm: torch.Tensor | None = None  # [C, L] fresh windows: AdaPruner's confirmation round
 
     def describe(self) -> str:
         parts = [f"{len(self.samples)} samples x {self.seq_len} tokens from {self.dataset}/{self.split}"]
@@ -32,6 +33,8 @@ class Calibration:
             parts.append(f"{len(self.heldout)} held-out")
         if self.pool is not None:
             parts.append(f"pool of {len(self.pool)}")
+        if self.confirm is not None:
+            parts.append(f"{len(self.confirm)} confirmation")
         return ", ".join(parts)
 
 
@@ -67,8 +70,11 @@ def token_windows(tokenizer, texts: list[str], count: int, seq_len: int, seed: i
 
 def build_calibration(tokenizer, dataset: str = "austen", split: str = "train",
                       num_samples: int = 10, seq_len: int = 128, seed: int = 0,
-                      heldout: int = 0, pool: int = 0, max_texts: int = 20000) -> Calibration:
-    """Draw disjoint sample / held-out / pool windows from ``dataset`` (any ``text`` dataset)."""
+                      heldout: int = 0, pool: int = 0, confirm: int = 0,
+                      max_texts: int = 20000) -> Calibration:
+    """Draw disjoint sample / held-out / pool / confirmation windows from ``dataset`` (any
+    ``text`` dataset). The windows are drawn in that order from one seeded stream, so asking
+    for more confirmation windows never changes the others."""
     from lmprune.data import dataset_info, load_dataset
 
     info = dataset_info(dataset)
@@ -77,10 +83,12 @@ def build_calibration(tokenizer, dataset: str = "austen", split: str = "train",
                            f"(text datasets: austen, wikitext2, ptb, bookcorpus)")
     rows = load_dataset(dataset, split=split)
     texts = [t for t in rows[:max_texts]["text"] if t and t.strip()]
-    total = num_samples + heldout + pool
+    total = num_samples + heldout + pool + confirm
     windows = token_windows(tokenizer, texts, total, seq_len, seed, f"{dataset}/{split}")
+    ends = torch.tensor([num_samples, heldout, pool, confirm]).cumsum(0).tolist()
     return Calibration(
         samples=windows[:num_samples],
-        heldout=windows[num_samples:num_samples + heldout] if heldout else None,
-        pool=windows[num_samples + heldout:] if pool else None,
+        heldout=windows[ends[0]:ends[1]] if heldout else None,
+        pool=windows[ends[1]:ends[2]] if pool else None,
+        confirm=windows[ends[2]:ends[3]] if confirm else None,
         dataset=dataset, split=split, seq_len=seq_len)

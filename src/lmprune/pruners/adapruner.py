@@ -36,7 +36,13 @@ Choices made here (no public code exists; see ``docs/adapruner.md``):
   ``adapruner.trials`` and appear in the history. A fingerprint of the search (pool, held-out
   windows, space, budget) is stored with the study; resuming a different search is refused;
 * ``probe`` windows (e.g. test text, in benchmarks) are scored for every trial too but never
-  seen by the sampler: the history then shows how well the objective predicts them.
+  seen by the sampler: the history then shows how well the objective predicts them;
+* a **confirmation round** (``adapruner.confirm_top``, an addition of ours): the best trial by
+  the objective is the minimum of 30 noisy estimates, so its objective is biased low and, among
+  close trials, it is often not the best on new text (the winner's curse). The best
+  ``confirm_top`` distinct trials are scored again on ``calibration.confirm``, fresh windows no
+  trial was chosen on, and the best there is returned. The round is not part of the study: a
+  resumed search runs it again.
 """
 from __future__ import annotations
 
@@ -76,8 +82,10 @@ class AdaPrunerResult:
     best_params: dict
     best_value: float  # held-out perplexity of the pruned (masked) model
     history: list[dict]  # one entry per COMPLETE trial, in trial order
-    best_trial: int = -1
+    best_trial: int = -1  # the chosen trial (after the confirmation round, if any)
     best_candidate: dict = field(default_factory=dict)
+    search_best_trial: int = -1  # the trial with the best objective
+    confirm_value: float | None = None  # the chosen trial's confirmation perplexity
 
     def objective_probe_correlation(self) -> float | None:
         """Spearman correlation of the objective and the probe perplexity over the trials
@@ -150,7 +158,8 @@ def check_calibration(calibration, run) -> tuple[torch.Tensor, torch.Tensor]:
     """The pool (calibration samples first, then the extra pool windows) and the held-out
     windows, or an error saying how to build them."""
     how = ("the adapruner recipe builds it with build_calibration(..., "
-           "pool=run.adapruner.pool_size, heldout=run.adapruner.heldout)")
+           "pool=run.adapruner.pool_size, heldout=run.adapruner.heldout, "
+           "confirm=run.adapruner.confirm_windows())")
     if calibration is None:
         raise LmpruneError(f"method 'adapruner' needs calibration data with a pool and held-out "
                            f"windows, got none; {how}")
@@ -165,6 +174,13 @@ def check_calibration(calibration, run) -> tuple[torch.Tensor, torch.Tensor]:
         raise LmpruneError(f"the AdaPruner pool has {len(pool)} samples, fewer than the "
                            f"{n} each trial calibrates on (data.num_samples); raise "
                            f"adapruner.pool_size to at least {n} or lower data.num_samples")
+    if run.adapruner.confirm_windows():
+        confirm = getattr(calibration, "confirm", None)
+        if confirm is None or len(confirm) == 0:
+            raise LmpruneError(f"adapruner.confirm_top={run.adapruner.confirm_top} needs "
+                               f"calibration.confirm (fresh windows for the confirmation "
+                               f"round), but the calibration has none; {how}, or set "
+                               f"adapruner.confirm_top=0")
     return pool, calibration.heldout
 
 
@@ -275,6 +291,37 @@ def history_of(study) -> list[dict]:
     return history
 
 
+def confirmation_round(objective: _Objective, history: list[dict], top: int,
+                       windows: torch.Tensor, progress: bool = False) -> dict[int, float]:
+    """Perplexity on ``windows`` of the best ``top`` distinct trials by the objective
+    (trial number -> perplexity); trials with the same candidate are scored once."""
+    ranked = sorted((h for h in history if math.isfinite(h["value"])),
+                    key=lambda h: (h["value"], h["number"]))
+    chosen, seen = [], set()
+    for h in ranked:
+        key = json.dumps(h["candidate"], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            chosen.append(h)
+        if len(chosen) == top:
+            break
+    out = {}
+    for h in tqdm(chosen, desc="adapruner confirmation", disable=not progress,
+                  dynamic_ncols=True):
+        candidate = candidate_from_params(h["params"], objective.space)
+        out[h["number"]] = objective.perplexity(objective.masks(candidate), windows)
+    return out
+
+
+def _chosen_trial(history: list[dict], confirmed: dict[int, float]) -> dict:
+    """The trial with the best confirmation perplexity, else the best objective (ties: the
+    earlier trial)."""
+    if confirmed:
+        number = min(confirmed, key=lambda n: (confirmed[n], n))
+        return next(h for h in history if h["number"] == number)
+    return min(history, key=lambda h: (h["value"], h["number"]))
+
+
 def adapruner_search(model, structure: ModelStructure, run, calibration,
                      storage: str | None = None, progress: bool = True,
                      probe: torch.Tensor | None = None) -> AdaPrunerResult:
@@ -296,10 +343,18 @@ def adapruner_search(model, structure: ModelStructure, run, calibration,
                 study.optimize(objective, n_trials=1)
                 bar.set_postfix(best_ppl=f"{study.best_value:.4g}")
                 bar.update(1)
-        best = study.best_trial
-    candidate = candidate_from_params(best.params, objective.space)
-    return AdaPrunerResult(objective.masks(candidate), dict(best.params), float(best.value),
-                           history_of(study), best.number, candidate.as_dict())
+        history = history_of(study)
+    confirmed = {}
+    if run.adapruner.confirm_windows():
+        confirmed = confirmation_round(objective, history, run.adapruner.confirm_top,
+                                       calibration.confirm, progress)
+    for h in history:
+        h["confirm"] = confirmed.get(h["number"])
+    best = _chosen_trial(history, confirmed)
+    candidate = candidate_from_params(best["params"], objective.space)
+    return AdaPrunerResult(objective.masks(candidate), dict(best["params"]), float(best["value"]),
+                           history, best["number"], candidate.as_dict(),
+                           _chosen_trial(history, {})["number"], best["confirm"])
 
 
 def save_history(result: AdaPrunerResult, path: str | Path) -> Path:
@@ -308,6 +363,8 @@ def save_history(result: AdaPrunerResult, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"best_trial": result.best_trial, "best_value": result.best_value,
                "best_params": result.best_params, "best_candidate": result.best_candidate,
+               "search_best_trial": result.search_best_trial,
+               "confirm_value": result.confirm_value,
                "objective_probe_spearman": result.objective_probe_correlation(),
                "trials": result.history}
     path.write_text(json.dumps(_strict(payload), indent=2, allow_nan=False) + "\n")
@@ -345,12 +402,18 @@ def plot_search_history(result: AdaPrunerResult, path: str | Path) -> Path:
     if probed:
         ax.scatter([h["number"] for h in probed], [h["probe"] for h in probed], s=10,
                    marker="x", label="probe (not searched on)", color="tab:gray")
+    confirmed = [h for h in finite if h.get("confirm") is not None]
+    if confirmed:
+        ax.scatter([h["number"] for h in confirmed], [h["confirm"] for h in confirmed], s=22,
+                   marker="D", facecolors="none", label="confirmation (fresh windows)",
+                   color="tab:green")
     if finite and max(h["value"] for h in finite) > 10 * min(h["value"] for h in finite):
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel("held-out perplexity")
-    ax.set_title(f"AdaPruner search (best {result.best_value:.4g} at trial {result.best_trial})")
+    ax.set_title(f"AdaPruner search (chosen: trial {result.best_trial}, "
+                 f"objective {result.best_value:.4g})")
     ax.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)

@@ -33,7 +33,7 @@ from lmprune.structures.export import save_pretrained
 from lmprune.structures.plan import PruningPlan
 
 #: Extra calibration windows per method: (held-out windows for objectives, candidate pool).
-NEEDS = {"adapruner": ("heldout", "pool"), "sublayer-ri": ("heldout",)}
+NEEDS = {"adapruner": ("heldout", "pool", "confirm"), "sublayer-ri": ("heldout",)}
 
 
 @dataclass
@@ -73,7 +73,8 @@ def calibration_for(run: RunConfig, tokenizer):
     return build_calibration(
         tokenizer, run.data.calibration, run.data.split, run.data.num_samples, run.data.seq_len,
         run.data.seed, heldout=run.adapruner.heldout if "heldout" in needs else 0,
-        pool=run.adapruner.pool_size if "pool" in needs else 0)
+        pool=run.adapruner.pool_size if "pool" in needs else 0,
+        confirm=run.adapruner.confirm_windows() if "confirm" in needs else 0)
 
 
 def run_prune(run: RunConfig, progress: bool = True, log=print,
