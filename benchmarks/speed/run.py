@@ -115,8 +115,11 @@ class Context:
         self.fast_only, self.variants = args.fast_only, args.variants
         self.settings = settings(args.quick)
         if args.fast_batch_sizes:
-            for shape in ("smollm2-135m", "llama-7b"):
+            for shape in ("smollm2-135m", "llama-7b", "encoder"):
                 self.settings[shape]["fast_batch_sizes"] = args.fast_batch_sizes
+        if args.variants:  # the encoder's compiled rows too (its eager rows are cheap)
+            encoder = self.settings["encoder"]
+            encoder["fast_variants"] = [v for v in encoder["fast_variants"] if v in args.variants]
         self.budget = Budget(args.budget_s, dict(QUICK_COSTS if args.quick else COSTS))
 
     def save(self, results: dict) -> None:
@@ -167,11 +170,12 @@ def main(argv=None) -> int:
     parser.add_argument("--fast-only", action="store_true",
                         help="decoders: skip the eager rows and the extra Taylor cost rows")
     parser.add_argument("--fast-batch-sizes", type=lambda t: [int(b) for b in t.split(",") if b],
-                        help="decoders: batch sizes of the fast path (default per shape: 1,32 "
-                             "for SmolLM2, 1,16 for LLaMA-7B)")
+                        help="batch sizes of the fast path (default per shape: 1,32 for "
+                             "SmolLM2, 1,16 for LLaMA-7B, 128,512 for the encoder)")
     parser.add_argument("--variants", type=lambda t: [v for v in t.split(",") if v],
-                        help="decoders: only these pruned variants (and dense), e.g. "
-                             "taylor-uniform-20,taylor-llm-pruner-20")
+                        help="only these pruned variants (and dense) on the fast path, e.g. "
+                             "taylor-uniform-20,taylor-llm-pruner-20 (decoders; their eager "
+                             "rows too) or uniform-60 (the encoder's compiled rows)")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]

@@ -154,3 +154,23 @@ def test_progressive_evaluation_count_is_what_the_search_runs(speed_modules, mon
     estimate = cost.search_evaluations(model, structure, run, None)
     assert estimate["candidates"] == candidates
     assert 1 + len(scored) <= estimate["evaluations"][1]
+
+
+def test_variant_and_batch_flags_reach_the_encoder_fast_rows(speed_modules, tmp_path):
+    """--variants keeps only the named compiled encoder rows, --fast-batch-sizes sets the
+    encoder's compiled batch sizes too (targeted GPU runs of one row)."""
+    import argparse
+
+    run = speed_modules[0]
+    args = argparse.Namespace(out=str(tmp_path), quick=False, device="cpu", compile=False,
+                              compile_mode="reduce-overhead", fast_only=True, budget_s=10.0,
+                              variants=["uniform-60", "taylor-uniform-20"],
+                              fast_batch_sizes=[128])
+    ctx = run.Context(args)
+    assert ctx.settings["encoder"]["fast_variants"] == ["uniform-60"]
+    assert ctx.settings["encoder"]["fast_batch_sizes"] == [128]
+    assert ctx.settings["llama-7b"]["fast_batch_sizes"] == [128]
+    args.variants, args.fast_batch_sizes = None, None
+    default = run.Context(args).settings["encoder"]
+    assert default["fast_variants"] == ["uniform-20", "uniform-40", "uniform-60", "global-40"]
+    assert default["fast_batch_sizes"] == [128, 512]
