@@ -104,7 +104,7 @@ def test_every_method_removes_the_requested_share(method, extra):
     model = deep_llama(seed=1)
     ids = torch.randint(3, 128, (6, 16), generator=torch.Generator().manual_seed(0))
     calibration = Calibration(samples=ids[:2], heldout=ids[2:3], pool=ids[3:5],
-                              dataset="random", split="train", seq_len=16)
+                              dataset="random", split="train", seq_len=16, confirm=ids[5:6])
     run = load_config(None, [f"prune.method={method}", "prune.sparsity=0.3",
                              "data.num_samples=2", "data.seq_len=16", *extra])
     masks = METHODS.get(method)(model, describe(model), run, calibration)
