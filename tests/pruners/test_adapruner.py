@@ -324,6 +324,9 @@ def test_confirmation_round_chooses_by_fresh_windows(model, structure, calibrati
             result.confirm_value, rel=1e-9)
     saved = json.loads(save_history(result, tmp_path / "h.json").read_text())
     assert saved["best_trial"] == chosen and saved["search_best_trial"] == by_value[0]["number"]
+    line = result.describe()
+    assert line.startswith(f"adapruner: chose trial {chosen} of 8 ")
+    assert "best of 3 trials scored again on fresh windows" in line
 
 
 def test_confirmation_on_the_objective_windows_keeps_the_search_choice(model, structure,
@@ -347,6 +350,7 @@ def test_confirmation_round_settings_are_checked(model, structure, calibration):
     off = adapruner_search(model, structure, make_run("adapruner.confirm_top=1"), no_confirm,
                            progress=False)
     assert off.confirm_value is None and off.best_trial == off.search_best_trial
+    assert off.describe().endswith(f"(held-out perplexity {off.best_value:.4g})")
     with pytest.raises(LmpruneError, match="confirm_top: must be >= 0"):
         make_run("adapruner.confirm_top=-1")
     with pytest.raises(LmpruneError, match="needs at least 1 window"):

@@ -134,6 +134,25 @@ def _quiet_git_hash():
         evaluator.get_git_commit_hash = original
 
 
+def check_answer_lengths(tokenizer, tasks: list[str], max_length: int) -> None:
+    """Raise before any scoring when an offline task has an answer choice longer than the
+    model's context (lm-eval would stop on a bare assertion halfway through)."""
+    from lmprune.data import load_dataset
+
+    for task in tasks:
+        dataset, split = OFFLINE_TASKS[task]
+        choices = [c for row in load_dataset(dataset, split=split) for c in row["choices"]]
+        lengths = [len(ids) for ids in tokenizer([" " + c for c in choices],
+                                                 add_special_tokens=False)["input_ids"]]
+        longest = max(lengths, default=0)
+        if longest > max_length:
+            raise LmpruneError(
+                f"zero-shot task {task!r} has answer choices of up to {longest} tokens with "
+                f"this tokenizer, more than the model's context of {max_length} tokens; drop "
+                f"it from eval.zero_shot for this model (eval.zero_shot=[] skips zero-shot "
+                f"accuracy)")
+
+
 def zero_shot(model, tokenizer, tasks: list[str], limit: int | None = None,
               batch_size: int = 8, max_length: int | None = None) -> dict[str, dict]:
     """Accuracy per task: ``{task: {"acc", "acc_norm", "acc_stderr", "n"}}``."""
@@ -150,6 +169,7 @@ def zero_shot(model, tokenizer, tasks: list[str], limit: int | None = None,
         manager = TaskManager(include_path=tmp, include_defaults=len(offline) < len(tasks))
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
                   max_length=max_length)
+        check_answer_lengths(tokenizer, offline, lm.max_length)
         try:
             with _quiet_git_hash():
                 output = lm_eval.simple_evaluate(model=lm, tasks=list(tasks),

@@ -87,6 +87,18 @@ class AdaPrunerResult:
     search_best_trial: int = -1  # the trial with the best objective
     confirm_value: float | None = None  # the chosen trial's confirmation perplexity
 
+    def describe(self) -> str:
+        """One line: the chosen trial, and what the confirmation round did."""
+        line = (f"adapruner: chose trial {self.best_trial} of {len(self.history)} (held-out "
+                f"perplexity {self.best_value:.4g}")
+        confirmed = [h for h in self.history if h.get("confirm") is not None]
+        if not confirmed:
+            return line + ")"
+        same = ("the objective's best too" if self.search_best_trial == self.best_trial else
+                f"the objective alone would keep trial {self.search_best_trial}")
+        return (line + f"; confirmation {self.confirm_value:.4g}, best of {len(confirmed)} "
+                       f"trials scored again on fresh windows; {same})")
+
     def objective_probe_correlation(self) -> float | None:
         """Spearman correlation of the objective and the probe perplexity over the trials
         (None without probe values or with fewer than 3 finite trials)."""
@@ -352,9 +364,12 @@ def adapruner_search(model, structure: ModelStructure, run, calibration,
         h["confirm"] = confirmed.get(h["number"])
     best = _chosen_trial(history, confirmed)
     candidate = candidate_from_params(best["params"], objective.space)
-    return AdaPrunerResult(objective.masks(candidate), dict(best["params"]), float(best["value"]),
-                           history, best["number"], candidate.as_dict(),
-                           _chosen_trial(history, {})["number"], best["confirm"])
+    result = AdaPrunerResult(objective.masks(candidate), dict(best["params"]),
+                             float(best["value"]), history, best["number"], candidate.as_dict(),
+                             _chosen_trial(history, {})["number"], best["confirm"])
+    if progress:
+        tqdm.write(result.describe())
+    return result
 
 
 def save_history(result: AdaPrunerResult, path: str | Path) -> Path:
