@@ -18,6 +18,17 @@ def test_answers_longer_than_the_context_are_refused_before_scoring():
     check_answer_lengths(tokenizer, [], 1)  # no offline task: nothing to check
 
 
+def test_only_the_questions_lm_eval_scores_are_checked():
+    from lmprune.data import load_dataset
+
+    tokenizer = build_tiny_tokenizer("tiny-llama")
+    first = load_dataset("wordnet-defs", split="test")[:1]["choices"][0]
+    longest = max(len(tokenizer(" " + c, add_special_tokens=False)["input_ids"]) for c in first)
+    check_answer_lengths(tokenizer, ["wordnet-defs"], longest, limit=1)
+    with pytest.raises(LmpruneError, match=f"up to {longest} tokens"):
+        check_answer_lengths(tokenizer, ["wordnet-defs"], longest - 1, limit=1)
+
+
 def test_the_cli_says_so_for_a_short_context_model(tmp_path, capsys):
     from lmprune.cli.main import main
 

@@ -134,14 +134,18 @@ def _quiet_git_hash():
         evaluator.get_git_commit_hash = original
 
 
-def check_answer_lengths(tokenizer, tasks: list[str], max_length: int) -> None:
+def check_answer_lengths(tokenizer, tasks: list[str], max_length: int,
+                         limit: int | None = None) -> None:
     """Raise before any scoring when an offline task has an answer choice longer than the
-    model's context (lm-eval would stop on a bare assertion halfway through)."""
+    model's context (lm-eval would stop on a bare assertion halfway through); with ``limit``,
+    only the first ``limit`` questions (those lm-eval scores) are checked."""
     from lmprune.data import load_dataset
 
     for task in tasks:
         dataset, split = OFFLINE_TASKS[task]
-        choices = [c for row in load_dataset(dataset, split=split) for c in row["choices"]]
+        rows = load_dataset(dataset, split=split)
+        rows = rows if limit is None else rows[:limit]
+        choices = [c for cs in rows["choices"] for c in cs]
         lengths = [len(ids) for ids in tokenizer([" " + c for c in choices],
                                                  add_special_tokens=False)["input_ids"]]
         longest = max(lengths, default=0)
@@ -169,7 +173,7 @@ def zero_shot(model, tokenizer, tasks: list[str], limit: int | None = None,
         manager = TaskManager(include_path=tmp, include_defaults=len(offline) < len(tasks))
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
                   max_length=max_length)
-        check_answer_lengths(tokenizer, offline, lm.max_length)
+        check_answer_lengths(tokenizer, offline, lm.max_length, limit)
         try:
             with _quiet_git_hash():
                 output = lm_eval.simple_evaluate(model=lm, tasks=list(tasks),

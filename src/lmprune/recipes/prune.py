@@ -32,7 +32,8 @@ from lmprune.structures import Masks, remove
 from lmprune.structures.export import save_pretrained
 from lmprune.structures.plan import PruningPlan
 
-#: Extra calibration windows per method: (held-out windows for objectives, candidate pool).
+#: Extra calibration windows per method: held-out windows for objectives, a candidate pool,
+#: fresh windows for AdaPruner's confirmation round.
 NEEDS = {"adapruner": ("heldout", "pool", "confirm"), "sublayer-ri": ("heldout",)}
 
 
