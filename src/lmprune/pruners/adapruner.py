@@ -175,10 +175,15 @@ def check_calibration(calibration, run) -> tuple[torch.Tensor, torch.Tensor]:
     if calibration is None:
         raise LmpruneError(f"method 'adapruner' needs calibration data with a pool and held-out "
                            f"windows, got none; {how}")
-    for name in ("pool", "heldout"):
+    needed = {"pool": "the candidate pool", "heldout": "the objective's held-out windows"}
+    if run.adapruner.confirm_windows():
+        needed["confirm"] = (f"fresh windows for the confirmation round of "
+                             f"adapruner.confirm_top={run.adapruner.confirm_top}; or set "
+                             f"adapruner.confirm_top=0")
+    for name, what in needed.items():
         if getattr(calibration, name, None) is None or len(getattr(calibration, name)) == 0:
-            raise LmpruneError(f"method 'adapruner' needs calibration.{name} (the candidate "
-                               f"pool and held-out windows), but the calibration has none; {how}")
+            raise LmpruneError(f"method 'adapruner' needs calibration.{name} ({what}), but "
+                               f"the calibration has none; {how}")
     parts = [calibration.samples] if getattr(calibration, "samples", None) is not None else []
     pool = torch.cat([*parts, calibration.pool]) if parts else calibration.pool
     n = run.data.num_samples
@@ -186,13 +191,6 @@ def check_calibration(calibration, run) -> tuple[torch.Tensor, torch.Tensor]:
         raise LmpruneError(f"the AdaPruner pool has {len(pool)} samples, fewer than the "
                            f"{n} each trial calibrates on (data.num_samples); raise "
                            f"adapruner.pool_size to at least {n} or lower data.num_samples")
-    if run.adapruner.confirm_windows():
-        confirm = getattr(calibration, "confirm", None)
-        if confirm is None or len(confirm) == 0:
-            raise LmpruneError(f"adapruner.confirm_top={run.adapruner.confirm_top} needs "
-                               f"calibration.confirm (fresh windows for the confirmation "
-                               f"round), but the calibration has none; {how}, or set "
-                               f"adapruner.confirm_top=0")
     return pool, calibration.heldout
 
 
