@@ -138,6 +138,9 @@ def prune_row(dense, tokenizer, name: str, target: float, seed: int, args,
                           "best_candidate": result.best_candidate,
                           "search_best_trial": result.search_best_trial,
                           "confirm_value": result.confirm_value,
+                          "consensus_of": result.consensus_of,
+                          "consensus_value": result.consensus_value,
+                          "uses_consensus": result.uses_consensus,
                           "spearman_objective_test": result.objective_probe_correlation(),
                           "history": result.history}
     elif run.prune.method == "sublayer-ri":

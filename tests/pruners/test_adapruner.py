@@ -296,7 +296,8 @@ def test_non_finite_perplexity_is_ranked_last(model, structure, calibration, mon
 def test_confirmation_round_chooses_by_fresh_windows(model, structure, calibration, tmp_path):
     """The best confirm_top distinct trials by the objective are scored again on the
     confirmation windows; the chosen trial is the best there, and its masks are returned."""
-    run = make_run("adapruner.fine=search", "adapruner.trials=8", "adapruner.confirm_top=3")
+    run = make_run("adapruner.fine=search", "adapruner.trials=8", "adapruner.confirm_top=3",
+                   "adapruner.consensus=off")
     result = adapruner_search(model, structure, run, calibration, progress=False)
     by_value = sorted(result.history, key=lambda h: (h["value"], h["number"]))
     distinct, seen = [], set()
@@ -335,7 +336,8 @@ def test_confirmation_on_the_objective_windows_keeps_the_search_choice(model, st
     same = Calibration(samples=calibration.samples, heldout=calibration.heldout,
                        pool=calibration.pool, confirm=calibration.heldout, dataset="austen",
                        split="train", seq_len=16)
-    run = make_run("adapruner.fine=search", "adapruner.trials=6", "adapruner.confirm_top=4")
+    run = make_run("adapruner.fine=search", "adapruner.trials=6", "adapruner.confirm_top=4",
+                   "adapruner.consensus=off")
     result = adapruner_search(model, structure, run, same, progress=False)
     assert result.best_trial == result.search_best_trial
     assert result.confirm_value == pytest.approx(result.best_value, rel=1e-9)
@@ -384,3 +386,53 @@ def test_confirmation_windows_are_fresh_and_leave_the_others_unchanged():
                              "adapruner.pool_size=3", "adapruner.heldout=2",
                              "adapruner.confirm_top=0"])
     assert calibration_for(run, tokenizer).confirm is None
+
+
+def test_consensus_formula_by_hand():
+    from lmprune.pruners.adapruner_space import consensus_scores
+
+    a = Scores(heads={"s": torch.tensor([1.0, 3.0])}, neurons={"f": torch.tensor([2.0, 6.0])})
+    b = Scores(heads={"s": torch.tensor([30.0, 10.0])}, neurons={"f": torch.tensor([1.0, 1.0])})
+    mixed = consensus_scores([a, b])
+    # each divided by its mean per kind (a: heads 2, neurons 4; b: heads 20, neurons 1), averaged
+    assert mixed.heads["s"].tolist() == pytest.approx([(0.5 + 1.5) / 2, (1.5 + 0.5) / 2])
+    assert mixed.neurons["f"].tolist() == pytest.approx([(0.5 + 1) / 2, (1.5 + 1) / 2])
+    with pytest.raises(ValueError):
+        consensus_scores([])
+
+
+def test_consensus_of_the_confirmed_trials_competes_on_the_confirmation_windows(
+        model, structure, calibration):
+    from lmprune.pruners.adapruner import _Objective
+    from lmprune.pruners.adapruner_space import consensus_scores
+
+    run = make_run("adapruner.fine=search", "adapruner.trials=8", "adapruner.confirm_top=3",
+                   "adapruner.consensus=compete")
+    result = adapruner_search(model, structure, run, calibration, progress=False)
+    confirmed = sorted(h["number"] for h in result.history if h["confirm"] is not None)
+    assert result.consensus_of == confirmed
+    objective = _Objective(model, structure, run, pool_of(calibration), calibration.heldout)
+    space = Space.from_run(run, len(pool_of(calibration)))
+    trials = {h["number"]: h for h in result.history}
+    scores = [objective.mixed(candidate_from_params(trials[n]["params"], space))
+              for n in confirmed]
+    masks = objective.masks(consensus_scores(scores))
+    with apply_masks(model, masks, structure):
+        assert perplexity_of_windows(model, calibration.confirm) == pytest.approx(
+            result.consensus_value, rel=1e-9)
+    assert result.uses_consensus == (result.consensus_value < result.confirm_value)
+    expected = masks if result.uses_consensus else objective.masks(
+        candidate_from_params(trials[result.best_trial]["params"], space))
+    for site, mask in expected.neurons.items():
+        assert torch.equal(result.masks.neurons[site], mask)
+    assert "consensus of trials" in result.describe()
+    always = adapruner_search(model, structure, make_run(
+        "adapruner.fine=search", "adapruner.trials=8", "adapruner.confirm_top=3",
+        "adapruner.consensus=always"), calibration, progress=False)
+    assert always.uses_consensus and always.consensus_value == result.consensus_value
+    for site, mask in masks.neurons.items():
+        assert torch.equal(always.masks.neurons[site], mask)
+    off = adapruner_search(model, structure, make_run(
+        "adapruner.fine=search", "adapruner.trials=8", "adapruner.confirm_top=3",
+        "adapruner.consensus=off"), calibration, progress=False)
+    assert off.consensus_value is None and not off.uses_consensus and not off.consensus_of

@@ -293,6 +293,15 @@ ADAPRUNER = MethodTable(
             "the trial with the best search objective is kept, without scoring the best "
             "trials again on fresh windows"),
         Component(
+            "consensus of the top trials", "consensus",
+            ("consensus", "consensus of the top trials", "ensemble of the best trials",
+             "score averaging", "bagged importance", "top trial consensus"),
+            ("adapruner.consensus=off",),
+            "the chosen trial's own masks instead of the consensus of the re-scored trials",
+            (Option("compete", ("adapruner.consensus=compete",),
+                    "the consensus only when it beats the best trial on the confirmation "
+                    "windows", ("compete", "competing consensus", "consensus if better")),)),
+        Component(
             "warm start", "warm-start",
             ("warm start", "baseline trials", "taylor warm start", "warm started search"),
             ("adapruner.warm_start=false",),

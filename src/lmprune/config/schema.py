@@ -186,6 +186,11 @@ class AdaPrunerConfig(Section):
                                 "off, the trial with the best objective is chosen")
     confirm: int = param(64, "fresh calibration windows of the confirmation round (disjoint "
                              "from the pool and the held-out windows)")
+    consensus: Literal["always", "compete", "off"] = param(
+        "always", "prune by the consensus of the trials the confirmation round re-scores (their "
+                  "mixed importances, each divided by its mean, averaged; same budget): always; "
+                  "compete: only when it beats the best of them on the confirmation windows; "
+                  "off: the chosen trial's masks (docs/adapruner.md, 'The consensus')")
     fine: Literal["element1", "element2", "param_second", "search"] = param(
         "search", "fine-grained metric mixed with the coarse (vector) one; search: each trial "
                   "picks one")

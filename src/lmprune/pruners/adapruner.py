@@ -64,7 +64,7 @@ from lmprune.errors import LmpruneError
 from lmprune.evaluation.perplexity import perplexity_of_windows
 from lmprune.pruners.adapruner_space import (COARSE, FINE_METRICS, Candidate, Space,
                                              baseline_params, candidate_from_params,
-                                             mix_scores, suggest_candidate)
+                                             consensus_scores, mix_scores, suggest_candidate)
 from lmprune.pruners.selection import Scores
 from lmprune.pruners.settings import check_settings, prune_settings, select_masks
 from lmprune.registry import METHODS
@@ -86,6 +86,9 @@ class AdaPrunerResult:
     best_candidate: dict = field(default_factory=dict)
     search_best_trial: int = -1  # the trial with the best objective
     confirm_value: float | None = None  # the chosen trial's confirmation perplexity
+    consensus_of: list[int] = field(default_factory=list)  # trials the consensus averages
+    consensus_value: float | None = None  # its confirmation perplexity
+    uses_consensus: bool = False  # the masks are the consensus's, not best_trial's
 
     def describe(self) -> str:
         """One line: the chosen trial, and what the confirmation round did."""
@@ -96,8 +99,13 @@ class AdaPrunerResult:
             return line + ")"
         same = ("the objective's best too" if self.search_best_trial == self.best_trial else
                 f"the objective alone would keep trial {self.search_best_trial}")
-        return (line + f"; confirmation {self.confirm_value:.4g}, best of {len(confirmed)} "
-                       f"trials scored again on fresh windows; {same})")
+        line += (f"; confirmation {self.confirm_value:.4g}, best of {len(confirmed)} "
+                 f"trials scored again on fresh windows; {same})")
+        if self.consensus_value is None:
+            return line
+        verdict = "pruned by it" if self.uses_consensus else "not better: not used"
+        return (line + f"; consensus of trials {self.consensus_of}: confirmation "
+                       f"{self.consensus_value:.4g}, {verdict}")
 
     def objective_probe_correlation(self) -> float | None:
         """Spearman correlation of the objective and the probe perplexity over the trials
@@ -143,11 +151,15 @@ class _Objective:
             self._cache.popitem(last=False)
         return scores
 
-    def masks(self, candidate: Candidate) -> Masks:
+    def mixed(self, candidate: Candidate) -> Scores:
         metrics = self.metrics_for(candidate.samples, candidate.fine)
-        mixed = mix_scores(metrics[COARSE], metrics[candidate.fine], candidate,
-                           self.run.adapruner.align)
-        return select_masks(self.model, self.structure, mixed, self.settings)
+        return mix_scores(metrics[COARSE], metrics[candidate.fine], candidate,
+                          self.run.adapruner.align)
+
+    def masks(self, candidate: Candidate | Scores) -> Masks:
+        """The masks of a candidate (or of given scores) under the run's budget."""
+        scores = candidate if isinstance(candidate, Scores) else self.mixed(candidate)
+        return select_masks(self.model, self.structure, scores, self.settings)
 
     def perplexity(self, masks: Masks, windows: torch.Tensor) -> float:
         with apply_masks(self.model, masks, self.structure):
@@ -323,6 +335,18 @@ def confirmation_round(objective: _Objective, history: list[dict], top: int,
     return out
 
 
+def consensus_round(objective: _Objective, history: list[dict], numbers: list[int],
+                    windows: torch.Tensor) -> tuple[Masks, float]:
+    """Masks of the consensus of trials ``numbers`` (their mixed importances averaged,
+    :func:`~lmprune.pruners.adapruner_space.consensus_scores`; the run's budget) and their
+    perplexity on ``windows``."""
+    trials = {h["number"]: h for h in history}
+    scores = [objective.mixed(candidate_from_params(trials[n]["params"], objective.space))
+              for n in numbers]
+    masks = objective.masks(consensus_scores(scores))
+    return masks, objective.perplexity(masks, windows)
+
+
 def _chosen_trial(history: list[dict], confirmed: dict[int, float]) -> dict:
     """The trial with the best confirmation perplexity, else the best objective (ties: the
     earlier trial)."""
@@ -365,6 +389,13 @@ def adapruner_search(model, structure: ModelStructure, run, calibration,
     result = AdaPrunerResult(objective.masks(candidate), dict(best["params"]),
                              float(best["value"]), history, best["number"], candidate.as_dict(),
                              _chosen_trial(history, {})["number"], best["confirm"])
+    mode = run.adapruner.consensus
+    if mode != "off" and len(confirmed) > 1:
+        masks, value = consensus_round(objective, history, sorted(confirmed),
+                                       calibration.confirm)
+        result.consensus_of, result.consensus_value = sorted(confirmed), value
+        if mode == "always" or value < result.confirm_value:
+            result.masks, result.uses_consensus = masks, True
     if progress:
         tqdm.write(result.describe())
     return result
@@ -377,7 +408,9 @@ def save_history(result: AdaPrunerResult, path: str | Path) -> Path:
     payload = {"best_trial": result.best_trial, "best_value": result.best_value,
                "best_params": result.best_params, "best_candidate": result.best_candidate,
                "search_best_trial": result.search_best_trial,
-               "confirm_value": result.confirm_value,
+               "confirm_value": result.confirm_value, "consensus_of": result.consensus_of,
+               "consensus_value": result.consensus_value,
+               "uses_consensus": result.uses_consensus,
                "objective_probe_spearman": result.objective_probe_correlation(),
                "trials": result.history}
     path.write_text(json.dumps(_strict(payload), indent=2, allow_nan=False) + "\n")
@@ -420,13 +453,17 @@ def plot_search_history(result: AdaPrunerResult, path: str | Path) -> Path:
         ax.scatter([h["number"] for h in confirmed], [h["confirm"] for h in confirmed], s=22,
                    marker="D", facecolors="none", label="confirmation (fresh windows)",
                    color="tab:green")
+    if result.consensus_value is not None and math.isfinite(result.consensus_value):
+        ax.axhline(result.consensus_value, linestyle=":", color="tab:green",
+                   label=f"consensus of trials {result.consensus_of} (confirmation)")
     if finite and max(h["value"] for h in finite) > 10 * min(h["value"] for h in finite):
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel("held-out perplexity")
-    ax.set_title(f"AdaPruner search (chosen: trial {result.best_trial}, "
-                 f"objective {result.best_value:.4g})")
+    chosen = "consensus" if result.uses_consensus else f"trial {result.best_trial}"
+    ax.set_title(f"AdaPruner search (chosen: {chosen}; best trial objective "
+                 f"{result.best_value:.4g})")
     ax.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)

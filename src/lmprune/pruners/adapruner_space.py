@@ -197,3 +197,23 @@ def mix_scores(coarse: Scores, fine: Scores, candidate: Candidate, align: bool =
         w1, w2 = weights("hidden")
         mixed.hidden = w1 * coarse.hidden.double() + w2 * fine.hidden.double()
     return mixed
+
+
+def consensus_scores(scores: list[Scores]) -> Scores:
+    """The mean of several mixed importances, each first divided by its own mean per unit kind
+    (so that a trial's balance and alignment factors do not weigh it more than another's):
+    the ranking the best trials agree on, estimated from all their calibration samples."""
+    if not scores:
+        raise ValueError("consensus of no scores")
+    out = Scores()
+    factors = [alignment(s) for s in scores]
+    for kind in UNIT_KINDS:
+        tables = [getattr(s, kind) for s in scores]
+        sites = set.intersection(*(set(t) for t in tables))
+        getattr(out, kind).update({
+            site: sum(f.get(kind, 1.0) * t[site].double() for f, t in zip(factors, tables))
+            / len(tables) for site in tables[0] if site in sites})
+    if all(s.hidden is not None for s in scores):
+        out.hidden = sum(f.get("hidden", 1.0) * s.hidden.double()
+                         for f, s in zip(factors, scores)) / len(scores)
+    return out
