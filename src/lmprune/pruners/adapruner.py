@@ -378,6 +378,15 @@ def adapruner_search(model, structure: ModelStructure, run, calibration,
                 bar.set_postfix(best_ppl=f"{study.best_value:.4g}")
                 bar.update(1)
         history = history_of(study)
+    result = _decide(objective, run, calibration, history, progress)
+    if progress:
+        tqdm.write(result.describe())
+    return result
+
+
+def _decide(objective: _Objective, run, calibration, history: list[dict],
+            progress: bool) -> AdaPrunerResult:
+    """After the trials: the confirmation round, the chosen trial and the consensus."""
     confirmed = {}
     if run.adapruner.confirm_windows():
         confirmed = confirmation_round(objective, history, run.adapruner.confirm_top,
@@ -396,8 +405,6 @@ def adapruner_search(model, structure: ModelStructure, run, calibration,
         result.consensus_of, result.consensus_value = sorted(confirmed), value
         if mode == "always" or value < result.confirm_value:
             result.masks, result.uses_consensus = masks, True
-    if progress:
-        tqdm.write(result.describe())
     return result
 
 
