@@ -10,7 +10,8 @@ mix of a coarse (vector-wise) and a fine (element-wise) Taylor importance,
 
 prunes with it (``prune.*`` exactly as the taylor method: layer range, parameter budget,
 allocation) and scores the pruned model by its perplexity on held-out calibration windows.
-The best trial's masks are returned.
+The masks returned are the consensus of the best trials after a confirmation round (below;
+``adapruner.consensus=off``: the chosen trial's own).
 
 Choices made here (no public code exists; see ``docs/adapruner.md``):
 
@@ -76,7 +77,7 @@ CACHE_SIZE = 16  # sample subsets whose Taylor metrics are kept in memory
 
 @dataclass
 class AdaPrunerResult:
-    """The best trial's masks and the whole search."""
+    """The resulting masks (the consensus's or the chosen trial's) and the whole search."""
 
     masks: Masks
     best_params: dict
@@ -359,7 +360,7 @@ def _chosen_trial(history: list[dict], confirmed: dict[int, float]) -> dict:
 def adapruner_search(model, structure: ModelStructure, run, calibration,
                      storage: str | None = None, progress: bool = True,
                      probe: torch.Tensor | None = None) -> AdaPrunerResult:
-    """Run (or resume, with ``storage``) the search and return the best trial's masks."""
+    """Run (or resume, with ``storage``) the search; the masks of its decision (:func:`_decide`)."""
     pool, heldout = check_calibration(calibration, run)
     check_settings(structure, prune_settings(run, structure))
     objective = _Objective(model, structure, run, pool, heldout, probe, progress)
@@ -481,7 +482,7 @@ def plot_search_history(result: AdaPrunerResult, path: str | Path) -> Path:
                                     "vector/element Taylor mix (needs a pool and held-out text)")
 def prune_adapruner(model, structure: ModelStructure, run, calibration=None, *,
                     storage: str | None = None, report_dir: str | Path | None = None) -> Masks:
-    """The best trial's masks; with ``report_dir``, also its history as JSON and PNG."""
+    """The search's masks; with ``report_dir``, also its history as JSON and PNG."""
     result = adapruner_search(model, structure, run, calibration, storage=storage)
     if report_dir is not None:
         save_history(result, Path(report_dir) / "adapruner_history.json")
