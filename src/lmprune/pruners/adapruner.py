@@ -42,8 +42,12 @@ Choices made here (no public code exists; see ``docs/adapruner.md``):
   the objective is the minimum of 30 noisy estimates, so its objective is biased low and, among
   close trials, it is often not the best on new text (the winner's curse). The best
   ``confirm_top`` distinct trials are scored again on ``calibration.confirm``, fresh windows no
-  trial was chosen on, and the best there is returned. The round is not part of the study: a
-  resumed search runs it again.
+  trial was chosen on, and the best there is the chosen trial. The round is not part of the
+  study: a resumed search runs it again;
+* a **consensus** (``adapruner.consensus``, ours too; default ``always``): the masks are those
+  of the re-scored trials' mixed importances, each divided by its mean per unit kind and
+  averaged (``compete``: only when that beats the chosen trial on the confirmation windows;
+  ``off``: the chosen trial's masks).
 """
 from __future__ import annotations
 
@@ -56,6 +60,7 @@ import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -314,10 +319,18 @@ def history_of(study) -> list[dict]:
     return history
 
 
+class Rescored(NamedTuple):
+    """A trial scored again by the confirmation round (its scores feed the consensus)."""
+
+    perplexity: float
+    masks: Masks
+    scores: Scores
+
+
 def confirmation_round(objective: _Objective, history: list[dict], top: int,
-                       windows: torch.Tensor, progress: bool = False) -> dict[int, float]:
-    """Perplexity on ``windows`` of the best ``top`` distinct trials by the objective
-    (trial number -> perplexity); trials with the same candidate are scored once."""
+                       windows: torch.Tensor, progress: bool = False) -> dict[int, Rescored]:
+    """The best ``top`` distinct trials by the objective scored on ``windows`` (trial number
+    -> perplexity, masks, mixed scores); trials with the same candidate are scored once."""
     ranked = sorted((h for h in history if math.isfinite(h["value"])),
                     key=lambda h: (h["value"], h["number"]))
     chosen, seen = [], set()
@@ -331,19 +344,17 @@ def confirmation_round(objective: _Objective, history: list[dict], top: int,
     out = {}
     for h in tqdm(chosen, desc="adapruner confirmation", disable=not progress,
                   dynamic_ncols=True):
-        candidate = candidate_from_params(h["params"], objective.space)
-        out[h["number"]] = objective.perplexity(objective.masks(candidate), windows)
+        scores = objective.mixed(candidate_from_params(h["params"], objective.space))
+        masks = objective.masks(scores)
+        out[h["number"]] = Rescored(objective.perplexity(masks, windows), masks, scores)
     return out
 
 
-def consensus_round(objective: _Objective, history: list[dict], numbers: list[int],
+def consensus_round(objective: _Objective, scores: list[Scores],
                     windows: torch.Tensor) -> tuple[Masks, float]:
-    """Masks of the consensus of trials ``numbers`` (their mixed importances averaged,
-    :func:`~lmprune.pruners.adapruner_space.consensus_scores`; the run's budget) and their
+    """Masks of the consensus of mixed importances ``scores``
+    (:func:`~lmprune.pruners.adapruner_space.consensus_scores`; the run's budget) and their
     perplexity on ``windows``."""
-    trials = {h["number"]: h for h in history}
-    scores = [objective.mixed(candidate_from_params(trials[n]["params"], objective.space))
-              for n in numbers]
     masks = objective.masks(consensus_scores(scores))
     return masks, objective.perplexity(masks, windows)
 
@@ -388,22 +399,25 @@ def adapruner_search(model, structure: ModelStructure, run, calibration,
 def _decide(objective: _Objective, run, calibration, history: list[dict],
             progress: bool) -> AdaPrunerResult:
     """After the trials: the confirmation round, the chosen trial and the consensus."""
-    confirmed = {}
+    rescored = {}
     if run.adapruner.confirm_windows():
-        confirmed = confirmation_round(objective, history, run.adapruner.confirm_top,
-                                       calibration.confirm, progress)
+        rescored = confirmation_round(objective, history, run.adapruner.confirm_top,
+                                      calibration.confirm, progress)
+    confirmed = {n: r.perplexity for n, r in rescored.items()}
     for h in history:
         h["confirm"] = confirmed.get(h["number"])
     best = _chosen_trial(history, confirmed)
     candidate = candidate_from_params(best["params"], objective.space)
-    result = AdaPrunerResult(objective.masks(candidate), dict(best["params"]),
-                             float(best["value"]), history, best["number"], candidate.as_dict(),
+    masks = rescored[best["number"]].masks if rescored else objective.masks(candidate)
+    result = AdaPrunerResult(masks, dict(best["params"]), float(best["value"]), history,
+                             best["number"], candidate.as_dict(),
                              _chosen_trial(history, {})["number"], best["confirm"])
     mode = run.adapruner.consensus
-    if mode != "off" and len(confirmed) > 1:
-        masks, value = consensus_round(objective, history, sorted(confirmed),
+    if mode != "off" and len(rescored) > 1:
+        numbers = sorted(rescored)
+        masks, value = consensus_round(objective, [rescored[n].scores for n in numbers],
                                        calibration.confirm)
-        result.consensus_of, result.consensus_value = sorted(confirmed), value
+        result.consensus_of, result.consensus_value = numbers, value
         if mode == "always" or value < result.confirm_value:
             result.masks, result.uses_consensus = masks, True
     return result
