@@ -238,100 +238,87 @@ class SalienceCollector:
     def _hook(self, kind: str, site: str, group_size: int):
         def pre_hook(module: nn.Module, inputs: tuple) -> None:
             h = inputs[0]
-            if not (torch.is_grad_enabled() and h.requires_grad):
-                return
-            abs_sum = _real(h).abs().reshape(-1, h.shape[-1]).sum(0)
-            if self.processes is not None:
-                self._defer((kind, site), h, abs_sum, group_size,
-                            self._alive_rows(module.weight) if self.use_kurtosis else None)
-                return
-            outlier = (outlier_term(self._alive_rows(module.weight), h, group_size)
-                       if self.use_kurtosis else None)
-
-            def on_grad(grad: Tensor) -> None:
-                g = _real(grad).abs().reshape(-1, grad.shape[-1]).sum(0)
-                key = (kind, site)
-                self._scores[key] = self._scores.get(key, 0) + _group_sum(g * abs_sum, group_size)
-                if outlier is not None:
-                    self._outliers[key] = self._outliers.get(key, 0) + outlier
-
-            h.register_hook(on_grad)
+            if torch.is_grad_enabled() and h.requires_grad:
+                self._defer((kind, site), h, h, group_size,
+                            module.weight if self.use_kurtosis else None)
         return pre_hook
 
     def _hidden_hook(self, cols: Tensor | None):
         def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
-            if not (torch.is_grad_enabled() and output.requires_grad):
-                return
-            abs_sum = _real(output).abs().reshape(-1, output.shape[-1]).sum(0)
-            if self.processes is not None:
-                weight, act = module.weight, inputs[0]
-                if cols is not None:
-                    weight, act = weight[:, cols.to(weight.device)], act[..., cols.to(act.device)]
-                self._defer(("hidden", ""), act, abs_sum, 0,
-                            weight if self.use_kurtosis else None, grad_of=output)
-                return
-            outlier = None
-            if self.use_kurtosis:
-                weight, act = module.weight, inputs[0]
-                if cols is not None:
-                    weight, act = weight[:, cols.to(weight.device)], act[..., cols.to(act.device)]
-                outlier = hidden_outlier_term(weight, act)
-                if self.alive is not None and self.alive.hidden is not None:
-                    outlier = outlier * (self.alive.hidden != 0).to(outlier)
-
-            def on_grad(grad: Tensor) -> None:
-                score = _real(grad).abs().reshape(-1, grad.shape[-1]).sum(0) * abs_sum
-                key = ("hidden", "")
-                self._scores[key] = self._scores.get(key, 0) + score
-                if outlier is not None:
-                    self._outliers[key] = self._outliers.get(key, 0) + outlier
-
-            output.register_hook(on_grad)
+            if torch.is_grad_enabled() and output.requires_grad:
+                self._defer(("hidden", ""), output, inputs[0], 0,
+                            module.weight if self.use_kurtosis else None, cols)
         return hook
 
-    def _defer(self, key: tuple[str, str], act: Tensor, abs_sum: Tensor, group_size: int,
-               weight: Tensor | None, grad_of: Tensor | None = None) -> None:
-        """Keep one forward call's factors (data parallel); the gradient's arrives later.
-        ``group_size`` 0 marks the hidden score (no grouping, its own outlier term)."""
-        flat = _real(act).detach().reshape(-1, act.shape[-1])
+    def _defer(self, key: tuple[str, str], scored: Tensor, act: Tensor, group_size: int,
+               weight: Tensor | None, cols: Tensor | None = None) -> None:
+        """Keep one forward call's factors, per channel: ``sum |scored|`` and, for the
+        outlier term, the sum of ``act`` over its rows (``scored`` is the block input for
+        heads and neurons, the projection's output for the hidden score; ``act`` its input).
+        The gradient's factor arrives in backward; the scores, and the outlier term from the
+        weight and the mean activation, are formed after it (:meth:`_settle`). Only
+        reductions run here, so no activation-sized temporary is made while the forward pass
+        holds every activation (the step's memory peak). ``group_size`` 0 marks the hidden
+        score; ``cols``: its alive input channels."""
+        dtype = torch.promote_types(scored.dtype, torch.float32)
+        dims = tuple(range(scored.dim() - 1))
         counts = 0.0 if getattr(self.processes, "idle", False) else 1.0  # a stand-in row
-        call = {"key": key, "group": group_size, "a": abs_sum.detach().float() * counts,
-                "s": flat.float().sum(0) * counts,
-                "n": torch.tensor([flat.shape[0] * counts], device=flat.device),
-                # the weight as it is now; it is not updated before _settle (same step)
-                "w": None if weight is None else weight.detach()}
+        with torch.no_grad():
+            call = {"key": key, "group": group_size, "cols": cols,
+                    "a": torch.linalg.vector_norm(scored.detach(), 1, dims, dtype=dtype) * counts,
+                    # the weight as it is now; it is not updated before _settle (same step)
+                    "w": None if weight is None else weight.detach()}
+            if weight is not None:
+                call["s"] = act.detach().sum(tuple(range(act.dim() - 1)), dtype=dtype) * counts
+                rows = act[..., 0].numel() * counts
+                call["n"] = rows if self.processes is None else torch.tensor(
+                    [rows], dtype=dtype, device=act.device)
         self._calls.append(call)
 
         def on_grad(grad: Tensor) -> None:
-            call["g"] = _real(grad).detach().abs().reshape(-1, grad.shape[-1]).sum(0).float()
+            call["g"] = torch.linalg.vector_norm(grad.detach(), 1, dims, dtype=dtype)
 
-        (act if grad_of is None else grad_of).register_hook(on_grad)
+        scored.register_hook(on_grad)
 
     def _settle(self) -> None:
-        """Sum the kept factors over the processes, then form the scores as one process
-        would from the whole batch: ``(Σ|g|)·(Σ|h|)`` per channel (the gradients divided by
-        the process count, as the averaged gradients are) and the outlier term from the
-        mean activation ``Σh / Σrows``."""
+        """Form the scores of the calls whose gradient arrived, as one process would from
+        the whole batch: ``(sum |g|) * (sum |h|)`` per channel and the outlier term from
+        the mean activation ``sum h / rows``. In a data-parallel run the factors are first
+        summed over the processes (the gradients divided by the process count, as the
+        averaged gradients are)."""
         calls = [c for c in self._calls if "g" in c]
         self._calls = []
         if not calls:
             return
-        parts = [t for c in calls for t in (c["a"], c["g"], c["s"], c["n"])]
-        summed = self.processes.sum(parts)
-        world = self.processes.world
-        for i, call in enumerate(calls):
-            a, g, s, n = summed[4 * i: 4 * i + 4]
-            g = g / world
+        names = ("a", "g", "s") if self.processes is None else ("a", "g", "s", "n")
+        parts = [c[k] for c in calls for k in names if k in c]
+        world = 1
+        if self.processes is not None:
+            parts, world = self.processes.sum(parts), self.processes.world
+        it = iter(parts)
+        for call in calls:
+            got = {k: next(it) for k in names if k in call}
+            got.setdefault("n", call.get("n"))
             key, group = call["key"], call["group"]
-            score = g * a if group == 0 else _group_sum(g * a, group)
+            prod = got["g"] / world * got["a"]
+            score = prod if group == 0 else _group_sum(prod, group)
             self._scores[key] = self._scores.get(key, 0) + score
             if call["w"] is not None:
-                mean = s / n
-                outlier = (hidden_outlier_from_mean(call["w"], mean) if group == 0
-                           else outlier_from_mean(call["w"], mean, group))
-                if group == 0 and self.alive is not None and self.alive.hidden is not None:
-                    outlier = outlier * (self.alive.hidden != 0).to(outlier)
-                self._outliers[key] = self._outliers.get(key, 0) + outlier
+                self._outliers[key] = self._outliers.get(key, 0) + self._outlier(
+                    call, got["s"] / got["n"])
+
+    def _outlier(self, call: dict, mean: Tensor) -> Tensor:
+        """The outlier term of one call from its mean activation per input channel."""
+        weight = call["w"]
+        if call["group"]:
+            return outlier_from_mean(self._alive_rows(weight), mean, call["group"])
+        cols = call["cols"]
+        if cols is not None:
+            weight, mean = weight[:, cols.to(weight.device)], mean[cols.to(mean.device)]
+        outlier = hidden_outlier_from_mean(weight, mean)
+        if self.alive is not None and self.alive.hidden is not None:
+            outlier = outlier * (self.alive.hidden != 0).to(outlier)
+        return outlier
 
     def __enter__(self) -> SalienceCollector:
         self._scores, self._outliers, self._calls = {}, {}, []
@@ -359,8 +346,7 @@ class SalienceCollector:
 
     def _combined(self) -> dict[tuple[str, str], Tensor]:
         """S~ plus the outlier term, scaled per block kind as ``outlier_scale`` says."""
-        if self.processes is not None:
-            self._settle()
+        self._settle()
         out = dict(self._scores)
         for kind in ("heads", "neurons", "hidden"):
             keys = [k for k in self._outliers if k[0] == kind and k in self._scores]
