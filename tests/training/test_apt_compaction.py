@@ -228,3 +228,64 @@ def test_a_teacher_that_keeps_its_structure_becomes_a_frozen_copy_at_compaction(
     assert not any(p.requires_grad for p in teacher.model.parameters())
     method.on_evaluate(model, 2.0, method.stop)  # a refresh takes the student as it is now
     assert teacher.model is None and teacher.state is not None
+
+
+def test_a_teacher_copy_in_bfloat16_halves_its_memory_and_computes_nearly_the_same():
+    # teacher=start: one copy, made at the first compaction from the same student in both
+    wide, w_method, w_result, feats = _run("tiny-bert", True, teacher="start",
+                                           teacher_dtype="model")
+    half, h_method, h_result, _ = _run("tiny-bert", True, teacher="start",
+                                       teacher_dtype="bfloat16")
+    w_copy, h_copy = w_method.teacher.model, h_method.teacher.model
+    assert {p.dtype for p in w_copy.parameters()} == {torch.float64}
+    assert {p.dtype for p in h_copy.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in half.parameters()} == {torch.float64}  # the student untouched
+    size = {m: sum(p.numel() * p.element_size() for p in c.parameters())
+            for m, c in (("w", w_copy), ("h", h_copy))}
+    assert size["h"] * 4 == size["w"]
+    for (name, a), (_, b) in zip(w_copy.state_dict().items(), h_copy.state_dict().items(),
+                                 strict=True):
+        if a.is_floating_point():
+            assert torch.equal(a.to(torch.bfloat16), b), name
+    batch = collate(feats[:8])
+    with torch.no_grad():
+        w_out = w_copy.eval()(**batch).logits
+        h_out = h_copy.eval()(**batch).logits.double()
+    assert torch.allclose(h_out, w_out, rtol=5e-2, atol=5e-2 * w_out.abs().max())
+    # the losses before the copy is made are identical, then they differ
+    first = h_method.compactions[0]["step"]
+    assert h_result.losses[:first] == w_result.losses[:first]
+    assert h_result.losses[first + 1:] != w_result.losses[first + 1:]
+
+
+@pytest.mark.parametrize("teacher", ["best", "separate"])
+def test_auto_keeps_the_model_dtype_on_a_cpu_and_separate_copies_keep_it_on_a_gpu(teacher):
+    from lmprune.training.apt_teacher import copy_dtype
+
+    cpu32, cpu16 = torch.zeros(1), torch.zeros(1, dtype=torch.bfloat16)
+    assert copy_dtype("auto", cpu32) is None and copy_dtype("model", cpu32) is None
+    assert copy_dtype("bfloat16", cpu32) is torch.bfloat16
+    assert copy_dtype("bfloat16", cpu16) is None  # already narrow
+    _, method, _, _ = _run("tiny-bert", True, teacher=teacher)  # auto, on a CPU
+    assert {p.dtype for p in method.teacher.model.parameters()} == {torch.float64}
+
+
+def test_distillation_ends_after_distill_epochs_and_frees_the_teacher():
+    model, method, result, feats = _run("tiny-bert", True, distill_epochs=2.5)
+    assert method.distill_end == 2 + 10  # prune_start 2, 2.5 epochs of 4 steps
+    assert method.summary()["distill_end"] == 12
+    teacher = method.teacher
+    assert teacher.model is None and teacher.state is None and not teacher.ready
+    assert teacher.parameter_count() == 0
+    assert method.distill_weight(11) > 0 and method.distill_weight(12) == 0.0
+    # the steps before the end are those of a run that distils to the last step
+    _, _, full, _ = _run("tiny-bert", True)
+    assert result.losses[:12] == full.losses[:12]
+    assert result.losses[12:] != full.losses[12:]
+
+
+def test_distill_epochs_must_be_positive():
+    from lmprune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="distill_epochs: must be > 0"):
+        APTConfig(distill_epochs=0)

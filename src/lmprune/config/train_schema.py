@@ -184,6 +184,15 @@ class APTConfig(Section):
                     "compaction a shared teacher then becomes a frozen copy until the next "
                     "refresh) or student (they are gone from the teacher too: nothing "
                     "full-size stays; measured worse, docs/apt.md)")
+    teacher_dtype: Literal["auto", "model", "bfloat16"] = param(
+        "auto", "dtype of a teacher kept as a frozen copy (apt.teacher=separate, or a snapshot "
+                "teacher once the student is compacted): bfloat16 halves its memory (and its "
+                "forward runs in bf16); model keeps the model's dtype; auto: bfloat16 on a GPU, "
+                "the model's dtype on a CPU")
+    distill_epochs: float | None = param(
+        None, "how long self-distillation lasts from its start, in epochs (APT's "
+              "distill_epoch); after it the loss is the task loss and the teacher is freed. "
+              "null: until the last step")
     temperature: float = param(4.0, "prediction-distillation temperature (issue: 4; the "
                                     "authors' scripts use 2/3)")
     teacher_layers: Literal["block", "static"] = param(
@@ -193,6 +202,9 @@ class APTConfig(Section):
 
     def validate(self) -> list[str]:
         problems = _positive(self, "r", "events", "round_to", "max_rank", "calibration_batches")
+        if self.distill_epochs is not None and not self.distill_epochs > 0:
+            problems.append(f"distill_epochs: must be > 0 (null: until the last step), got "
+                            f"{self.distill_epochs}")
         if self.min_units < 0:
             problems.append(f"min_units: must be >= 0, got {self.min_units}")
         if self.adapter == "lora" and not self.targets:

@@ -76,8 +76,9 @@ class APTMethod(TrainMethod):
         self.task_type = "classification" if task_type == "regression" else task_type
         stop = min(int(round(cfg.prune_stop_epochs * steps_per_epoch)), int(0.9 * total_steps))
         stop = max(stop, 1)
-        self.start = min(cfg.prune_start, stop - 1)  # [start, stop]: the distillation window
+        self.start = min(cfg.prune_start, stop - 1)  # [start, stop]: mu rises from 0 to 1
         self.stop = stop
+        self.steps_per_epoch = steps_per_epoch
         self.events = self._events(cfg)
         self.calibration = calibration
         self.calibrated_batches = 0
@@ -145,7 +146,8 @@ class APTMethod(TrainMethod):
         if cfg.distill:
             self.transform = distill.LayerTransform(self.structure.hidden.size).to(device)
         self.teacher = APTTeacher(cfg.teacher, self.structure,
-                                  follows_student=cfg.teacher_structure == "student")
+                                  follows_student=cfg.teacher_structure == "student",
+                                  dtype=cfg.teacher_dtype)
         if cfg.salience == "fisher":
             for m in _flat(self.masks).values():
                 m.requires_grad_(True)
@@ -239,7 +241,17 @@ class APTMethod(TrainMethod):
             yield model
 
     def _distilling(self, step: int) -> bool:
-        return bool(self.cfg.distill and self.events and step >= self.start)
+        end = self.distill_end
+        return bool(self.cfg.distill and self.events and step >= self.start
+                    and (end is None or step < end))
+
+    @property
+    def distill_end(self) -> int | None:
+        """The first step without distillation (``apt.distill_epochs`` after its start;
+        None: distillation lasts to the last step)."""
+        if self.cfg.distill_epochs is None:
+            return None
+        return self.start + max(1, int(round(self.cfg.distill_epochs * self.steps_per_epoch)))
 
     def distill_weight(self, step: int) -> float:
         """mu of Eq. 6 at ``step``; the task loss has weight ``1 - mu`` (1 without a teacher)."""
@@ -392,6 +404,8 @@ class APTMethod(TrainMethod):
 
     def after_step(self, model: nn.Module, step: int) -> bool:
         done = step + 1
+        if done == self.distill_end and self.teacher is not None:
+            self.teacher.release()  # distillation is over: the teacher's memory is freed
         if self.cfg.selection == "step" and self._reselects(done):
             self._choose(self.ratio, last=False)
         if not self.settled:  # settled: every mask is at its target, nothing moves
@@ -542,6 +556,7 @@ class APTMethod(TrainMethod):
         return {"adapter": self.cfg.adapter, "schedule": self.cfg.schedule,
                 "compact": self.cfg.compact, "selection": self.cfg.selection,
                 "prune_start": self.start, "prune_stop": self.stop, "events": self.events,
+                "distill_end": self.distill_end,
                 "calibration_batches": self.calibrated_batches,
                 "teacher": self.cfg.teacher if self.cfg.distill else None,
                 "teacher_snapshots": self.teacher_snapshots,

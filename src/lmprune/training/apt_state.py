@@ -102,6 +102,9 @@ def _restore_teacher(teacher, copy_: nn.Module | None, state: dict, device) -> N
     if state["state"] is not None:
         teacher.state = {k: v.to(device) for k, v in state["state"].items()}
     if copy_ is not None:
+        dtypes = {t.dtype for t in state["model"].values() if t.is_floating_point()}
+        if len(dtypes) == 1:  # a copy kept in another dtype (apt.teacher_dtype)
+            copy_.to(dtypes.pop())
         copy_.load_state_dict(state["model"])
         teacher.model = copy_
         if state["own"] is not None:

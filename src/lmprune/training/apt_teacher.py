@@ -47,9 +47,11 @@ class APTTeacher:
       frozen tensors are cut with the student's (:meth:`follow`): nothing full-size stays.
     """
 
-    def __init__(self, mode: str, structure: ModelStructure, follows_student: bool = False
-                 ) -> None:
+    def __init__(self, mode: str, structure: ModelStructure, follows_student: bool = False,
+                 dtype: str = "model") -> None:
+        """``dtype`` (``apt.teacher_dtype``): what a kept copy is stored and run in."""
         self.mode, self.structure, self.follows = mode, structure, follows_student
+        self.dtype = dtype
         self.state: dict[str, torch.Tensor] | None = None  # shared: frozen tuning tensors
         self.model: nn.Module | None = None  # a frozen copy (separate, or a kept snapshot)
         self.masks: Masks | None = None  # dense space
@@ -88,6 +90,10 @@ class APTTeacher:
         for p in teacher.parameters():
             p.requires_grad_(False)
             p.grad = None
+        setting = "model" if self.mode == "separate" and self.dtype == "auto" else self.dtype
+        dtype = copy_dtype(setting, next(model.parameters()))  # separate: the ablation's cost
+        if dtype is not None:
+            teacher.to(dtype)
         self.model, self.state = teacher, None
         self.copied_at = space.removals if space is not None else 0
         if not self.follows and space is not None:
@@ -147,11 +153,26 @@ class APTTeacher:
         self.state = {name: moves.slice(successors[name], t) if name in successors else t
                       for name, t in self.state.items() if name in present}
 
+    def release(self) -> None:
+        """Distillation is over: drop the copy, the frozen tensors and the masks."""
+        self.model = self.state = self.masks = self.own = self.own_hidden = None
+
     def parameter_count(self) -> int:
         """Numbers the teacher holds beyond the student: the whole copy or the snapshot."""
         if self.model is not None:
             return sum(p.numel() for p in self.model.parameters())
         return sum(t.numel() for t in (self.state or {}).values())
+
+
+def copy_dtype(setting: str, param: torch.Tensor) -> torch.dtype | None:
+    """The dtype a kept teacher copy is converted to (None: keep the model's). ``auto`` is
+    bfloat16 on a GPU for a float32/float64 model, the model's dtype elsewhere."""
+    if setting == "model" or not param.is_floating_point():
+        return None
+    if setting == "auto" and param.device.type != "cuda":
+        return None
+    wide = param.dtype in (torch.float32, torch.float64)
+    return torch.bfloat16 if wide else None
 
 
 def clone_masks(masks: Masks) -> Masks:
