@@ -9,8 +9,11 @@ memory) is recorded. What it isolates: the cost of APT's per-step work on the de
 tokenization, evaluation or model loading. The random labels make the accuracy meaningless.
 
     python benchmarks/apt_base/step_time.py --out DIR [--device cuda] [--tiny]
+        [--variant NAME:KEY=VALUE[,KEY=VALUE...] ...]
 
 Writes DIR/step_time.json. ``--tiny``: a 2-layer shape on the CPU (the code path only).
+``--variant``: one more APT run with these ``apt.*`` settings on top of the schedule's, e.g.
+``--variant fp32-teacher:teacher_dtype=model --variant short:distill_epochs=1.1``.
 """
 from __future__ import annotations
 
@@ -48,7 +51,20 @@ def batches(n: int, seq: int, seed: int = 0):
     return feats, collate
 
 
-def run(method_name: str, args, device: str) -> dict:
+def variant(text: str) -> tuple[str, dict]:
+    """``NAME:KEY=VALUE,...`` -> (name, APTConfig overrides), values read as YAML."""
+    import yaml
+
+    name, _, settings = text.partition(":")
+    if not name or not settings:
+        raise argparse.ArgumentTypeError(f"--variant {text!r}: use NAME:KEY=VALUE[,KEY=VALUE]")
+    pairs = [item.split("=", 1) for item in settings.split(",")]
+    if any(len(p) != 2 for p in pairs):
+        raise argparse.ArgumentTypeError(f"--variant {text!r}: every setting is KEY=VALUE")
+    return name, {k.strip(): yaml.safe_load(v) for k, v in pairs}
+
+
+def run(method_name: str, args, device: str, overrides: dict | None = None) -> dict:
     from accelerate import Accelerator
 
     from lmprune.config.train_schema import APTConfig
@@ -56,6 +72,13 @@ def run(method_name: str, args, device: str) -> dict:
     from lmprune.training.loop import Clock, LoopSettings, run_loop
     from lmprune.training.method import TrainMethod
 
+    import gc
+
+    gc.collect()  # nothing of the previous run may count in this one's peaks
+    before = None
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        before = torch.cuda.memory_allocated() / 1e6
     shape = TINY if args.tiny else BASE
     steps, batch = args.steps, args.batch
     feats, collate = batches(steps * batch // 2, args.seq)  # 2 epochs
@@ -64,7 +87,8 @@ def run(method_name: str, args, device: str) -> dict:
         method, lr = TrainMethod(), 2e-5
         net = method.setup(net, None)
     else:
-        cfg = APTConfig(prune_start=steps // 5, prune_stop_epochs=1.5, events=8)
+        cfg = APTConfig(prune_start=steps // 5, prune_stop_epochs=1.5, events=8,
+                        **(overrides or {}))
         method, lr = APTMethod(cfg, keep=0.4, total_steps=steps,
                                steps_per_epoch=steps // 2), 5e-4
         net = method.setup(net)
@@ -75,7 +99,8 @@ def run(method_name: str, args, device: str) -> dict:
                       Accelerator(cpu=device == "cpu"), clock)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return {"method": method_name, "train_seconds": clock.seconds,
+    return {"method": method_name, "settings": overrides or {}, "train_seconds": clock.seconds,
+            "allocated_before_mb": before,
             "wall_seconds": time.perf_counter() - start,
             "intervals": [{k: c[k] for k in ("step", "step_seconds", "memory_mb", "params")}
                           for c in result.costs]}
@@ -90,6 +115,8 @@ def main(argv=None) -> int:
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--interval", type=int, default=16)
     p.add_argument("--tiny", action="store_true")
+    p.add_argument("--variant", type=variant, action="append", default=[],
+                   metavar="NAME:KEY=VALUE,...")
     args = p.parse_args(argv)
     if args.tiny:
         args.steps, args.batch, args.seq, args.interval = 20, 4, 16, 4
@@ -101,12 +128,19 @@ def main(argv=None) -> int:
     out = {"device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu",
            "lmprune": str(Path(lmprune.__file__).parent), "steps": args.steps,
            "batch": args.batch, "seq": args.seq,
-           "runs": [run(m, args, args.device) for m in ("ft", "apt")]}
+           "runs": [run(m, args, args.device) for m in ("ft", "apt")]
+           + [run(name, args, args.device, settings) for name, settings in args.variant]}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "step_time.json").write_text(json.dumps(out, indent=1))
+    ft = out["runs"][0]
     for r in out["runs"]:
         print(f"{r['method']}: " + ", ".join(f"{c['step']}: {c['step_seconds'] * 1000:.1f} ms"
                                             for c in r["intervals"]))
+        peaks = [c["memory_mb"] for c in r["intervals"]]
+        if ft["intervals"][0]["memory_mb"]:
+            share = max(peaks) / max(c["memory_mb"] for c in ft["intervals"])
+            print(f"   peak per interval MB {[round(p) for p in peaks]}; "
+                  f"{r['train_seconds']:.2f} s; peak {100 * share:.1f}% of FT's")
     return 0
 
 
