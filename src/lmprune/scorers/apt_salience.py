@@ -306,6 +306,9 @@ class SalienceCollector:
             if call["w"] is not None:
                 self._outliers[key] = self._outliers.get(key, 0) + self._outlier(
                     call, got["s"] / got["n"])
+            # the gradient hook keeps the call for as long as the autograd graph lives: let go
+            # of its tensors (the weight above all: a compaction may have replaced it)
+            call.clear()
 
     def _outlier(self, call: dict, mean: Tensor) -> Tensor:
         """The outlier term of one call from its mean activation per input channel."""

@@ -258,9 +258,17 @@ def layer_distillation(student_hidden: Sequence[Tensor], teacher_hidden: Sequenc
         else:
             tr = transforms.get(t) if isinstance(transforms, Mapping) else transforms
         h = s_out[s] if tr is None else tr(s_out[s])
-        loss = loss + F.mse_loss(_wide(_channels(h, channels)),
-                                 _wide(_channels(t_out[t].detach(), teacher_channels)))
+        loss = loss + _mse(_channels(h, channels),
+                           _channels(t_out[t].detach(), teacher_channels))
     return loss
+
+
+def _mse(x: Tensor, target: Tensor) -> Tensor:
+    """``F.mse_loss`` (mean) in float32 at least, keeping one tensor for backward: the
+    difference. ``F.mse_loss`` keeps both of its inputs (the transformed student state and a
+    widened copy of the teacher's), which the whole forward pass then holds at the step's
+    memory peak."""
+    return (_wide(x) - _wide(target)).square().mean()
 
 
 # --------------------------------------------------------------------------- teacher

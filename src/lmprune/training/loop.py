@@ -262,6 +262,7 @@ def run_loop(model, method: TrainMethod, features: list[dict], collate: Callable
                 result.rebuilds += 1
             result.steps = step + 1
             result.losses.append(float(loss.detach()))
+            loss = None  # its graph's hooks would keep this step's tensors through the next step
             bar.update(1)
             bar.set_postfix(loss=f"{result.losses[-1]:.4f}", keep=f"{method.keep_ratio():.2f}")
             last = step + 1 == settings.total_steps
