@@ -146,7 +146,7 @@ def test_nothing_full_size_stays_alive_after_compaction():
             gone.extend(weakref.ref(p) for p in model.parameters())
 
     model, method, _, _ = _run("tiny-bert", True, on_eval=watch, teacher_structure="student",
-                               structures=["heads", "neurons", "hidden"])
+                               structures=["heads", "neurons", "hidden"], distill_epochs=100)
     gc.collect()
     alive = [r for r in gone if r() is not None]
     assert all(p.shape == r().shape for r in alive for p in [r()])
@@ -218,7 +218,8 @@ def test_compaction_refuses_stale_gradients():
 
 
 def test_a_teacher_that_keeps_its_structure_becomes_a_frozen_copy_at_compaction():
-    model, method, _, feats = _run("tiny-bert", True)  # teacher=best, structure: snapshot
+    # teacher=best, structure: snapshot; distillation to the last step keeps it to look at
+    model, method, _, feats = _run("tiny-bert", True, distill_epochs=100)
     teacher = method.teacher
     assert teacher.model is not None and teacher.state is None  # made before the first cut
     sizes = {n: p.shape for n, p in teacher.model.named_parameters()}
@@ -233,9 +234,9 @@ def test_a_teacher_that_keeps_its_structure_becomes_a_frozen_copy_at_compaction(
 def test_a_teacher_copy_in_bfloat16_halves_its_memory_and_computes_nearly_the_same():
     # teacher=start: one copy, made at the first compaction from the same student in both
     wide, w_method, w_result, feats = _run("tiny-bert", True, teacher="start",
-                                           teacher_dtype="model")
+                                           teacher_dtype="model", distill_epochs=100)
     half, h_method, h_result, _ = _run("tiny-bert", True, teacher="start",
-                                       teacher_dtype="bfloat16")
+                                       teacher_dtype="bfloat16", distill_epochs=100)
     w_copy, h_copy = w_method.teacher.model, h_method.teacher.model
     assert {p.dtype for p in w_copy.parameters()} == {torch.float64}
     assert {p.dtype for p in h_copy.parameters()} == {torch.bfloat16}
@@ -266,7 +267,7 @@ def test_auto_keeps_the_model_dtype_on_a_cpu_and_separate_copies_keep_it_on_a_gp
     assert copy_dtype("auto", cpu32) is None and copy_dtype("model", cpu32) is None
     assert copy_dtype("bfloat16", cpu32) is torch.bfloat16
     assert copy_dtype("bfloat16", cpu16) is None  # already narrow
-    _, method, _, _ = _run("tiny-bert", True, teacher=teacher)  # auto, on a CPU
+    _, method, _, _ = _run("tiny-bert", True, teacher=teacher, distill_epochs=100)  # auto, CPU
     assert {p.dtype for p in method.teacher.model.parameters()} == {torch.float64}
 
 
@@ -279,7 +280,7 @@ def test_distillation_ends_after_distill_epochs_and_frees_the_teacher():
     assert teacher.parameter_count() == 0
     assert method.distill_weight(11) > 0 and method.distill_weight(12) == 0.0
     # the steps before the end are those of a run that distils to the last step
-    _, _, full, _ = _run("tiny-bert", True)
+    _, _, full, _ = _run("tiny-bert", True, distill_epochs=100)
     assert result.losses[:12] == full.losses[:12]
     assert result.losses[12:] != full.losses[12:]
 

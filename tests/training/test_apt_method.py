@@ -95,8 +95,11 @@ def test_salience_replacements_run(salience):
 
 def test_teacher_snapshot_and_pruning_window():
     _, method, _ = _train("tiny-bert")
-    assert method.teacher.ready  # snapshot taken when pruning started
+    assert method.teacher_snapshots >= 1  # snapshot taken when pruning started
     assert method.start == 2 and method.stop == 12
+    # distillation lasts the pruning window; then the teacher is freed
+    assert method.distill_end == 12 and not method.teacher.ready
+    assert method.distill_weight(11) == pytest.approx(0.9) and method.distill_weight(12) == 0.0
 
 
 def test_teacher_is_the_best_model_seen_since_pruning_started():
@@ -104,9 +107,10 @@ def test_teacher_is_the_best_model_seen_since_pruning_started():
     first = method.teacher_snapshots
     method.on_evaluate(model, 0.5, step=1)  # before pruning starts: ignored
     assert method.teacher_snapshots == first
-    method.on_evaluate(model, 0.5, step=10)
-    method.on_evaluate(model, 0.4, step=12)  # worse: the teacher stays
-    method.on_evaluate(model, 0.6, step=14)
+    method.on_evaluate(model, 0.5, step=9)
+    method.on_evaluate(model, 0.4, step=10)  # worse: the teacher stays
+    method.on_evaluate(model, 0.6, step=11)
+    method.on_evaluate(model, 0.7, step=12)  # the window is over: nothing to distil
     assert method.teacher_snapshots == first + 2 and method.best_teacher_metric == 0.6
     start = _train("tiny-bert", teacher="start")[1]
     start.on_evaluate(model, 0.9, step=10)

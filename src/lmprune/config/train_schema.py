@@ -192,7 +192,8 @@ class APTConfig(Section):
     distill_epochs: float | None = param(
         None, "how long self-distillation lasts from its start, in epochs (APT's "
               "distill_epoch); after it the loss is the task loss and the teacher is freed. "
-              "null: until the last step")
+              "null: the pruning window, until the stop step (apt.prune_stop_epochs; measured "
+              "better than to the last step, docs/apt.md); a large value: to the last step")
     temperature: float = param(4.0, "prediction-distillation temperature (issue: 4; the "
                                     "authors' scripts use 2/3)")
     teacher_layers: Literal["block", "static"] = param(

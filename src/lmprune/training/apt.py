@@ -241,16 +241,14 @@ class APTMethod(TrainMethod):
             yield model
 
     def _distilling(self, step: int) -> bool:
-        end = self.distill_end
-        return bool(self.cfg.distill and self.events and step >= self.start
-                    and (end is None or step < end))
+        return bool(self.cfg.distill and self.events and self.start <= step < self.distill_end)
 
     @property
-    def distill_end(self) -> int | None:
-        """The first step without distillation (``apt.distill_epochs`` after its start;
-        None: distillation lasts to the last step)."""
+    def distill_end(self) -> int:
+        """The first step without distillation: ``apt.distill_epochs`` after its start, by
+        default the stop step (the pruning window; a step past the last one: to the end)."""
         if self.cfg.distill_epochs is None:
-            return None
+            return self.stop
         return self.start + max(1, int(round(self.cfg.distill_epochs * self.steps_per_epoch)))
 
     def distill_weight(self, step: int) -> float:
