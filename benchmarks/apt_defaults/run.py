@@ -36,6 +36,8 @@ VARIANTS: dict[str, list[str]] = {
     "teacher-follows-student": ["apt.teacher_structure=student"],
     "dense-growth": ["apt.growth_counts=dense"],  # ranks grow as if nothing were pruned
     "masked": ["apt.compact=false"],  # same losses, full-size cost
+    "distill-window": ["apt.distill_epochs=null"],  # until the stop step; default 2026-11-29
+    "distill-to-end": ["apt.distill_epochs=1000"],  # to the last step (the default before)
 }
 BASES = {  # config name, then overrides
     "cpu": ["ablate-apt-cpu", "train.measure=false", "train.save_model=false"],
