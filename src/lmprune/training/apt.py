@@ -558,7 +558,7 @@ class APTMethod(TrainMethod):
                 "calibration_batches": self.calibrated_batches,
                 "teacher": self.cfg.teacher if self.cfg.distill else None,
                 "teacher_snapshots": self.teacher_snapshots,
-                "teacher_params": self.teacher.parameter_count() if self.teacher else 0,
+                "teacher_params": self.teacher.largest if self.teacher else 0,
                 "best_teacher_metric": (None if self.best_teacher_metric == float("-inf")
                                         else self.best_teacher_metric),
                 "mask_step": self.mask_step, "initial_adapter_params": self.initial_adapter_params,

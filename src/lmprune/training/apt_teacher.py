@@ -59,6 +59,7 @@ class APTTeacher:
         self.copied_at = 0  # removals the copy's structure had when it was made
         self.own_hidden: torch.Tensor | None = None  # alive hidden channels (dense) then
         self.snapshots = 0
+        self.largest = 0  # the most numbers the teacher held at once (kept after release)
 
     @property
     def ready(self) -> bool:
@@ -78,6 +79,7 @@ class APTTeacher:
         else:
             self.state = distill.snapshot_adapters(model)
         self.snapshots += 1
+        self.largest = max(self.largest, self.parameter_count())
 
     def _copy(self, model: nn.Module, state: dict | None, space) -> None:
         teacher = copy.deepcopy(model)
@@ -95,6 +97,7 @@ class APTTeacher:
         if dtype is not None:
             teacher.to(dtype)
         self.model, self.state = teacher, None
+        self.largest = max(self.largest, self.parameter_count())
         self.copied_at = space.removals if space is not None else 0
         if not self.follows and space is not None:
             self.own = (clone_masks(space.to_model(self.masks)), space.current)
