@@ -204,7 +204,7 @@ class APTConfig(Section):
     def validate(self) -> list[str]:
         problems = _positive(self, "r", "events", "round_to", "max_rank", "calibration_batches")
         if self.distill_epochs is not None and not self.distill_epochs > 0:
-            problems.append(f"distill_epochs: must be > 0 (null: until the last step), got "
+            problems.append(f"distill_epochs: must be > 0 (null: the pruning window), got "
                             f"{self.distill_epochs}")
         if self.min_units < 0:
             problems.append(f"min_units: must be >= 0, got {self.min_units}")

@@ -3,8 +3,9 @@
 Zhao, Hajishirzi, Cao, "APT: Adaptive Pruning and Tuning Pretrained Language Models for
 Efficient Training and Inference" (ICML 2024). Per step (Sec. 4):
 
-1. teacher forward (after pruning starts, with distillation on): the same model with a frozen
-   snapshot of the adapters and masks (:mod:`lmprune.training.apt_teacher`);
+1. teacher forward (with distillation on, from the first pruning event to the stop step, or
+   ``apt.distill_epochs``; then the teacher is freed): the same model with a frozen snapshot
+   of the adapters and masks (:mod:`lmprune.training.apt_teacher`);
 2. student forward with the current masks and a salience collector; loss
    ``mu * L_distill + (1 - mu) * L_ft`` (Eq. 6);
 3. after backward: block salience (outlier-aware by default) and adapter importance
