@@ -241,6 +241,8 @@ def test_a_teacher_copy_in_bfloat16_halves_its_memory_and_computes_nearly_the_sa
     assert {p.dtype for p in w_copy.parameters()} == {torch.float64}
     assert {p.dtype for p in h_copy.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in half.parameters()} == {torch.float64}  # the student untouched
+    assert h_method.summary()["teacher_copy_dtype"] == "bfloat16"
+    assert w_method.summary()["teacher_copy_dtype"] == "float64"
     size = {m: sum(p.numel() * p.element_size() for p in c.parameters())
             for m, c in (("w", w_copy), ("h", h_copy))}
     assert size["h"] * 4 == size["w"]

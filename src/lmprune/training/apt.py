@@ -560,6 +560,7 @@ class APTMethod(TrainMethod):
                 "teacher": self.cfg.teacher if self.cfg.distill else None,
                 "teacher_snapshots": self.teacher_snapshots,
                 "teacher_params": self.teacher.largest if self.teacher else 0,
+                "teacher_copy_dtype": self.teacher.copy_dtype if self.teacher else None,
                 "best_teacher_metric": (None if self.best_teacher_metric == float("-inf")
                                         else self.best_teacher_metric),
                 "mask_step": self.mask_step, "initial_adapter_params": self.initial_adapter_params,

@@ -44,7 +44,7 @@ def apt_state(method) -> dict:
         "generator": method.generator.get_state(), "rng": method.rng.getstate(),
         "transform": None if method.transform is None else method.transform.state_dict(),
         "teacher": {"masks": _cpu(teacher.masks), "snapshots": teacher.snapshots,
-                    "largest": teacher.largest,
+                    "largest": teacher.largest, "copy_dtype": teacher.copy_dtype,
                     "state": None if teacher.state is None else
                     {k: v.cpu() for k, v in teacher.state.items()},
                     "model": None if teacher.model is None else teacher.model.state_dict(),
@@ -100,6 +100,7 @@ def _frozen_copy(model: nn.Module) -> nn.Module:
 def _restore_teacher(teacher, copy_: nn.Module | None, state: dict, device) -> None:
     teacher.snapshots, teacher.copied_at = state["snapshots"], state["copied_at"]
     teacher.largest = state.get("largest", 0)
+    teacher.copy_dtype = state.get("copy_dtype")
     teacher.masks = None if state["masks"] is None else _moved(state["masks"], device)
     if state["state"] is not None:
         teacher.state = {k: v.to(device) for k, v in state["state"].items()}

@@ -18,6 +18,7 @@ shared teacher computes (tested); only the sharing differs.
 from __future__ import annotations
 
 import copy
+import logging
 
 import torch
 from torch import nn
@@ -28,6 +29,8 @@ from lmprune.structures.moves import ParamMoves
 from lmprune.structures.removal import remove
 from lmprune.training import distill
 from lmprune.tuners.apt_adapter import merge_apt
+
+log = logging.getLogger(__name__)
 
 
 class APTTeacher:
@@ -60,6 +63,7 @@ class APTTeacher:
         self.own_hidden: torch.Tensor | None = None  # alive hidden channels (dense) then
         self.snapshots = 0
         self.largest = 0  # the most numbers the teacher held at once (kept after release)
+        self.copy_dtype: str | None = None  # the dtype of the last frozen copy made
 
     @property
     def ready(self) -> bool:
@@ -96,6 +100,10 @@ class APTTeacher:
         dtype = copy_dtype(setting, next(model.parameters()))  # separate: the ablation's cost
         if dtype is not None:
             teacher.to(dtype)
+        self.copy_dtype = str(next(teacher.parameters()).dtype).replace("torch.", "")
+        log.info("APT teacher: a frozen copy of the model in %s (apt.teacher_dtype=%s), %d "
+                 "parameters", self.copy_dtype, self.dtype,
+                 sum(p.numel() for p in teacher.parameters()))
         self.model, self.state = teacher, None
         self.largest = max(self.largest, self.parameter_count())
         self.copied_at = space.removals if space is not None else 0
