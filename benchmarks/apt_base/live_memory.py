@@ -14,8 +14,9 @@ inside it) would not be counted.
 
 ``--set``: ``apt.*`` settings (YAML values), e.g. ``--set teacher_dtype=bfloat16``. Writes
 DIR/live_memory.json and prints a table (MiB). Activations grow with ``--batch``; weights,
-optimizer state and the teacher do not, so run two batch sizes to separate them. About 1 min
-per method at batch 4 on 2 cores. ``--tiny``: step_time's 2-layer shape (the code path only).
+optimizer state and the teacher do not, so run two batch sizes to separate them. 131 s (FT)
+and 172 s (APT) at batch 4 on 2 shared cores. ``--tiny``: step_time's 2-layer shape (the code
+path only).
 """
 from __future__ import annotations
 
@@ -102,25 +103,12 @@ def watch(method, mode: LiveBytes, rows: list[dict]) -> None:
 def run(name: str, args, overrides: dict) -> list[dict]:
     from accelerate import Accelerator
 
-    from lmprune.config.train_schema import APTConfig
-    from lmprune.training.apt import APTMethod
     from lmprune.training.loop import Clock, LoopSettings, run_loop
-    from lmprune.training.method import TrainMethod
 
     rows: list[dict] = []
     mode = LiveBytes(args.where)
-    with mode:
-        feats, collate = step_time.batches(args.steps * args.batch // 2, args.seq)
-        net = step_time.model(step_time.TINY if args.tiny else step_time.BASE, "cpu")
-        if name == "ft":
-            method, lr = TrainMethod(), 2e-5
-            net = method.setup(net, None)
-        else:
-            cfg = APTConfig(prune_start=args.steps // 5, prune_stop_epochs=1.5, events=8,
-                            **overrides)
-            method, lr = APTMethod(cfg, keep=0.4, total_steps=args.steps,
-                                   steps_per_epoch=args.steps // 2), 5e-4
-            net = method.setup(net)
+    with mode:  # the model is built inside: its weights count
+        feats, collate, net, method, lr = step_time.setup(name, args, "cpu", overrides)
         watch(method, mode, rows)
         run_loop(net, method, feats, collate,
                  LoopSettings(args.steps, args.batch, lr, eval_every=args.steps,
@@ -159,7 +147,8 @@ def main(argv=None) -> int:
         print(f"{name}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "live_memory.json").write_text(json.dumps(out, indent=1))
-    print("| method | step | before | forward end | peak | after |\n| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| method | step | before | forward end | peak | after |\n"
+          "| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, rows in out["runs"].items():
         for r in rows:
             print(f"| {name} | {r['step']} | " + " | ".join(

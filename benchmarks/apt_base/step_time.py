@@ -64,34 +64,39 @@ def variant(text: str) -> tuple[str, dict]:
     return name, {k.strip(): yaml.safe_load(v) for k, v in pairs}
 
 
-def run(method_name: str, args, device: str, overrides: dict | None = None) -> dict:
-    from accelerate import Accelerator
-
+def setup(method_name: str, args, device: str, overrides: dict | None = None):
+    """The data, model and method of one run (``ft``, or APT with the apt_base schedule
+    scaled to ``args.steps`` and ``overrides`` of its settings): ``(feats, collate, net,
+    method, lr)``."""
     from lmprune.config.train_schema import APTConfig
     from lmprune.training.apt import APTMethod
-    from lmprune.training.loop import Clock, LoopSettings, run_loop
     from lmprune.training.method import TrainMethod
 
+    steps = args.steps
+    feats, collate = batches(steps * args.batch // 2, args.seq)  # 2 epochs
+    net = model(TINY if args.tiny else BASE, device)
+    if method_name == "ft":
+        method, lr = TrainMethod(), 2e-5
+        return feats, collate, method.setup(net, None), method, lr
+    cfg = APTConfig(prune_start=steps // 5, prune_stop_epochs=1.5, events=8, **(overrides or {}))
+    method = APTMethod(cfg, keep=0.4, total_steps=steps, steps_per_epoch=steps // 2)
+    return feats, collate, method.setup(net), method, 5e-4
+
+
+def run(method_name: str, args, device: str, overrides: dict | None = None) -> dict:
     import gc
+
+    from accelerate import Accelerator
+
+    from lmprune.training.loop import Clock, LoopSettings, run_loop
 
     gc.collect()  # nothing of the previous run may count in this one's peaks
     before = None
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
         before = torch.cuda.memory_allocated() / 1e6
-    shape = TINY if args.tiny else BASE
     steps, batch = args.steps, args.batch
-    feats, collate = batches(steps * batch // 2, args.seq)  # 2 epochs
-    net = model(shape, device)
-    if method_name == "ft":
-        method, lr = TrainMethod(), 2e-5
-        net = method.setup(net, None)
-    else:
-        cfg = APTConfig(prune_start=steps // 5, prune_stop_epochs=1.5, events=8,
-                        **(overrides or {}))
-        method, lr = APTMethod(cfg, keep=0.4, total_steps=steps,
-                               steps_per_epoch=steps // 2), 5e-4
-        net = method.setup(net)
+    feats, collate, net, method, lr = setup(method_name, args, device, overrides)
     clock = Clock()
     start = time.perf_counter()
     result = run_loop(net, method, feats, collate,

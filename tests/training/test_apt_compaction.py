@@ -263,12 +263,14 @@ def test_a_teacher_copy_in_bfloat16_halves_its_memory_and_computes_nearly_the_sa
 
 @pytest.mark.parametrize("teacher", ["best", "separate"])
 def test_auto_keeps_the_model_dtype_on_a_cpu_and_separate_copies_keep_it_on_a_gpu(teacher):
-    from lmprune.training.apt_teacher import copy_dtype
+    from lmprune.training.apt_teacher import kept_dtype
 
-    cpu32, cpu16 = torch.zeros(1), torch.zeros(1, dtype=torch.bfloat16)
-    assert copy_dtype("auto", cpu32) is None and copy_dtype("model", cpu32) is None
-    assert copy_dtype("bfloat16", cpu32) is torch.bfloat16
-    assert copy_dtype("bfloat16", cpu16) is None  # already narrow
+    f32, bf16 = torch.float32, torch.bfloat16
+    assert kept_dtype("auto", teacher, f32, "cpu") is None
+    assert kept_dtype("model", teacher, f32, "cuda") is None
+    assert kept_dtype("bfloat16", teacher, f32, "cpu") is bf16
+    assert kept_dtype("bfloat16", teacher, bf16, "cuda") is None  # already narrow
+    assert kept_dtype("auto", teacher, f32, "cuda") is (None if teacher == "separate" else bf16)
     _, method, _, _ = _run("tiny-bert", True, teacher=teacher, distill_epochs=100)  # auto, CPU
     assert {p.dtype for p in method.teacher.model.parameters()} == {torch.float64}
 

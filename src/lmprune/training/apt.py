@@ -284,7 +284,8 @@ class APTMethod(TrainMethod):
         distilling = self._distilling(step)
         if distilling and not self.teacher.ready:  # pruning started: freeze the teacher
             self.teacher.snapshot(model, self.masks, self.space)
-        teacher = self._teacher_outputs(model, batch) if distilling else None
+        teacher = self.teacher.distilled(model, batch, self.space, self.cfg.teacher_layers,
+                                         self.rng) if distilling else None
         self._collector = self._new_collector(model) if self._scoring(step) else None
         with self.active(model), (self._collector or contextlib.nullcontext()):
             out = model(**batch, output_hidden_states=distilling)
@@ -306,20 +307,6 @@ class APTMethod(TrainMethod):
                                            channels=channels, teacher_channels=t_channels)
         return distill.total_loss(out.loss, pred, layer, self.distill_weight(step),
                                   self.task_type)
-
-    def _teacher_outputs(self, model: nn.Module, batch: dict
-                         ) -> tuple[torch.Tensor, list[torch.Tensor | None], list[int]]:
-        """The teacher's logits, its hidden states and this step's teacher layers. Only the
-        hidden states of those layers are kept (the others are ``None``): the teacher runs
-        before the student, so what it returns is held through the student's forward and
-        backward, the step's memory peak (at BERT-base shape, batch 32 x 128, each hidden
-        state is 12.6 MB; 4 of 13 are used)."""
-        out = self.teacher.outputs(model, batch, self.space)
-        hidden = distill.output_hidden(out)
-        ids = distill.teacher_layers(len(hidden) - 1, self.cfg.teacher_layers, self.rng)
-        used = {i + 1 for i in ids}  # hidden[0] is the embedding output
-        return (distill.output_logits(out),
-                [h if i in used else None for i, h in enumerate(hidden)], ids)
 
     def _surviving(self, n: int) -> list[bool]:
         """Student layers that keep a unit in every head and neuron site (APT's ``layer_z``)
