@@ -105,3 +105,17 @@ def test_a_command_says_where_it_runs(no_gpu, capsys, tmp_path):
                  "eval.max_windows=1", "data.num_samples=1", "data.seq_len=16"])
     out = capsys.readouterr().out
     assert code == 0 and "[prune] device: cpu, float32" in out
+
+
+def test_attention_for_varied_shapes_leaves_cudnn_out_on_a_gpu_only():
+    from lmprune.device import attention_for_varied_shapes
+
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    with attention_for_varied_shapes(torch.device("cpu")):
+        assert torch.backends.cuda.cudnn_sdp_enabled() == before
+    with attention_for_varied_shapes(torch.device("cuda", 0)):  # sets flags only: no GPU needed
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled()
+        assert torch.backends.cuda.mem_efficient_sdp_enabled()
+        assert torch.backends.cuda.math_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled() == before

@@ -22,6 +22,7 @@ reads the top-level ``device`` field of its config (``--device`` on the command 
 """
 from __future__ import annotations
 
+import contextlib
 import re
 
 import torch
@@ -159,3 +160,22 @@ def announce(command: str, device, dtype: torch.dtype | None = None, log=print) 
     precision = f", {str(dtype).removeprefix('torch.')}" if dtype is not None else ""
     where = device.describe() if hasattr(device, "describe") else describe_device(device)
     log(f"[{command}] device: {where}{precision}")
+
+
+def attention_for_varied_shapes(device) -> contextlib.AbstractContextManager:
+    """Scaled-dot-product attention without cuDNN's backend on a GPU (a no-op elsewhere).
+
+    For bfloat16 PyTorch may pick cuDNN's attention, which builds an execution plan the first
+    time it meets a shape: 60-950 ms per new sequence length on an H200, against ~0.2 ms for
+    FlashAttention (``benchmarks/apt_base/sdpa_first_call.py``). Work whose batches are padded
+    to their longest example (training, dev evaluation, zero-shot) meets a new shape every few
+    batches; inside this context PyTorch chooses among Flash, memory-efficient and math
+    attention instead. Fixed-shape measurements (``lmprune bench``) keep the default choice.
+    """
+    kind = device.type if isinstance(device, torch.device) else str(device).split(":")[0]
+    if kind != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                        SDPBackend.MATH])

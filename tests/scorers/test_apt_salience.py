@@ -9,10 +9,12 @@ import torch
 from lmprune.arch import describe
 from lmprune.errors import LmpruneError
 from lmprune.pruners.selection import select
+import lmprune.scorers.apt_salience as apt_salience_module
 from lmprune.scorers.apt_salience import (SalienceCollector, SalienceEMA, activation_salience,
-                                          apt_salience, fisher_salience,
-                                          hidden_outlier_term, kurtosis,
-                                          magnitude_salience, outlier_term)
+                                          apt_salience, column_power_sums,
+                                          fisher_salience, hidden_outlier_term, kurtosis,
+                                          magnitude_salience, outlier_from_mean,
+                                          outlier_from_power_sums, outlier_term)
 from lmprune.zoo import build_tiny
 
 H = torch.tensor([[[1.0, -2.0], [3.0, 0.0]]])  # [batch 1, tokens 2, channels 2]
@@ -69,6 +71,54 @@ def test_outlier_term_by_hand():
     p = 0.05
     expected = math.sqrt((1 - 3 * p + 3 * p * p) / (p * (1 - p)) - 3.0)
     assert outlier_term(head_weight, act, group_size=2).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_outlier_from_power_sums_by_hand_and_against_the_centred_formula():
+    # the hand-computed cases above, through power sums
+    alternating = torch.tensor([1.0, -1.0] * 5)
+    weight = torch.stack([spike_column(), alternating], dim=1)
+    spike = math.sqrt(0.73 / 0.09 - 3.0)
+    got = outlier_from_power_sums(column_power_sums(weight), torch.full((2,), 10.0),
+                                  torch.tensor([3.0, 1.0]))
+    assert torch.allclose(got, torch.tensor([spike, 0.0]), atol=1e-6)
+    assert torch.equal(outlier_from_power_sums(column_power_sums(weight), torch.full((2,), 10.0),
+                                               torch.zeros(2)), torch.zeros(2))  # O = 0
+    # two projections side by side (10 and 6 rows), heads of 2 channels, float64 throughout
+    g = torch.Generator().manual_seed(0)
+    w1, w2 = torch.randn(10, 4, generator=g).double(), torch.randn(6, 6, generator=g).double()
+    w2[0, 1] = 9.0  # an outlier
+    m1, m2 = torch.randn(4, generator=g).double(), torch.randn(6, generator=g).double()
+    sums = torch.cat([column_power_sums(w1), column_power_sums(w2)], 1)
+    rows = torch.tensor([10.0] * 4 + [6.0] * 6)
+    got = outlier_from_power_sums(sums, rows, torch.cat([m1, m2]), group_size=2)
+    expected = torch.cat([outlier_from_mean(w1, m1, 2), outlier_from_mean(w2, m2, 2)]).float()
+    assert got.shape == (5,)
+    assert torch.allclose(got, expected, rtol=1e-6, atol=1e-7)
+    assert got[3] > 1.0  # the outlier's head
+    with pytest.raises(LmpruneError, match="groups of 3"):
+        outlier_from_power_sums(sums, rows, torch.cat([m1, m2]), group_size=3)
+
+
+def test_collector_power_sums_follow_the_weight():
+    """The kept power sums are recomputed when a weight changes in place (its version)."""
+    model = build_tiny("tiny-bert")
+    structure = describe(model)
+    batch = _batch("tiny-bert", model)
+
+    def neuron_scores():
+        with SalienceCollector(model, structure) as collector:
+            model(**batch).loss.backward()
+        model.zero_grad(set_to_none=True)
+        return collector.scores().neurons[structure.ffn[0].name]
+
+    first = neuron_scores()
+    assert torch.equal(neuron_scores(), first)
+    with torch.no_grad():
+        model.get_submodule(structure.ffn[0].out).weight[0, :].mul_(50.0)  # outliers in row 0
+    after = neuron_scores()
+    apt_salience_module._POWER_SUMS.clear()  # what nothing kept would give
+    assert torch.equal(neuron_scores(), after)
+    assert not torch.allclose(after, first)
 
 
 def test_apt_salience_adds_sqrt_kurtosis():
@@ -134,13 +184,17 @@ def test_collector_matches_autograd(name):
     assert set(scores.neurons) == {s.name for s in structure.ffn}
     for site in structure.attention:
         h = captured[site.o]
-        expected = apt_salience(h, h.grad, model.get_submodule(site.o).weight,
-                                group_size=site.head_dim)
+        expected = apt_salience(h.double(), h.grad.double(),
+                                model.get_submodule(site.o).weight.double(),
+                                group_size=site.head_dim).float()
         assert scores.heads[site.name].shape == (site.num_heads,)
         assert torch.allclose(scores.heads[site.name], expected, rtol=1e-5)
     for site in structure.ffn:
         h = captured[site.out]
-        expected = apt_salience(h, h.grad, model.get_submodule(site.out).weight)
+        # in float64: the collector forms the outlier term in float64 (from power sums), and
+        # near kurtosis 0 the square root magnifies a float32 reference's rounding
+        expected = apt_salience(h.double(), h.grad.double(),
+                                model.get_submodule(site.out).weight.double()).float()
         assert scores.neurons[site.name].shape == (site.width,)
         assert torch.allclose(scores.neurons[site.name], expected, rtol=1e-5)
     assert (scores.heads[structure.attention[0].name] > 0).all()

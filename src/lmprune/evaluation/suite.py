@@ -19,10 +19,13 @@ def evaluate(model, tokenizer, eval_config, speed: bool | None = None, progress:
             model, tokenizer, texts, seq_len=eval_config.seq_len,
             max_windows=eval_config.max_windows, progress=progress, dataset=f"{name}/{split}").as_dict()
     if eval_config.zero_shot:
+        from lmprune.device import attention_for_varied_shapes
         from lmprune.evaluation.zeroshot import zero_shot
 
-        result["zero_shot"] = zero_shot(model, tokenizer, list(eval_config.zero_shot),
-                                        limit=eval_config.limit)
+        # lm-eval batches requests of many lengths: no cuDNN attention (a plan per shape)
+        with attention_for_varied_shapes(next(model.parameters()).device):
+            result["zero_shot"] = zero_shot(model, tokenizer, list(eval_config.zero_shot),
+                                            limit=eval_config.limit)
     if eval_config.speed if speed is None else speed:
         from lmprune.evaluation.speed import measure_speed
 

@@ -39,12 +39,15 @@ from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from lmprune.arch import ModelStructure, describe
 from lmprune.errors import LmpruneError
 from lmprune.pruners.selection import Scores
 
 BETA = 0.85
+#: per weight tensor: (its version, the power sums of its alive rows, their count)
+_POWER_SUMS: WeakIdKeyDictionary = WeakIdKeyDictionary()
 #: How the outlier term is added: ``raw`` (the paper's S~ + sqrt(kurtosis)) or ``matched``
 #: (the term rescaled per block kind so its mean equals the mean S~ of that kind; see
 #: :class:`SalienceCollector`).
@@ -105,6 +108,35 @@ def outlier_from_mean(weight_cols: Tensor, mean_act: Tensor, group_size: int = 1
     blocks = out.reshape(out.shape[0], -1, group_size).transpose(0, 1).reshape(
         out.shape[1] // group_size, -1)
     return kurtosis(blocks, dim=1, excess=True).clamp_min(0).sqrt()
+
+
+def column_power_sums(weight_cols: Tensor) -> Tensor:
+    """``[4, channels]`` float64: the sums over rows of ``W[:, c] ** k`` for ``k = 1..4``, what
+    :func:`outlier_from_power_sums` needs of a weight (computed once per weight version)."""
+    w = weight_cols.detach().to(torch.float64)
+    return torch.stack([w.sum(0), w.pow(2).sum(0), w.pow(3).sum(0), w.pow(4).sum(0)])
+
+
+def outlier_from_power_sums(sums: Tensor, rows: Tensor, mean_act: Tensor,
+                            group_size: int = 1) -> Tensor:
+    """:func:`outlier_from_mean` from the weight's :func:`column_power_sums` (one call for the
+    columns of many projections side by side: ``rows`` is the row count of each column's
+    projection): the block ``O`` of a unit has entries ``W[r, c] * m_c``, so its raw moments
+    are ``sum_c m_c^k S_k(c) / N`` and the excess kurtosis follows from them, with no
+    weight-sized temporary. Float64, so the raw-moment formula loses nothing that matters
+    against the centred one (both give the same term to float32 precision)."""
+    m = mean_act.detach().to(device=sums.device, dtype=torch.float64)
+    k = torch.arange(1, 5, device=sums.device, dtype=torch.float64).unsqueeze(1)
+    if m.numel() % group_size:
+        raise LmpruneError(f"{m.numel()} channels do not split into groups of {group_size}")
+    per_unit = (m.unsqueeze(0).pow(k) * sums).reshape(4, -1, group_size).sum(-1)
+    n = rows.to(device=sums.device, dtype=torch.float64).reshape(-1, group_size)[:, 0]
+    e1, e2, e3, e4 = per_unit / (n * group_size)
+    var = e2 - e1 * e1
+    m4 = e4 - 4 * e1 * e3 + 6 * e1 * e1 * e2 - 3 * e1 ** 4
+    kurt = torch.where(var > 0, m4 / var.clamp_min(torch.finfo(torch.float64).tiny) ** 2,
+                       torch.zeros_like(var))
+    return (kurt - 3.0).clamp_min(0).sqrt().to(torch.float32)
 
 
 def hidden_outlier_term(weight_cols: Tensor, act: Tensor) -> Tensor:
@@ -267,7 +299,7 @@ class SalienceCollector:
             call = {"key": key, "group": group_size, "cols": cols,
                     "a": torch.linalg.vector_norm(scored.detach(), 1, dims, dtype=dtype) * counts,
                     # the weight as it is now; it is not updated before _settle (same step)
-                    "w": None if weight is None else weight.detach()}
+                    "w": None if weight is None else weight.detach(), "p": weight}
             if weight is not None:
                 call["s"] = act.detach().sum(tuple(range(act.dim() - 1)), dtype=dtype) * counts
                 rows = act[..., 0].numel() * counts
@@ -295,7 +327,7 @@ class SalienceCollector:
         world = 1
         if self.processes is not None:
             parts, world = self.processes.sum(parts), self.processes.world
-        it = iter(parts)
+        it, blocks = iter(parts), []
         for call in calls:
             got = {k: next(it) for k in names if k in call}
             got.setdefault("n", call.get("n"))
@@ -303,18 +335,52 @@ class SalienceCollector:
             prod = got["g"] / world * got["a"]
             score = prod if group == 0 else _group_sum(prod, group)
             self._scores[key] = self._scores.get(key, 0) + score
-            if call["w"] is not None:
+            if call["w"] is not None and group:
+                blocks.append((key, group, call["p"], got["s"] / got["n"]))
+            elif call["w"] is not None:
                 self._outliers[key] = self._outliers.get(key, 0) + self._outlier(
                     call, got["s"] / got["n"])
             # the gradient hook keeps the call for as long as the autograd graph lives: let go
             # of its tensors (the weight above all: a compaction may have replaced it)
             call.clear()
+        self._block_outliers(blocks)
+
+    def _block_outliers(self, blocks: list[tuple]) -> None:
+        """The outlier terms of heads and neurons, ``(key, group, weight, mean activation)``
+        per call: for each group size, one computation over every projection's columns side
+        by side, from power sums of the weights kept while the weights do not change
+        (:func:`outlier_from_power_sums`): a few small kernels per step, not a dozen
+        weight-sized ones per projection."""
+        by_group: dict[int, list] = {}
+        for block in blocks:
+            by_group.setdefault(block[1], []).append(block)
+        for group, items in by_group.items():
+            sums = [self._power_sums(weight) for _, _, weight, _ in items]
+            device = sums[0][0].device
+            rows = torch.cat([torch.full((s.shape[1],), float(n), dtype=torch.float64,
+                                         device=device) for s, n in sums])
+            means = torch.cat([mean.to(device) for *_, mean in items])
+            terms = outlier_from_power_sums(torch.cat([s for s, _ in sums], 1), rows, means,
+                                            group)
+            widths = [s.shape[1] // group for s, _ in sums]
+            for (key, *_), term in zip(items, terms.split(widths), strict=True):
+                self._outliers[key] = self._outliers.get(key, 0) + term
+
+    def _power_sums(self, weight: Tensor) -> tuple[Tensor, int]:
+        """``column_power_sums`` of the weight's alive rows and the row count, kept per weight
+        until it or the alive hidden channels change."""
+        hidden = None if self.alive is None else self.alive.hidden
+        version = (weight._version, None if hidden is None else (id(hidden), hidden._version))
+        kept = _POWER_SUMS.get(weight)
+        if kept is None or kept[0] != version:
+            rows = self._alive_rows(weight)
+            kept = (version, (column_power_sums(rows), rows.shape[0]))
+            _POWER_SUMS[weight] = kept
+        return kept[1]
 
     def _outlier(self, call: dict, mean: Tensor) -> Tensor:
-        """The outlier term of one call from its mean activation per input channel."""
+        """The hidden outlier term of one call from its mean activation per input channel."""
         weight = call["w"]
-        if call["group"]:
-            return outlier_from_mean(self._alive_rows(weight), mean, call["group"])
         cols = call["cols"]
         if cols is not None:
             weight, mean = weight[:, cols.to(weight.device)], mean[cols.to(mean.device)]

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from lmprune.device import attention_for_varied_shapes
 from lmprune.recovery.loop import batch_indices  # the same seeded per-epoch order
 from lmprune.training.method import TrainMethod
 
@@ -200,7 +201,18 @@ def run_loop(model, method: TrainMethod, features: list[dict], collate: Callable
 
     ``checkpoint`` (optional, :class:`lmprune.training.context.PhaseCheckpoint`): after each
     evaluation the loop's state is saved through it; when it holds a saved state, training
-    resumes from there (:mod:`lmprune.training.checkpoint`)."""
+    resumes from there (:mod:`lmprune.training.checkpoint`).
+
+    On a GPU, attention runs without cuDNN's backend (batches padded to their longest example
+    meet many shapes, and cuDNN plans each: :func:`lmprune.device.attention_for_varied_shapes`).
+    """
+    with attention_for_varied_shapes(accelerator.device):
+        return _run_loop(model, method, features, collate, settings, accelerator, clock,
+                         on_eval, checkpoint)
+
+
+def _run_loop(model, method: TrainMethod, features: list[dict], collate, settings: LoopSettings,
+              accelerator: Any, clock: Clock, on_eval, checkpoint) -> LoopResult:
     from lmprune.training.checkpoint import load_model_state, set_rng_state
 
     saved = checkpoint.load() if checkpoint is not None else None
@@ -264,7 +276,9 @@ def run_loop(model, method: TrainMethod, features: list[dict], collate: Callable
             result.losses.append(float(loss.detach()))
             loss = None  # its graph's hooks would keep this step's tensors through the next step
             bar.update(1)
-            bar.set_postfix(loss=f"{result.losses[-1]:.4f}", keep=f"{method.keep_ratio():.2f}")
+            if not bar.disable:  # the kept share can be a read from the device: only if shown
+                bar.set_postfix(loss=f"{result.losses[-1]:.4f}",
+                                keep=f"{method.keep_ratio():.2f}")
             last = step + 1 == settings.total_steps
             if (step + 1) % settings.eval_every == 0 or last:
                 with clock.paused():

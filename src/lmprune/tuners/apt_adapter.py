@@ -188,8 +188,9 @@ class APTLinear(nn.Module):
         ``requires_grad`` flags (frozen).
         """
         base = self.base
-        merged = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
-                           device=base.weight.device, dtype=base.weight.dtype)
+        merged = torch.nn.utils.skip_init(  # no random initialisation: both are overwritten
+            nn.Linear, base.in_features, base.out_features, bias=base.bias is not None,
+            device=base.weight.device, dtype=base.weight.dtype)
         merged.weight.copy_(base.weight + self.delta_weight().to(base.weight.dtype))
         merged.weight.requires_grad_(base.weight.requires_grad)
         if base.bias is not None:
