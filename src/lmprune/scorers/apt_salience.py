@@ -113,8 +113,9 @@ def outlier_from_mean(weight_cols: Tensor, mean_act: Tensor, group_size: int = 1
 def column_power_sums(weight_cols: Tensor) -> Tensor:
     """``[4, channels]`` float64: the sums over rows of ``W[:, c] ** k`` for ``k = 1..4``, what
     :func:`outlier_from_power_sums` needs of a weight (computed once per weight version)."""
-    w = weight_cols.detach().to(torch.float64)
-    return torch.stack([w.sum(0), w.pow(2).sum(0), w.pow(3).sum(0), w.pow(4).sum(0)])
+    w = _real(weight_cols)  # powers in the weight's precision (float32 at least), sums in
+    # float64: one weight-sized temporary at a time, not a float64 copy and its powers
+    return torch.stack([w.pow(k).sum(0, dtype=torch.float64) for k in range(1, 5)])
 
 
 def outlier_from_power_sums(sums: Tensor, rows: Tensor, mean_act: Tensor,

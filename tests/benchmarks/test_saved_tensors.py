@@ -1,0 +1,35 @@
+"""benchmarks/apt_base/saved_tensors.py: what autograd keeps for backward, per module."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "apt_base" / "saved_tensors.py"
+
+
+def _module():
+    sys.path.insert(0, str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("saved_tensors", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_frozen_linears_save_nothing_and_adapters_keep_their_input(tmp_path):
+    assert _module().main(["--out", str(tmp_path), "--tiny", "--batch", "2"]) == 0
+    runs = {r["method"]: r for r in json.loads((tmp_path / "saved_tensors.json").read_text())
+            ["runs"]}
+    ft, apt = runs["ft"]["by_module"], runs["apt"]["by_module"]
+    # tiny shape: hidden 64, FFN 128, batch 2 x 16 tokens = 32 rows of float32
+    down_input = 32 * 128 * 4 / 1e6
+    assert ft["bert.encoder.layer.N.output.dense [32, 128]"] == round(2 * down_input, 3)
+    # frozen in APT: no input saved (only its neuron mask, a vector, for the mask product)
+    assert "bert.encoder.layer.N.output.dense [32, 128]" not in apt
+    assert all(k.endswith("[128]") for k in apt if k.startswith("bert.encoder.layer.N.output.dense"))
+    # the FFN up projection's adapter keeps its input (FT's trained weight does too)
+    key = "bert.encoder.layer.N.intermediate.dense [32, 64]"
+    assert apt[key] == ft[key] == round(2 * 32 * 64 * 4 / 1e6, 3)
+    assert runs["apt"]["total_mb"] < runs["ft"]["total_mb"]
+    assert abs(runs["ft"]["total_mb"] - sum(ft.values())) < 1e-2
