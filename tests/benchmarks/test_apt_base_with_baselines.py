@@ -1,20 +1,16 @@
 """benchmarks/apt_base/with_baselines.py: a variant's APT rows beside the main run's baselines."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "apt_base" / "with_baselines.py"
+from bench_scripts import load
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("with_baselines", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("apt_base/with_baselines.py")
 
 
 def _write(path: Path, rows: list[dict]) -> None:

@@ -1,23 +1,16 @@
 """benchmarks/apt_base/live_memory.py: live tensor bytes per training step, on the CPU."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "apt_base" / "live_memory.py"
+from bench_scripts import load
 
 
 def _module():
-    sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("live_memory", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("apt_base/live_memory.py")
 
 
 def test_live_bytes_count_what_is_made_and_forget_what_is_freed():

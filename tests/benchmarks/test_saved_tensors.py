@@ -1,20 +1,13 @@
 """benchmarks/apt_base/saved_tensors.py: what autograd keeps for backward, per module."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "apt_base" / "saved_tensors.py"
+from bench_scripts import load
 
 
 def _module():
-    sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("saved_tensors", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("apt_base/saved_tensors.py")
 
 
 def test_frozen_linears_save_nothing_and_adapters_keep_their_input(tmp_path):
