@@ -38,11 +38,9 @@ class OpCounter(TorchDispatchMode):
 
 def counted(method_name: str, args) -> dict:
     """Run one method; per-step operation counts and the last step's most frequent ops."""
-    import lmprune.training.loop as loop
+    marks = []
 
-    original, marks = loop.run_loop, []
-
-    def run_loop(net, method, *a, **k):
+    def watch(method):
         after = method.after_step
 
         def after_step(model, step):
@@ -50,14 +48,9 @@ def counted(method_name: str, args) -> dict:
             return after(model, step)
 
         method.after_step = after_step
-        return original(net, method, *a, **k)
 
-    loop.run_loop = run_loop
-    try:
-        with OpCounter() as counter:
-            step_time.run(method_name, args, "cpu")
-    finally:
-        loop.run_loop = original
+    with OpCounter() as counter:
+        step_time.run(method_name, args, "cpu", watch=watch)
     per_step = [{"step": marks[i][0], "ops": marks[i][1] - marks[i - 1][1]}
                 for i in range(1, len(marks))]
     last = marks[-1][2] - marks[-2][2]

@@ -119,13 +119,11 @@ class Window:
 
 def profiled(method_name: str, args, overrides: dict | None = None) -> dict:
     """One run of ``step_time.run`` with its windows profiled."""
-    import lmprune.training.loop as loop
-
     wins = [Window(name, first, n, args.device)
             for name, first, n in args.window or windows(args.steps)]
-    original, marks = loop.run_loop, []
+    marks = []
 
-    def run_loop(net, method, *a, **k):
+    def watch(method):
         after = method.after_step
 
         def after_step(model, step):
@@ -143,13 +141,8 @@ def profiled(method_name: str, args, overrides: dict | None = None) -> dict:
             return result
 
         method.after_step = after_step
-        return original(net, method, *a, **k)
 
-    loop.run_loop = run_loop
-    try:
-        run = step_time.run(method_name, args, args.device, overrides)
-    finally:
-        loop.run_loop = original
+    run = step_time.run(method_name, args, args.device, overrides, watch=watch)
     run["windows"] = [w.found for w in wins if w.found]
     # every step's wall time (the device synchronised after each; profiled steps included)
     run["step_ms"] = [round(1000 * (b[0] - a[1]), 1) for a, b in zip(marks, marks[1:])]

@@ -83,7 +83,10 @@ def setup(method_name: str, args, device: str, overrides: dict | None = None):
     return feats, collate, method.setup(net), method, 5e-4
 
 
-def run(method_name: str, args, device: str, overrides: dict | None = None) -> dict:
+def run(method_name: str, args, device: str, overrides: dict | None = None,
+        watch=None) -> dict:
+    """One timed run; ``watch(method)`` (optional) may wrap the method's hooks first
+    (``op_count.py`` and ``step_profile.py`` wrap ``after_step``)."""
     import gc
 
     from accelerate import Accelerator
@@ -97,6 +100,8 @@ def run(method_name: str, args, device: str, overrides: dict | None = None) -> d
         before = torch.cuda.memory_allocated() / 1e6
     steps, batch = args.steps, args.batch
     feats, collate, net, method, lr = setup(method_name, args, device, overrides)
+    if watch is not None:
+        watch(method)
     clock = Clock()
     start = time.perf_counter()
     result = run_loop(net, method, feats, collate,

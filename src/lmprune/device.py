@@ -172,8 +172,7 @@ def attention_for_varied_shapes(device) -> contextlib.AbstractContextManager:
     batches; inside this context PyTorch chooses among Flash, memory-efficient and math
     attention instead. Fixed-shape measurements (``lmprune bench``) keep the default choice.
     """
-    kind = device.type if isinstance(device, torch.device) else str(device).split(":")[0]
-    if kind != "cuda":
+    if torch.device(device).type != "cuda":
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 

@@ -46,7 +46,7 @@ from lmprune.errors import LmpruneError
 from lmprune.pruners.selection import Scores
 
 BETA = 0.85
-#: per weight tensor: (its version, the power sums of its alive rows, their count)
+#: per weight tensor: (its version, (the power sums of its alive rows, their count per column))
 _POWER_SUMS: WeakIdKeyDictionary = WeakIdKeyDictionary()
 #: How the outlier term is added: ``raw`` (the paper's S~ + sqrt(kurtosis)) or ``matched``
 #: (the term rescaled per block kind so its mean equals the mean S~ of that kind; see
@@ -358,24 +358,24 @@ class SalienceCollector:
         for group, items in by_group.items():
             sums = [self._power_sums(weight) for _, _, weight, _ in items]
             device = sums[0][0].device
-            rows = torch.cat([torch.full((s.shape[1],), float(n), dtype=torch.float64,
-                                         device=device) for s, n in sums])
             means = torch.cat([mean.to(device) for *_, mean in items])
-            terms = outlier_from_power_sums(torch.cat([s for s, _ in sums], 1), rows, means,
-                                            group)
+            terms = outlier_from_power_sums(torch.cat([s for s, _ in sums], 1),
+                                            torch.cat([n for _, n in sums]), means, group)
             widths = [s.shape[1] // group for s, _ in sums]
             for (key, *_), term in zip(items, terms.split(widths), strict=True):
                 self._outliers[key] = self._outliers.get(key, 0) + term
 
-    def _power_sums(self, weight: Tensor) -> tuple[Tensor, int]:
-        """``column_power_sums`` of the weight's alive rows and the row count, kept per weight
-        until it or the alive hidden channels change."""
+    def _power_sums(self, weight: Tensor) -> tuple[Tensor, Tensor]:
+        """``column_power_sums`` of the weight's alive rows and the row count per column
+        (float64), kept per weight until it or the alive hidden channels change."""
         hidden = None if self.alive is None else self.alive.hidden
         version = (weight._version, None if hidden is None else (id(hidden), hidden._version))
         kept = _POWER_SUMS.get(weight)
         if kept is None or kept[0] != version:
             rows = self._alive_rows(weight)
-            kept = (version, (column_power_sums(rows), rows.shape[0]))
+            sums = column_power_sums(rows)
+            kept = (version, (sums, torch.full((sums.shape[1],), float(rows.shape[0]),
+                                               dtype=torch.float64, device=sums.device)))
             _POWER_SUMS[weight] = kept
         return kept[1]
 
