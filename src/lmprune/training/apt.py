@@ -51,7 +51,7 @@ from lmprune.structures.moves import ParamMoves
 from lmprune.structures.removal import remove
 from lmprune.training import apt_select as select
 from lmprune.training import distill
-from lmprune.training.apt_parts import adapter_importance, grow_ranks, ones_on
+from lmprune.training.apt_parts import adapter_importance, grow_ranks, layer_modules, ones_on
 from lmprune.training.apt_space import UnitSpace, adapter_roles, spec_channels, spec_size
 from lmprune.training.apt_state import apt_state, restore_apt
 from lmprune.training.apt_teacher import APTTeacher, clone_masks
@@ -59,6 +59,7 @@ from lmprune.training.compaction import compact
 from lmprune.training.loop import data_parallel
 from lmprune.training.method import TrainMethod, unfreeze_heads
 from lmprune.tuners.apt_adapter import APTLinear, apply_apt, apt_modules, merge_apt
+from lmprune.tuners.saved_input import inputs_alive_anyway
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,8 @@ class APTMethod(TrainMethod):
                                "the backbone without adapters set apt.adapter=none")
         adapters = apply_apt(model, cfg.targets, r=cfg.r, alpha=cfg.alpha,
                              generator=self.generator)
+        for adapter in adapters.values():
+            adapter.saved_input = cfg.saved_input_dtype
         self.heads = unfreeze_heads(model) if cfg.train_head else []
         return adapters
 
@@ -287,7 +290,9 @@ class APTMethod(TrainMethod):
         teacher = self.teacher.distilled(model, batch, self.space, self.cfg.teacher_layers,
                                          self.rng) if distilling else None
         self._collector = self._new_collector(model) if self._scoring(step) else None
-        with self.active(model), (self._collector or contextlib.nullcontext()):
+        alive = (inputs_alive_anyway(layer_modules(model, self.structure)) if distilling
+                 else contextlib.nullcontext())  # every layer input is returned: alive anyway
+        with self.active(model), (self._collector or contextlib.nullcontext()), alive:
             out = model(**batch, output_hidden_states=distilling)
         if teacher is None:
             return out.loss

@@ -101,3 +101,8 @@ def equal_heads_per_group(keep: torch.Tensor, score: torch.Tensor, group_size: i
     out.scatter_(1, ranked[:, :m].to(keep.device), 1)
     out = out * live_groups[:, None].to(out)
     return out.reshape(-1)
+
+
+def layer_modules(model: nn.Module, structure: ModelStructure) -> list[nn.Module]:
+    """The transformer layer modules of ``model`` (``structure``: its ModelStructure)."""
+    return [model.get_submodule(f"{layer.stack}.{layer.index}") for layer in structure.layers]

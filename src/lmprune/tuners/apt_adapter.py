@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from lmprune.errors import LmpruneError
+from lmprune.tuners.saved_input import adapter_product
 
 
 class APTLinear(nn.Module):
@@ -59,6 +60,8 @@ class APTLinear(nn.Module):
                                                device=weight.device))
         _init_a(self.lora_A.data, generator)
         self.out_group = 1
+        # what A's gradient keeps of the input (lmprune.tuners.saved_input; apt.saved_input_dtype)
+        self.saved_input = "model"
         self.register_buffer("in_mask", None, persistent=False)
         self.register_buffer("out_mask", None, persistent=False)
 
@@ -118,7 +121,8 @@ class APTLinear(nn.Module):
         if self.in_mask is not None:
             x = x * self.in_mask.to(x.dtype)
         y = self.base(x)
-        lora = nn.functional.linear(nn.functional.linear(x, self.lora_A), self.lora_B)
+        lora = nn.functional.linear(adapter_product(x, self.lora_A, self.saved_input),
+                                    self.lora_B)
         y = y + self.scaling * lora
         out_mask = self.expanded_out_mask()
         if out_mask is not None:
