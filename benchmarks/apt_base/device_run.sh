@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs benchmarks/apt_base/run.py on the lent GPU machine (see README.md here).
-# mpnet-base travels as six bf16 parts of <= 45 MiB (made here by stage.py into .stage/mpnet),
+# mpnet-base travels as six bf16 parts of <= 36 MiB (made here by stage.py into .stage/mpnet),
 # one per call, and is assembled under ~/models once all are there:
 #   calls 1-5: carry .stage/mpnet/part0 ... part4:       --stage
-#   call 6:    carry .stage/mpnet/part5, then run seed 0:  --set all:seed=0
+#   call 6:    carry .stage/mpnet/part5 and .stage/whl (pip install them into ~/site first),
+#              then run seed 0:                          --set all:seed=0
 #   calls 7-8: seeds 1 and 2 (nothing carried):           --set all:seed=1 (2)
 # The machine keeps ~/stage and ~/models only while it stays warm (30 s after a call): make
 # the calls back to back. Results of a seed go to $BENCH (default ~/bench_base_seedS) and

