@@ -171,3 +171,24 @@ def test_layer_inputs_alive_anyway_are_kept_as_they_are():
     assert narrow_copies(contextlib.nullcontext()) == 2 * len(layers)  # q/v shared, ffn up
     assert narrow_copies(inputs_alive_anyway(layers)) == len(layers)  # ffn up only
     assert len(layers) == net.config.num_hidden_layers
+
+
+def test_centred_keeps_the_channel_means_apart():
+    """``centred``: A's gradient from round(x - mean) + mean, by hand; on a channel that is
+    large and nearly constant over the tokens (as LayerNorm outputs have) it is far closer
+    to the exact gradient than the plain bfloat16 copy."""
+    x, a, up = _inputs(2)
+    with torch.no_grad():
+        x[..., 3] += 40.0  # a large, nearly constant channel
+    _, gx, ga = _grads(x, a, up, "centred")
+    _, ref_gx, exact = _grads(x, a, up, "model")
+    _, _, plain = _grads(x, a, up, "bfloat16")
+    flat = x.detach().reshape(-1, 16)
+    mean = flat.mean(0)
+    by_hand = up.reshape(-1, 4).t() @ ((flat - mean).bfloat16().float() + mean)
+    torch.testing.assert_close(ga, by_hand, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(gx, ref_gx, rtol=0, atol=1e-6)
+    err_centred = (ga[:, 3] - exact[:, 3]).abs().max()
+    err_plain = (plain[:, 3] - exact[:, 3]).abs().max()
+    assert err_centred < err_plain / 10
+    assert saved_dtype("centred", torch.zeros(2)) is torch.bfloat16

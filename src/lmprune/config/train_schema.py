@@ -189,13 +189,14 @@ class APTConfig(Section):
                 "teacher once the student is compacted): bfloat16 halves its memory (and its "
                 "forward runs in bf16); model keeps the model's dtype; auto: bfloat16 on a GPU, "
                 "the model's dtype on a CPU")
-    saved_input_dtype: Literal["auto", "model", "bfloat16"] = param(
+    saved_input_dtype: Literal["auto", "model", "bfloat16", "centred"] = param(
         "model", "what an adapter keeps of its input for its A's gradient (the frozen linear "
                  "keeps nothing): model keeps the model's dtype; bfloat16 halves that "
                  "activation memory (one copy per input, shared by the q and v adapters; "
                  "forward and the gradient passed on unchanged, A's gradient from the rounded "
-                 "input) but cost 1.3 points of accuracy at base scale (docs/apt.md); auto: "
-                 "bfloat16 on a GPU for a float32 model, model on a CPU")
+                 "input; 0.75 points lower accuracy at base scale, docs/apt.md); centred: a "
+                 "bfloat16 copy of the input minus its per-channel mean, the mean kept apart; "
+                 "auto: bfloat16 on a GPU for a float32 model, model on a CPU")
     distill_epochs: float | None = param(
         None, "how long self-distillation lasts from its start, in epochs (APT's "
               "distill_epoch); after it the loss is the task loss and the teacher is freed. "

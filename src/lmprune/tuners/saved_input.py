@@ -9,11 +9,15 @@ peak. :func:`adapter_product` keeps a ``bfloat16`` copy instead, one per input t
 query and value adapters read the same tensor and share it), and uses it only for ``A``'s
 gradient; the gradient passed on to ``x`` uses ``A`` alone and is unchanged. The forward
 output is unchanged. ``A``'s gradient is computed from the rounded input (relative error
-<= 2^-8 per element of ``x``, below TF32's rounding of a matrix product's inputs in the
-same order of magnitude), so the run is not bit-identical to a float32 one.
+<= 2^-9 per element of ``x``; TF32 products round to 2^-11), so the run is not bit-identical
+to a float32 one, and the error of a large channel that is nearly constant over the tokens
+does not average out in the sum over tokens that ``A``'s gradient is.
 
-``apt.saved_input_dtype`` picks it: ``auto`` (bfloat16 for a float32/float64 model on a GPU,
-where activations decide the peak; off on a CPU), ``bfloat16``, or ``model`` (off).
+``apt.saved_input_dtype`` picks it: ``model`` (off, the default: at base scale the plain copy
+cost 0.75 points of accuracy, docs/apt.md), ``bfloat16``, ``centred`` (a bfloat16 copy of
+``x`` minus its per-channel mean over the tokens, the mean kept apart: a large, nearly
+constant channel, as LayerNorm outputs have, then loses nothing to the rounding), or ``auto``
+(bfloat16 for a float32/float64 model on a GPU; off on a CPU).
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
-SETTINGS = ("auto", "model", "bfloat16")
+SETTINGS = ("auto", "model", "bfloat16", "centred")
 
 # x -> (x's version when copied, its narrow copy): the copy lives as long as x does, so the
 # adapters that read one x within a forward pass share one copy.
@@ -64,33 +68,44 @@ def inputs_alive_anyway(modules: Iterable[nn.Module]) -> Iterator[None]:
         _ALIVE.clear()
 
 
-def narrow_copy(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A detached ``dtype`` copy of ``x``, made once per tensor (and per in-place change)."""
+def narrow_copy(x: torch.Tensor, dtype: torch.dtype, centred: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A detached ``dtype`` copy of ``x``, made once per tensor (and per in-place change):
+    ``(copy, None)``, or with ``centred`` ``(copy of x - mean, mean)``, the mean over tokens
+    per channel kept in ``x``'s dtype (a channel that is large and nearly constant over the
+    tokens then loses nothing to the rounding)."""
     hit = _COPIES.get(x)
-    if hit is not None and hit[0] == x._version and hit[1].dtype == dtype:
-        return hit[1]
-    copy = x.detach().to(dtype)
-    _COPIES[x] = (x._version, copy)
-    return copy
+    if (hit is not None and hit[0] == x._version and hit[1].dtype == dtype
+            and (hit[2] is not None) == centred):
+        return hit[1], hit[2]
+    flat = x.detach()
+    mean = flat.reshape(-1, flat.shape[-1]).mean(0) if centred else None
+    copy = (flat - mean if centred else flat).to(dtype)
+    _COPIES[x] = (x._version, copy, mean)
+    return copy, mean
 
 
 class _NarrowSavedLinear(torch.autograd.Function):
-    """``x A^T`` whose backward reads ``x`` from ``kept`` (a narrow copy, not differentiated)."""
+    """``x A^T`` whose backward reads ``x`` from ``kept`` (+ ``mean`` per channel when not
+    None): a narrow copy, not differentiated."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(kept, weight)
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, kept: torch.Tensor,
+                mean: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(kept, weight, mean)
         return nn.functional.linear(x, weight)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        kept, weight = ctx.saved_tensors
+        kept, weight, mean = ctx.saved_tensors
         grad_x = grad @ weight if ctx.needs_input_grad[0] else None
         grad_w = None
         if ctx.needs_input_grad[1]:
             flat = grad.reshape(-1, grad.shape[-1])
             grad_w = flat.t() @ kept.reshape(-1, kept.shape[-1]).to(flat.dtype)
-        return grad_x, grad_w, None
+            if mean is not None:  # sum_t g_t (d_t + mean) = G^T D + (sum_t g_t) mean^T
+                grad_w += flat.sum(0)[:, None] * mean.to(flat.dtype)[None, :]
+        return grad_x, grad_w, None, None
 
 
 def adapter_product(x: torch.Tensor, weight: torch.Tensor, setting: str) -> torch.Tensor:
@@ -102,4 +117,5 @@ def adapter_product(x: torch.Tensor, weight: torch.Tensor, setting: str) -> torc
         dtype = saved_dtype(setting, x)
     if dtype is None:
         return nn.functional.linear(x, weight)
-    return _NarrowSavedLinear.apply(x, weight, narrow_copy(x, dtype))
+    kept, mean = narrow_copy(x, dtype, centred=setting == "centred")
+    return _NarrowSavedLinear.apply(x, weight, kept, mean)
