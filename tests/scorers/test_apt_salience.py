@@ -276,3 +276,28 @@ def test_matched_outlier_scale_gives_the_kurtosis_term_the_mean_of_s_tilde():
     assert float(matched.mean()) == pytest.approx(2 * float(plain.mean()), rel=1e-5)
     with pytest.raises(LmpruneError, match="outlier_scale"):
         SalienceCollector(model, structure, outlier_scale="loud")
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_ema_of_many_keys_is_the_formula_bit_for_bit(mixed):
+    """Keys of one dtype go through the fused kernels, mixed dtypes one by one: both give
+    exactly beta * old + (1 - beta) * score; a key seen for the first time starts at it."""
+    g = torch.Generator().manual_seed(0)
+    wide = torch.float64 if mixed else torch.float32
+    steps = [{f"k{i}": torch.rand(5, generator=g, dtype=wide if i == 3 else torch.float32)
+              for i in range(4)} for _ in range(3)]
+    steps[1]["new"] = torch.rand(2, generator=g)
+    ema = SalienceEMA(beta=0.85)
+    expected: dict[str, torch.Tensor] = {}
+    for scores in steps:
+        ema.update(scores)
+        for key, s in scores.items():
+            old = expected.get(key)
+            expected[key] = s.clone() if old is None else 0.85 * old + (1 - 0.85) * s
+    assert ema.value.keys() == expected.keys()
+    for key, value in expected.items():
+        assert torch.equal(ema.value[key], value), key
+    only_float64 = SalienceEMA()
+    only_float64.update({"a": torch.ones(2, dtype=torch.float64)})
+    only_float64.update({"a": torch.zeros(2, dtype=torch.float64)})
+    assert torch.equal(only_float64.value["a"], torch.full((2,), 0.85, dtype=torch.float64))

@@ -295,3 +295,36 @@ def test_distill_epochs_must_be_positive():
 
     with pytest.raises(ConfigError, match="distill_epochs: must be > 0"):
         APTConfig(distill_epochs=0)
+
+
+@pytest.mark.parametrize("selection", ["event", "step"])
+def test_masks_move_only_until_they_reach_their_targets(monkeypatch, selection):
+    """The masks move only in the ceil(1 / mask_step) steps after new targets (counted on the
+    host); the run equals one that moves them after every step, as before."""
+    import lmprune.training.apt as apt_module
+
+    moved_at = []
+    real = apt_module.move_masks
+
+    def counting(*args, **kwargs):
+        moved_at.append(len(moved_at))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(apt_module, "move_masks", counting)
+    cfg = dict(selection=selection, min_units=0 if selection == "step" else 1)
+    _, lean, lean_result, feats = _run("tiny-bert", True, **cfg)
+    lean_moves = len(moved_at)
+
+    always = APTMethod.after_step
+
+    def after_step(self, model, step):
+        self.moves_left = 10 ** 9  # the old rule: move after every step until settled
+        return always(self, model, step)
+
+    monkeypatch.setattr(APTMethod, "after_step", after_step)
+    moved_at.clear()
+    full, old, old_result, _ = _run("tiny-bert", True, **cfg)
+    assert lean_moves < len(moved_at)
+    assert lean_result.losses == old_result.losses  # bit for bit: skipped moves were no-ops
+    assert [e["kept"] for e in lean.log] == [e["kept"] for e in old.log]
+    assert lean.compactions == old.compactions

@@ -59,6 +59,11 @@ def _real(x: Tensor) -> Tensor:
     return x.detach().to(torch.promote_types(x.dtype, torch.float32))
 
 
+def _times(t: Tensor, factor: float) -> Tensor:
+    """``t * factor``, without a kernel launch for the usual factor 1 (exactly ``t`` then)."""
+    return t if factor == 1.0 else t * factor
+
+
 def _group_sum(x: Tensor, group_size: int) -> Tensor:
     if x.shape[-1] % group_size:
         raise LmpruneError(f"{x.shape[-1]} channels do not split into groups of {group_size}")
@@ -193,13 +198,23 @@ class SalienceEMA:
         self.value: dict[str, Tensor] = {}
 
     def update(self, scores: dict[str, Tensor]) -> None:
-        for key, score in scores.items():
-            score = _real(score)
-            old = self.value.get(key)
-            if old is None:
-                self.value[key] = (1.0 - self.beta) * score if self.zero_init else score.clone()
-            else:
-                self.value[key] = self.beta * old + (1.0 - self.beta) * score
+        """``beta * old + (1 - beta) * score`` per key (a new key starts at its score, or at
+        ``(1 - beta) * score`` with ``zero_init``); keys of one device and dtype are updated
+        by PyTorch's fused multi-tensor kernels, two launches for all of them."""
+        fresh = {key: _real(score) for key, score in scores.items()}
+        known = [key for key in fresh if key in self.value]
+        for key in fresh.keys() - set(known):
+            score = fresh[key]
+            self.value[key] = (1.0 - self.beta) * score if self.zero_init else score.clone()
+        if not known:
+            return
+        olds, news = [self.value[k] for k in known], [fresh[k] for k in known]
+        if len({(t.device, t.dtype) for t in olds + news}) == 1:
+            mixed = torch._foreach_mul(olds, self.beta)
+            torch._foreach_add_(mixed, torch._foreach_mul(news, 1.0 - self.beta))
+        else:
+            mixed = [self.beta * o + (1.0 - self.beta) * n for o, n in zip(olds, news)]
+        self.value.update(zip(known, mixed, strict=True))
 
 
 class SalienceCollector:
@@ -298,11 +313,13 @@ class SalienceCollector:
         counts = 0.0 if getattr(self.processes, "idle", False) else 1.0  # a stand-in row
         with torch.no_grad():
             call = {"key": key, "group": group_size, "cols": cols,
-                    "a": torch.linalg.vector_norm(scored.detach(), 1, dims, dtype=dtype) * counts,
+                    "a": _times(torch.linalg.vector_norm(scored.detach(), 1, dims, dtype=dtype),
+                                counts),
                     # the weight as it is now; it is not updated before _settle (same step)
                     "w": None if weight is None else weight.detach(), "p": weight}
             if weight is not None:
-                call["s"] = act.detach().sum(tuple(range(act.dim() - 1)), dtype=dtype) * counts
+                call["s"] = _times(act.detach().sum(tuple(range(act.dim() - 1)), dtype=dtype),
+                                   counts)
                 rows = act[..., 0].numel() * counts
                 call["n"] = rows if self.processes is None else torch.tensor(
                     [rows], dtype=dtype, device=act.device)
@@ -333,9 +350,9 @@ class SalienceCollector:
             got = {k: next(it) for k in names if k in call}
             got.setdefault("n", call.get("n"))
             key, group = call["key"], call["group"]
-            prod = got["g"] / world * got["a"]
+            prod = (got["g"] if world == 1 else got["g"] / world) * got["a"]
             score = prod if group == 0 else _group_sum(prod, group)
-            self._scores[key] = self._scores.get(key, 0) + score
+            self._scores[key] = score if key not in self._scores else self._scores[key] + score
             if call["w"] is not None and group:
                 blocks.append((key, group, call["p"], got["s"] / got["n"]))
             elif call["w"] is not None:

@@ -24,17 +24,17 @@ smaller model (:mod:`lmprune.training.compaction`). Masks still moving toward 0 
 the next compaction point. ``apt.compact=false`` keeps every unit masked until the end and
 computes the same losses (tested).
 
-``finish`` makes the masks binary, merges the adapters into the weights and removes what is
-left to remove. The building blocks live in ``tuners/apt_adapter.py``,
-``scorers/apt_salience.py``, ``pruners/apt_schedule.py``, ``pruners/apt_cost.py``,
-``training/apt_select.py``, ``training/apt_space.py``, ``training/distill.py`` and
-``training/apt_teacher.py``; this file wires them. What each ``apt.*`` switch removes or
-replaces: docs/apt.md.
+``finish`` makes the masks binary, merges the adapters and removes what is left to remove.
+The building blocks: ``tuners/apt_adapter.py``, ``scorers/apt_salience.py``,
+``pruners/apt_schedule.py``, ``pruners/apt_cost.py``, ``training/apt_select.py``,
+``training/apt_space.py``, ``training/distill.py``, ``training/apt_teacher.py``; this file
+wires them. What each ``apt.*`` switch removes or replaces: docs/apt.md.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 from collections.abc import Callable, Iterable, Iterator
 
@@ -100,6 +100,7 @@ class APTMethod(TrainMethod):
         self._moves: ParamMoves | None = None
         self.ratio = 1.0  # the keep ratio of the latest event
         self.settled = False  # the last event's targets were reached (and compacted)
+        self.moves_left = 0  # mask moves until every mask is at its target (host-side count)
         self.notes: list[str] = []
         if cfg.adapter == "none" and cfg.rank_growth != "static":
             self.notes.append(f"apt.rank_growth={cfg.rank_growth} ignored: apt.adapter=none "
@@ -399,7 +400,8 @@ class APTMethod(TrainMethod):
             self.teacher.release()  # distillation is over: the teacher's memory is freed
         if self.cfg.selection == "step" and self._reselects(done):
             self._choose(self.ratio, last=False)
-        if not self.settled:  # settled: every mask is at its target, nothing moves
+        if not self.settled and self.moves_left > 0:  # else every mask is at its target
+            self.moves_left -= 1
             with torch.no_grad():
                 targets = _flat(self.targets)
                 for key, m in _flat(self.masks).items():  # targets are binary by construction
@@ -446,6 +448,7 @@ class APTMethod(TrainMethod):
                              self.structure, self.cfg.min_units,
                              self.cfg.round_to if last else 1)
         select.write_targets(self.targets, keep, self.structure)
+        self.moves_left = math.ceil(1.0 / self.mask_step - 1e-9)  # move_masks: exact by then
         return keep
 
     def _compaction_point(self, model: nn.Module, step: int) -> bool:

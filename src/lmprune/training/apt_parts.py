@@ -27,11 +27,24 @@ def adapter_importance(adapters: dict[str, APTLinear]) -> dict[str, float]:
     """Salience of each adapter's B: ``sum |B * dL/dB|`` (first-order Taylor, APT Sec. 4.3).
     One read from the device for all adapters (this runs after every step)."""
     with_grad = [(p, a) for p, a in adapters.items() if a.lora_B.grad is not None]
-    values = torch.stack([(a.lora_B.detach() * a.lora_B.grad).abs().sum().float()
-                          for _, a in with_grad]).tolist() if with_grad else []
+    values = _l1_of_products([a.lora_B.detach() for _, a in with_grad],
+                             [a.lora_B.grad for _, a in with_grad])
     out = dict.fromkeys(adapters, 0.0)
     out.update(zip((p for p, _ in with_grad), values, strict=True))
     return out
+
+
+def _l1_of_products(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> list[float]:
+    """``sum |x * y|`` of each pair, read back at once; float32 tensors of one device go
+    through PyTorch's fused multi-tensor kernels (a few launches instead of four per pair)."""
+    if not xs:
+        return []
+    fused = len({(t.device, t.dtype) for t in xs + ys}) == 1 and xs[0].dtype == torch.float32
+    if fused:
+        norms = torch._foreach_norm(torch._foreach_mul(xs, ys), 1)
+    else:
+        norms = [(x * y).abs().sum().float() for x, y in zip(xs, ys, strict=True)]
+    return torch.stack(norms).tolist()
 
 
 def grow_ranks(adapters: dict[str, APTLinear], goal_params: float, max_rank: int,

@@ -9,6 +9,7 @@ units, salience EMA, random scores, RNG states, logs, layer transform, teacher) 
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -20,7 +21,7 @@ from lmprune.training.compaction import compact
 from lmprune.tuners.apt_adapter import apt_modules, merge_apt
 
 _PLAIN = ("adapter_ema", "log", "compactions", "best_teacher_metric", "calibrated_batches",
-          "ratio", "settled", "notes")
+          "ratio", "settled", "notes", "moves_left")
 
 
 def _cpu(masks: Masks | None) -> Masks | None:
@@ -78,8 +79,9 @@ def restore_apt(method, model: nn.Module, state: dict) -> None:
         for (_, _, mine), (_, _, saved) in zip(method.space.alive.items(),
                                                state["alive"].items(), strict=True):
             mine.copy_(saved)
-    for k in _PLAIN:
-        setattr(method, k, state[k])
+    for k in _PLAIN:  # a checkpoint from before moves_left: masks may still move
+        setattr(method, k, state[k] if k in state or k != "moves_left"
+                else math.ceil(1.0 / method.mask_step - 1e-9))
     method.ema.value = {k: v.to(device) for k, v in state["ema"].items()}
     method._random = state["random"]
     method.generator.set_state(state["generator"])

@@ -123,7 +123,7 @@ class APTLinear(nn.Module):
         y = self.base(x)
         lora = nn.functional.linear(adapter_product(x, self.lora_A, self.saved_input),
                                     self.lora_B)
-        y = y + self.scaling * lora
+        y = torch.add(y, lora, alpha=self.scaling)  # y + s * lora, one kernel
         out_mask = self.expanded_out_mask()
         if out_mask is not None:
             y = y * out_mask.to(y.dtype)
