@@ -328,3 +328,34 @@ def test_masks_move_only_until_they_reach_their_targets(monkeypatch, selection):
     assert lean_result.losses == old_result.losses  # bit for bit: skipped moves were no-ops
     assert [e["kept"] for e in lean.log] == [e["kept"] for e in old.log]
     assert lean.compactions == old.compactions
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_masks_are_left_off_only_while_they_are_all_ones(monkeypatch, compact):
+    """Before the first targets and once settled and compacted, every mask is 1: the masks
+    stay off the model (no hooks) and the run equals one that applies them every step."""
+    from lmprune.structures import masks as masks_module
+
+    applied = []
+    real = masks_module.apply_masks
+
+    def counting(model, *args, **kwargs):
+        applied.append(model)
+        return real(model, *args, **kwargs)
+
+    import lmprune.training.apt as apt_module
+    monkeypatch.setattr(apt_module, "apply_masks", counting)
+    _, lean, lean_result, _ = _run("tiny-bert", compact)
+    lean_applied = len(applied)
+
+    def always(self, model):
+        return real(model, self.space.to_model(self.masks), self.space.current,
+                    check_values=False)
+
+    monkeypatch.setattr(APTMethod, "active", always)
+    applied.clear()
+    _, full, full_result, _ = _run("tiny-bert", compact)
+    assert lean_result.losses == full_result.losses  # bit for bit
+    assert [e["kept"] for e in lean.log] == [e["kept"] for e in full.log]
+    steps = len(lean_result.losses)
+    assert lean_applied < steps  # skipped before the first event (and settled, compacted)

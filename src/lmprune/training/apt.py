@@ -78,25 +78,20 @@ class APTMethod(TrainMethod):
         self.task_type = "classification" if task_type == "regression" else task_type
         stop = min(int(round(cfg.prune_stop_epochs * steps_per_epoch)), int(0.9 * total_steps))
         stop = max(stop, 1)
-        self.start = min(cfg.prune_start, stop - 1)  # [start, stop]: mu rises from 0 to 1
-        self.stop = stop
+        self.start, self.stop = min(cfg.prune_start, stop - 1), stop  # mu: 0 to 1 over it
         self.steps_per_epoch = steps_per_epoch
         self.events = self._events(cfg)
-        self.calibration = calibration
-        self.calibrated_batches = 0
+        self.calibration, self.calibrated_batches = calibration, 0
         gaps = [b - a for a, b in zip(self.events, self.events[1:], strict=False)]
         self.mask_step = 1.0 / max(1, min(gaps, default=1))
-        self.generator = torch.Generator().manual_seed(seed)
-        self.rng = random.Random(seed)
+        self.generator, self.rng = torch.Generator().manual_seed(seed), random.Random(seed)
         self.ema = sal.SalienceEMA(cfg.ema)
         self.adapter_ema: dict[str, float] = {}
-        self.log: list[dict] = []
-        self.compactions: list[dict] = []
+        self.log, self.compactions = [], []  # per event; per compaction
         self.removals: list[Masks] = []  # keep masks of every compaction (for resuming)
         self.teacher: APTTeacher | None = None
         self.best_teacher_metric = float("-inf")
-        self._collector = None
-        self._random: dict[str, torch.Tensor] | None = None
+        self._collector, self._random = None, None  # this step's collector; random scores
         self._moves: ParamMoves | None = None
         self.ratio = 1.0  # the keep ratio of the latest event
         self.settled = False  # the last event's targets were reached (and compacted)
@@ -241,8 +236,13 @@ class APTMethod(TrainMethod):
     # --- one step -------------------------------------------------------------------------
     @contextlib.contextmanager
     def active(self, model: nn.Module) -> Iterator[nn.Module]:
-        with apply_masks(model, self.space.to_model(self.masks), self.space.current,
-                         check_values=False):  # our own masks: no device read every step
+        """The masks on ``model``; none while every one is 1 (no target chosen yet, or settled
+        and compacted) and no salience reads their gradients: x * 1 is x."""
+        ones = self.cfg.salience != "fisher" and (
+            not self.log or (self.settled and self.cfg.compact))
+        with contextlib.nullcontext() if ones else apply_masks(
+                model, self.space.to_model(self.masks), self.space.current,
+                check_values=False):  # our own masks: no device read every step
             yield model
 
     def _distilling(self, step: int) -> bool:
