@@ -76,8 +76,7 @@ class APTMethod(TrainMethod):
         before step 0 (forward + backward, no optimizer step)."""
         self.cfg, self.keep, self.total = cfg, keep, total_steps
         self.task_type = "classification" if task_type == "regression" else task_type
-        stop = min(int(round(cfg.prune_stop_epochs * steps_per_epoch)), int(0.9 * total_steps))
-        stop = max(stop, 1)
+        stop = max(1, min(round(cfg.prune_stop_epochs * steps_per_epoch), int(0.9 * total_steps)))
         self.start, self.stop = min(cfg.prune_start, stop - 1), stop  # mu: 0 to 1 over it
         self.steps_per_epoch = steps_per_epoch
         self.events = self._events(cfg)
@@ -291,8 +290,9 @@ class APTMethod(TrainMethod):
         teacher = self.teacher.distilled(model, batch, self.space, self.cfg.teacher_layers,
                                          self.rng) if distilling else None
         self._collector = self._new_collector(model) if self._scoring(step) else None
-        alive = (inputs_alive_anyway(layer_modules(model, self.structure)) if distilling
-                 else contextlib.nullcontext())  # every layer input is returned: alive anyway
+        narrow = distilling and self.cfg.saved_input_dtype != "model"  # layer inputs: returned
+        alive = (inputs_alive_anyway(layer_modules(model, self.structure)) if narrow
+                 else contextlib.nullcontext())
         with self.active(model), (self._collector or contextlib.nullcontext()), alive:
             out = model(**batch, output_hidden_states=distilling)
         if teacher is None:
