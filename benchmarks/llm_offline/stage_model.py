@@ -1,4 +1,4 @@
-"""Carry an offline HF model to the GPU machine in parts of < 60 MiB, losslessly.
+"""Carry an offline HF model to the GPU machine in parts of <= 36 MiB, losslessly.
 
 The GPU machine has no internet and a call carries at most 64 MiB, so the model travels in
 parts over consecutive calls. smollm2-135m's cached weights are fp32 (538 MB) but come from a
@@ -6,8 +6,8 @@ GGUF file (Q4_1 matrices, Q8_0 embeddings): every 32-value block of a matrix is 
 ``d * q + m`` (Q4_1: fp16 ``d``, ``m``, 4-bit ``q``) or ``d * q`` (Q8_0: fp16 ``d``, int8 ``q``).
 ``pack`` recovers ``d``, ``m`` and ``q`` per block and keeps a tensor in that form only when
 decoding it gives back the *identical* fp32 tensor (checked); any other tensor is stored as
-it is. So the staged model is bit-identical to the cached one, in ~97 MB (two parts) where bf16
-would need 269 MB (five parts) and still change the weights.
+it is. So the staged model is bit-identical to the cached one, in ~97 MB (three parts) where
+bf16 would need 269 MB and still change the weights.
 
 Here (the machine with the model cache), in the repository root::
 
@@ -127,7 +127,7 @@ def _source_dir(source: str) -> Path:
     return Path(resolve_model_dir(source))
 
 
-def pack(source: str, dest: Path, part_mib: float = 48.5) -> list[Path]:
+def pack(source: str, dest: Path, part_mib: float = 36) -> list[Path]:
     from safetensors.torch import load_file, save
 
     src = _source_dir(source)
@@ -194,8 +194,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("pack", help="split a model into parts (here)")
     p.add_argument("source", help="offline alias (smollm2-135m) or HF directory")
     p.add_argument("dest", type=Path)
-    p.add_argument("--part-mib", type=float, default=48.5,
-                   help="part size; 48.5 leaves room for ~6 MiB of wheels and the repo in a call")
+    p.add_argument("--part-mib", type=float, default=36,
+                   help="part size; 36 leaves room for the ~20 MiB working tree in a 64 MiB call")
     u = sub.add_parser("unpack", help="store one part; assemble when complete (GPU machine)")
     u.add_argument("part", type=Path)
     u.add_argument("state", type=Path)
