@@ -299,7 +299,7 @@ def test_distill_epochs_must_be_positive():
 
 @pytest.mark.parametrize("selection", ["event", "step"])
 def test_masks_move_only_until_they_reach_their_targets(monkeypatch, selection):
-    """The masks move only in the ceil(1 / mask_step) steps after new targets (counted on the
+    """The masks move only in the mask_moves steps after new targets (counted on the
     host); the run equals one that moves them after every step, as before."""
     import lmprune.training.apt as apt_module
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import random
 from collections.abc import Callable, Iterable, Iterator
 
@@ -82,7 +81,8 @@ class APTMethod(TrainMethod):
         self.events = self._events(cfg)
         self.calibration, self.calibrated_batches = calibration, 0
         gaps = [b - a for a, b in zip(self.events, self.events[1:], strict=False)]
-        self.mask_step = 1.0 / max(1, min(gaps, default=1))
+        self.mask_moves = max(1, min(gaps, default=1))  # moves from a mask to its target
+        self.mask_step = 1.0 / self.mask_moves
         self.generator, self.rng = torch.Generator().manual_seed(seed), random.Random(seed)
         self.ema = sal.SalienceEMA(cfg.ema)
         self.adapter_ema: dict[str, float] = {}
@@ -448,7 +448,7 @@ class APTMethod(TrainMethod):
                              self.structure, self.cfg.min_units,
                              self.cfg.round_to if last else 1)
         select.write_targets(self.targets, keep, self.structure)
-        self.moves_left = math.ceil(1.0 / self.mask_step - 1e-9)  # move_masks: exact by then
+        self.moves_left = self.mask_moves  # move_masks lands exactly on binary targets by then
         return keep
 
     def _compaction_point(self, model: nn.Module, step: int) -> bool:

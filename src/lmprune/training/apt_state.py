@@ -9,7 +9,6 @@ units, salience EMA, random scores, RNG states, logs, layer transform, teacher) 
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 from torch import nn
@@ -80,8 +79,7 @@ def restore_apt(method, model: nn.Module, state: dict) -> None:
                                                state["alive"].items(), strict=True):
             mine.copy_(saved)
     for k in _PLAIN:  # a checkpoint from before moves_left: masks may still move
-        setattr(method, k, state[k] if k in state or k != "moves_left"
-                else math.ceil(1.0 / method.mask_step - 1e-9))
+        setattr(method, k, state.get(k, method.mask_moves) if k == "moves_left" else state[k])
     method.ema.value = {k: v.to(device) for k, v in state["ema"].items()}
     method._random = state["random"]
     method.generator.set_state(state["generator"])

@@ -28,8 +28,6 @@ import torch
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
-SETTINGS = ("auto", "model", "bfloat16", "centred")
-
 # x -> (x's version when copied, its narrow copy): the copy lives as long as x does, so the
 # adapters that read one x within a forward pass share one copy.
 _COPIES: WeakIdKeyDictionary = WeakIdKeyDictionary()
@@ -112,8 +110,9 @@ def adapter_product(x: torch.Tensor, weight: torch.Tensor, setting: str) -> torc
     """``x weight^T`` (an adapter's ``A`` as ``weight``), keeping ``x`` for ``weight``'s
     gradient as ``setting`` says (:func:`saved_dtype`). Outside training (no gradient for
     ``weight``) it is ``F.linear``."""
-    dtype = None
-    if torch.is_grad_enabled() and weight.requires_grad and x not in _ALIVE:
+    dtype = None  # the default setting ("model") returns before any lookup
+    if setting != "model" and torch.is_grad_enabled() and weight.requires_grad \
+            and x not in _ALIVE:
         dtype = saved_dtype(setting, x)
     if dtype is None:
         return nn.functional.linear(x, weight)
