@@ -1,23 +1,22 @@
 #!/usr/bin/env bash
 # Runs benchmarks/apt_base/run.py on the lent GPU machine (see README.md here).
-# mpnet-base travels as six bf16 parts of <= 36 MiB (made here by stage.py into .stage/mpnet),
-# one per call, and is assembled under ~/models once all are there:
-#   calls 1-5: carry .stage/mpnet/part0 ... part4:       --stage
-#   call 6:    carry .stage/mpnet/part5 and .stage/whl (pip install them into ~/site first),
+# mpnet-base travels as six bf16 chunks of <= 36 MiB (made here by stage.py: .stage/mpnet.0
+# ... .stage/mpnet.5), one per call, unpacked by benchmarks/device/stage.py once all are there:
+#   calls 1-5: carry .stage/mpnet.0 ... mpnet.4:           --stage
+#   call 6:    carry .stage/mpnet.5 and .stage/whl (pip install them into ~/site first),
 #              then run seed 0:                          --set all:seed=0
 #   calls 7-8: seeds 1 and 2 (nothing carried):           --set all:seed=1 (2)
 # The machine keeps ~/stage and ~/models only while it stays warm (30 s after a call): make
 # the calls back to back. Results of a seed go to $BENCH (default ~/bench_base_seedS) and
 # are copied to $OUT (results.json/.md/.csv and runs.tgz with every run's report and curve).
 set -u
-STAGE=~/stage/mpnet
 MODEL=~/models/mpnet-base
-mkdir -p "$STAGE"
-for d in .stage/mpnet/part*; do [ -d "$d" ] && cp -r "$d"/. "$STAGE"/; done
-PYTHONPATH=$PWD/src python3 benchmarks/apt_base/stage.py --assemble "$STAGE" "$MODEL"
-ready=$?
+STAGE=~/stage python3 benchmarks/device/stage.py receive
+if [ -f ~/stage/assets/mpnet.ready ]; then
+  mkdir -p ~/models && ln -sfn ~/stage/assets/mpnet/mpnet-base "$MODEL"
+fi
 if [ "${1:-}" = "--stage" ]; then exit 0; fi
-if [ "$ready" -ne 0 ]; then echo "mpnet-base is not complete on this machine: carry the missing parts"; exit 0; fi
+if [ ! -f "$MODEL/config.json" ]; then echo "mpnet-base is not complete on this machine: carry the missing chunks"; exit 0; fi
 SEED=$(printf '%s\n' "$@" | sed -n 's/^all:seed=//p' | tail -1)
 BENCH=${BENCH:-$HOME/bench_base_seed${SEED:-0}}
 export PYTHONPATH=$HOME/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH} HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error PYTHONUNBUFFERED=1 \

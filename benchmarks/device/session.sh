@@ -10,7 +10,7 @@
 # What travels (made here by `bash benchmarks/device/pack.sh`, one folder per call): the
 # wheels the GPU image lacks plus minilm-l6 (.stage/env.0..2), SmolLM2 losslessly
 # (.stage/smollm2/part0, part1: benchmarks/llm_offline/stage_model.py) and mpnet-base in bf16
-# (.stage/mpnet/part0..5: benchmarks/apt_base/stage.py), each at most 36 MiB. The queue (queue.sh) starts each job
+# (.stage/mpnet.0..5: benchmarks/apt_base/stage.py, chunks of device/stage.py), each at most 36 MiB. The queue (queue.sh) starts each job
 # when the assets it needs are ready, so compute overlaps the transfers. The machine keeps
 # ~/stage, ~/site, ~/cache and ~/results only while it stays warm (30 s after a call).
 set -u
@@ -35,10 +35,8 @@ receive() {
     rm -rf "$smol" && cp -r ~/stage/smollm2/model "$smol" \
       && cp ~/stage/assets/env/smollm2_cache.json "$smol/lmprune_cache.json" && touch "$READY/smol"
   fi
-  mkdir -p ~/stage/mpnet
-  for part in .stage/mpnet/part*; do [ -d "$part" ] && cp -r "$part"/. ~/stage/mpnet/; done
-  if [ ! -f "$READY/mpnet" ] && ls ~/stage/mpnet/* >/dev/null 2>&1; then
-    PYTHONPATH=src python3 benchmarks/apt_base/stage.py --assemble ~/stage/mpnet ~/models/mpnet-base \
+  if [ -f ~/stage/assets/mpnet.ready ] && [ ! -f "$READY/mpnet" ]; then
+    mkdir -p ~/models && ln -sfn ~/stage/assets/mpnet/mpnet-base ~/models/mpnet-base \
       && touch "$READY/mpnet"
   fi
   echo "ready: $(ls "$READY" | tr '\n' ' ')"

@@ -1,56 +1,64 @@
-"""benchmarks/apt_base/stage.py: files cut into parts of a byte limit and joined back."""
+"""How mpnet-base travels to the GPU machine: benchmarks/device/stage.py's chunks (packed by
+benchmarks/apt_base/stage.py), received over several calls and unpacked when complete."""
 from __future__ import annotations
 
+import json
 import shutil
+
+import pytest
 
 from bench_scripts import load
 
-stage = load("apt_base/stage.py")
+apt_stage = load("apt_base/stage.py")
 
 
-def _files(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    sizes = {"config.json": 10, "model.safetensors": 2500, "tokenizer.json": 700}
-    for i, (name, size) in enumerate(sizes.items()):
-        (src / name).write_bytes(bytes((i * 7 + k) % 251 for k in range(size)))
-    return src, sorted(src.iterdir())
+@pytest.fixture
+def packed(tmp_path, monkeypatch):
+    """A 2.5 MiB model directory packed as the asset "mpnet" in 1 MiB chunks under
+    ``tmp_path/.stage`` (the working directory is ``tmp_path``, as the repository root)."""
+    monkeypatch.chdir(tmp_path)
+    src = tmp_path / "src" / "mpnet-base"
+    src.mkdir(parents=True)
+    (src / "config.json").write_text(json.dumps({"model_type": "mpnet"}))
+    (src / "model.safetensors").write_bytes(bytes(k % 251 for k in range(5 << 19)))
+    packer = apt_stage.device_stage()
+    folders = packer.pack("mpnet", [f"{src}=mpnet-base"], chunk_mib=1)
+    return packer, src, folders
 
 
-def _carry(parts, staged, skip=()):
-    staged.mkdir(exist_ok=True)
-    for part in parts:
-        if part.name not in skip:
-            shutil.copytree(part, staged, dirs_exist_ok=True)
+def _carry(folders, keep):
+    """What one call carries: only the ``keep`` chunk folders are in .stage."""
+    for folder in folders:
+        if folder.name not in keep and folder.exists():
+            shutil.rmtree(folder)
 
 
-def test_parts_respect_the_limit_and_join_back(tmp_path):
-    src, files = _files(tmp_path)
-    parts = stage.pack(files, tmp_path / "out", {"model": "x"}, part_bytes=1000)
-    # 3,210 bytes in parts of at most 1,000 (the manifest rides in part0 on top)
-    assert [p.name for p in parts] == ["part0", "part1", "part2", "part3"]
-    for part in parts:
-        assert sum(f.stat().st_size for f in part.iterdir()
-                   if f.name != stage.MANIFEST) <= 1000
-    staged, target = tmp_path / "staged", tmp_path / "model"
-    _carry(parts, staged, skip={"part2"})
-    assert stage.assemble(staged, target) == 3 and not target.exists()
-    _carry(parts, staged)
-    assert stage.assemble(staged, target) == 0
-    for f in files:
-        assert (target / f.name).read_bytes() == f.read_bytes()
-    assert stage.assemble(staged, target) == 0  # assembled before: nothing to do
+def test_chunks_received_over_calls_unpack_once_complete(packed, tmp_path):
+    packer, src, folders = packed
+    assert [f.name for f in folders] == ["mpnet.0", "mpnet.1", "mpnet.2"]
+    assert all(sum(p.stat().st_size for p in f.glob("*.chunk")) <= 1 << 20 for f in folders)
+    saved = {f.name: tmp_path / "saved" / f.name for f in folders}
+    for f in folders:
+        shutil.copytree(f, saved[f.name])
+    device = tmp_path / "device"
+    _carry(folders, {"mpnet.0", "mpnet.2"})
+    packer.receive(device)
+    assert not (device / "assets" / "mpnet.ready").exists()
+    shutil.copytree(saved["mpnet.1"], tmp_path / ".stage" / "mpnet.1")
+    packer.receive(device)
+    out = device / "assets" / "mpnet" / "mpnet-base"
+    assert (device / "assets" / "mpnet.ready").exists()
+    for f in src.iterdir():
+        assert (out / f.name).read_bytes() == f.read_bytes()
 
 
-def test_a_corrupt_piece_is_named_and_nothing_is_assembled(tmp_path, capsys):
-    _, files = _files(tmp_path)
-    parts = stage.pack(files, tmp_path / "out", {}, part_bytes=1000)
-    staged, target = tmp_path / "staged", tmp_path / "model"
-    _carry(parts, staged)
-    piece = staged / "model.safetensors.piece1"
-    data = bytearray(piece.read_bytes())
+def test_a_corrupt_chunk_is_refused(packed, tmp_path):
+    packer, _, folders = packed
+    chunk = folders[1] / "mpnet.1.chunk"
+    data = bytearray(chunk.read_bytes())
     data[0] ^= 1
-    piece.write_bytes(bytes(data))
-    assert stage.assemble(staged, target) == 3
-    assert "corrupt files in part0, part1, part2" in capsys.readouterr().out
-    assert not (target / stage.DONE).exists()
+    chunk.write_bytes(bytes(data))
+    device = tmp_path / "device"
+    with pytest.raises(SystemExit, match="sha256 mismatch"):
+        packer.receive(device)
+    assert not (device / "assets" / "mpnet.ready").exists()
