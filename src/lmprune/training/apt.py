@@ -50,7 +50,8 @@ from lmprune.structures.moves import ParamMoves
 from lmprune.structures.removal import remove
 from lmprune.training import apt_select as select
 from lmprune.training import distill
-from lmprune.training.apt_parts import adapter_importance, grow_ranks, layer_modules, ones_on
+from lmprune.training.apt_parts import (adapter_importance, grow_ranks, layer_modules,
+                                        magnitude_scores, ones_on)
 from lmprune.training.apt_space import UnitSpace, adapter_roles, spec_channels, spec_size
 from lmprune.training.apt_state import apt_state, restore_apt
 from lmprune.training.apt_teacher import APTTeacher, clone_masks
@@ -58,6 +59,7 @@ from lmprune.training.compaction import compact
 from lmprune.training.loop import data_parallel
 from lmprune.training.method import TrainMethod, unfreeze_heads
 from lmprune.tuners.apt_adapter import APTLinear, apply_apt, apt_modules, merge_apt
+from lmprune.tuners.frozen_storage import restore_frozen, storage_dtype, store_frozen
 from lmprune.tuners.saved_input import inputs_alive_anyway
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,9 @@ class APTMethod(TrainMethod):
         self._dense_space = UnitSpace(self.structure, ones_on(self.structure, self.kinds,
                                                               "cpu"), compact=False)
         self.adapters = self._tuned(model)
+        self.model_dtype = next(model.parameters()).dtype  # what frozen weights compute in
+        self.frozen_saved = store_frozen(model, storage_dtype(cfg.frozen_dtype, self.model_dtype,
+                                                              device))
         self.roles = adapter_roles(self.structure)
         self.initial_adapter_params = self._adapter_params()
         self.transform = None
@@ -144,7 +149,7 @@ class APTMethod(TrainMethod):
             self.transform = distill.LayerTransform(self.structure.hidden.size).to(device)
         self.teacher = APTTeacher(cfg.teacher, self.structure,
                                   follows_student=cfg.teacher_structure == "student",
-                                  dtype=cfg.teacher_dtype)
+                                  dtype=cfg.teacher_dtype, model_dtype=self.model_dtype)
         if cfg.salience == "fisher":
             for m in _flat(self.masks).values():
                 m.requires_grad_(True)
@@ -391,7 +396,7 @@ class APTMethod(TrainMethod):
                     m.grad = None
             return out
         if kind == "magnitude":
-            return self.space.to_dense(_magnitude(model, self.space, "hidden" in self.kinds))
+            return self.space.to_dense(magnitude_scores(model, self.space, "hidden" in self.kinds))
         return {}
 
     def after_step(self, model: nn.Module, step: int) -> bool:
@@ -541,6 +546,7 @@ class APTMethod(TrainMethod):
             for key, m in _flat(self.masks).items():
                 m.requires_grad_(False)
                 m.copy_(_flat(self.targets)[key])
+        restore_frozen(model, self.model_dtype)  # the weights leave in the model's dtype
         merge_apt(model)
         if self.events:
             remove(model, self.space.to_model(self.masks), self.space.current)
@@ -556,6 +562,7 @@ class APTMethod(TrainMethod):
                 "teacher_snapshots": self.teacher_snapshots,
                 "teacher_params": self.teacher.largest if self.teacher else 0,
                 "teacher_copy_dtype": self.teacher.copy_dtype if self.teacher else None,
+                "frozen_bytes_saved": self.frozen_saved,
                 "best_teacher_metric": (None if self.best_teacher_metric == float("-inf")
                                         else self.best_teacher_metric),
                 "mask_step": self.mask_step, "initial_adapter_params": self.initial_adapter_params,
@@ -568,33 +575,3 @@ def _flat(masks: Masks) -> dict[str, torch.Tensor]:
     if masks.hidden is not None:
         flat["hidden"] = masks.hidden
     return flat
-
-
-def _magnitude(model: nn.Module, space: UnitSpace, hidden: bool) -> dict[str, torch.Tensor]:
-    """L1 norms of each block's output-projection weights in the model's space; with
-    pruned units masked, only alive hidden rows / alive input columns count."""
-    structure = space.current
-    live = space.collector_alive()
-    rows = None if live is None or live.hidden is None else space.channels("hidden")
-
-    def cut(w: torch.Tensor, cols: torch.Tensor | None = None) -> torch.Tensor:
-        w = w.detach()
-        if rows is not None:
-            w = w[rows.to(w.device)]
-        return w if cols is None else w[:, cols.to(w.device)]
-
-    out = {}
-    for s in structure.attention:
-        cols = cut(model.get_submodule(s.o).weight).T.reshape(s.num_heads, s.head_dim, -1)
-        out[f"heads/{s.name}"] = sal.magnitude_salience(cols)
-    for s in structure.ffn:
-        out[f"neurons/{s.name}"] = sal.magnitude_salience(cut(model.get_submodule(s.out).weight).T)
-    if hidden:
-        total = 0
-        for s in structure.attention:
-            cols = None if live is None else space.channels("heads", s.name, s.head_dim)
-            w = model.get_submodule(s.o).weight.detach()
-            w = w if cols is None else w[:, cols.to(w.device)]
-            total = total + w.double().abs().sum(1)
-        out["hidden"] = total
-    return out

@@ -1,4 +1,5 @@
-"""Small pieces of APT's training method: all-keep masks, adapter importance, rank growth."""
+"""Small pieces of APT's training method: all-keep masks, adapter importance, rank growth,
+magnitude scores (``apt.salience=magnitude``)."""
 from __future__ import annotations
 
 import math
@@ -8,6 +9,7 @@ from torch import nn
 
 from lmprune.arch import ModelStructure
 from lmprune.structures.masks import Masks
+from lmprune.scorers import apt_salience as sal
 from lmprune.tuners.apt_adapter import APTLinear
 
 
@@ -119,3 +121,33 @@ def equal_heads_per_group(keep: torch.Tensor, score: torch.Tensor, group_size: i
 def layer_modules(model: nn.Module, structure: ModelStructure) -> list[nn.Module]:
     """The transformer layer modules of ``model`` (``structure``: its ModelStructure)."""
     return [model.get_submodule(f"{layer.stack}.{layer.index}") for layer in structure.layers]
+
+
+def magnitude_scores(model: nn.Module, space, hidden: bool) -> dict[str, torch.Tensor]:
+    """L1 norms of each block's output-projection weights in the model's space; with
+    pruned units masked, only alive hidden rows / alive input columns count."""
+    structure = space.current
+    live = space.collector_alive()
+    rows = None if live is None or live.hidden is None else space.channels("hidden")
+
+    def cut(w: torch.Tensor, cols: torch.Tensor | None = None) -> torch.Tensor:
+        w = w.detach()
+        if rows is not None:
+            w = w[rows.to(w.device)]
+        return w if cols is None else w[:, cols.to(w.device)]
+
+    out = {}
+    for s in structure.attention:
+        cols = cut(model.get_submodule(s.o).weight).T.reshape(s.num_heads, s.head_dim, -1)
+        out[f"heads/{s.name}"] = sal.magnitude_salience(cols)
+    for s in structure.ffn:
+        out[f"neurons/{s.name}"] = sal.magnitude_salience(cut(model.get_submodule(s.out).weight).T)
+    if hidden:
+        total = 0
+        for s in structure.attention:
+            cols = None if live is None else space.channels("heads", s.name, s.head_dim)
+            w = model.get_submodule(s.o).weight.detach()
+            w = w if cols is None else w[:, cols.to(w.device)]
+            total = total + w.double().abs().sum(1)
+        out["hidden"] = total
+    return out

@@ -29,6 +29,7 @@ from lmprune.structures.moves import ParamMoves
 from lmprune.structures.removal import remove
 from lmprune.training import distill
 from lmprune.tuners.apt_adapter import merge_apt
+from lmprune.tuners.frozen_storage import restore_frozen
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,12 @@ class APTTeacher:
     """
 
     def __init__(self, mode: str, structure: ModelStructure, follows_student: bool = False,
-                 dtype: str = "model") -> None:
-        """``dtype`` (``apt.teacher_dtype``): what a kept copy is stored and run in."""
+                 dtype: str = "model", model_dtype: torch.dtype | None = None) -> None:
+        """``dtype`` (``apt.teacher_dtype``): what a kept copy is stored and run in;
+        ``model_dtype``: the dtype the student computes in (its frozen weights may be stored
+        in 16 bits, :mod:`lmprune.tuners.frozen_storage`); None: its first parameter's."""
         self.mode, self.structure, self.follows = mode, structure, follows_student
-        self.dtype = dtype
+        self.dtype, self.model_dtype = dtype, model_dtype
         self.state: dict[str, torch.Tensor] | None = None  # shared: frozen tuning tensors
         self.model: nn.Module | None = None  # a frozen copy (separate, or a kept snapshot)
         self.masks: Masks | None = None  # dense space
@@ -97,8 +100,10 @@ class APTTeacher:
             p.requires_grad_(False)
             p.grad = None
         first = next(model.parameters())
-        dtype = kept_dtype(self.dtype, self.mode, first.dtype, first.device.type)
-        if dtype is not None:
+        dtype = kept_dtype(self.dtype, self.mode, self.model_dtype or first.dtype,
+                           first.device.type)
+        if dtype is not None:  # weights stored in 16 bits go straight to the copy's dtype
+            restore_frozen(teacher, dtype)
             teacher.to(dtype)
         self.copy_dtype = str(next(teacher.parameters()).dtype).replace("torch.", "")
         log.info("APT teacher: a frozen copy of the model in %s (apt.teacher_dtype=%s), %d "

@@ -185,17 +185,20 @@ class APTLinear(nn.Module):
 
     @torch.no_grad()
     def merge(self) -> nn.Linear:
-        """A plain ``nn.Linear`` holding ``W + s·B·A`` and the base bias (copies).
+        """A plain ``nn.Linear`` holding ``W + s·B·A`` and the base bias (copies), in the
+        adapter's dtype (the model's, also when ``W`` is stored in 16 bits:
+        :mod:`lmprune.tuners.frozen_storage`).
 
         Masks are *not* folded in: structure removal applies them elsewhere. So
         ``merged(x * m_i) * m_o == self(x)``. The merged parameters keep the base's
         ``requires_grad`` flags (frozen).
         """
         base = self.base
+        delta = self.delta_weight()  # in the adapter's dtype, the model's
         merged = torch.nn.utils.skip_init(  # no random initialisation: both are overwritten
             nn.Linear, base.in_features, base.out_features, bias=base.bias is not None,
-            device=base.weight.device, dtype=base.weight.dtype)
-        merged.weight.copy_(base.weight + self.delta_weight().to(base.weight.dtype))
+            device=base.weight.device, dtype=delta.dtype)
+        merged.weight.copy_(base.weight.to(delta.dtype) + delta)
         merged.weight.requires_grad_(base.weight.requires_grad)
         if base.bias is not None:
             merged.bias.copy_(base.bias)
