@@ -164,7 +164,8 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true",
                         help="compile the decode step on a CPU too (slow; GPUs always do)")
     parser.add_argument("--compile-mode", default="reduce-overhead",
-                        choices=["reduce-overhead", "max-autotune"],
+                        choices=["reduce-overhead", "max-autotune", "reduce-overhead+freezing",
+                                 "max-autotune+freezing"],
                         help="torch.compile mode of the fast path on a GPU (default: "
                              "reduce-overhead = CUDA graphs; max-autotune also tunes GEMMs)")
     parser.add_argument("--fast-only", action="store_true",

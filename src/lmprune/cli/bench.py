@@ -38,7 +38,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--compile-mode", default=None,
                         help="torch.compile mode of the compile mode: reduce-overhead (default "
                              "on a GPU: CUDA graphs), max-autotune (also tunes GEMM kernels; "
-                             "slow to compile), default, max-autotune-no-cudagraphs")
+                             "slow to compile), default, max-autotune-no-cudagraphs; "
+                             "+freezing after the first two: weights as graph constants, "
+                             "q/k/v and gate/up products concatenated (faster decoding, more "
+                             "weight memory)")
     parser.add_argument("--batch-sizes", default="1,8,32", help="comma-separated (default 1,8,32)")
     parser.add_argument("--prompt-len", type=int, default=128, help="prompt tokens (default 128)")
     parser.add_argument("--new-tokens", type=int, default=64,

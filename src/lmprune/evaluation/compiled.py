@@ -23,8 +23,15 @@ from torch import nn
 from lmprune.device import synchronize
 from lmprune.errors import LmpruneError
 
-#: torch.compile modes; the first two replay CUDA graphs on a GPU.
-COMPILE_MODES = ("reduce-overhead", "max-autotune", "default", "max-autotune-no-cudagraphs")
+#: torch.compile modes; those starting with reduce-overhead or max-autotune (not
+#: ``-no-cudagraphs``) replay CUDA graphs on a GPU. ``+freezing``: Inductor's freezing on top
+#: (inference only): the weights become constants of the graph, so matrix products that read
+#: one input are concatenated into one (LLaMA's q/k/v and gate/up); the graph keeps its own
+#: copies of the weights it concatenates (the model's stay, for eager calls), so weight memory
+#: grows by that share (:func:`compile_kwargs`).
+COMPILE_MODES = ("reduce-overhead", "max-autotune", "default", "max-autotune-no-cudagraphs",
+                 "reduce-overhead+freezing", "max-autotune+freezing")
+_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 #: Recompilations allowed per compiled function (one per model and input shape); torch's
 #: default of 8 would silently fall back to eager after 8 (model, shape) pairs.
 RECOMPILE_LIMIT = 64
@@ -49,8 +56,25 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+def uses_graphs(mode: str) -> bool:
+    """Whether ``mode`` replays CUDA graphs (outputs are overwritten by the next replay)."""
+    return check_mode(mode).partition("+")[0] in _GRAPH_MODES
+
+
+def compile_kwargs(mode: str) -> dict:
+    """``torch.compile`` keyword arguments of a :data:`COMPILE_MODES` mode: ``{"mode": ...}``,
+    or for ``MODE+freezing`` the Inductor options of MODE with ``freezing`` on (torch.compile
+    takes a mode or options, not both)."""
+    base, _, extra = check_mode(mode).partition("+")
+    if not extra:
+        return {"mode": base}
+    from torch._inductor import list_mode_options
+
+    return {"options": {**list_mode_options(base), "freezing": True}}
+
+
 class CompiledForward:
-    """``model``'s forward compiled with ``torch.compile(mode=mode, dynamic=False)``.
+    """``model``'s forward compiled with ``torch.compile(dynamic=False)`` in ``mode``.
 
     Call it like the model (keyword inputs). ``first_call_s`` holds the wall time of the
     first call of each input shape (compilation included, device synchronised), keyed by
@@ -60,8 +84,8 @@ class CompiledForward:
     def __init__(self, model: nn.Module, mode: str = "reduce-overhead"):
         self.model, self.mode = model, check_mode(mode)
         allow_recompiles()
-        self._compiled = torch.compile(model, mode=mode, dynamic=False)
-        self._graphs = mode in ("reduce-overhead", "max-autotune")
+        self._compiled = torch.compile(model, dynamic=False, **compile_kwargs(mode))
+        self._graphs = uses_graphs(mode)
         self.first_call_s: dict[tuple, float] = {}
 
     @staticmethod

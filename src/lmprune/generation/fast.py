@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from lmprune.errors import LmpruneError
-from lmprune.evaluation.compiled import allow_recompiles, check_mode
+from lmprune.evaluation.compiled import allow_recompiles, check_mode, compile_kwargs
 from lmprune.structures.kv_cache import cache_arguments
 
 MODES = ("eager", "static", "compile")
@@ -91,14 +91,16 @@ _compiled_steps: dict[str, object] = {}
 def compiled_step(compile_mode: str = "reduce-overhead"):
     """The decode step compiled once per process and mode (torch recompiles it per model and
     shape). ``reduce-overhead`` (default): CUDA graphs; ``max-autotune``: also benchmarks
-    GEMM kernels per shape (much longer compilation)."""
+    GEMM kernels per shape (much longer compilation); ``+freezing`` on either: the weights as
+    graph constants, q/k/v and gate/up products concatenated (more weight memory; faster
+    decoding at LLaMA-7B shape, BENCHMARKS.md)."""
     step = _compiled_steps.get(check_mode(compile_mode))
     if step is None:
         allow_recompiles()  # one graph per (model, batch size)
         # dynamic=False: every (model, batch size) gets a graph specialised to its shapes,
         # as a served model would; automatic dynamic shapes would make pruned widths symbolic
         step = _compiled_steps[compile_mode] = torch.compile(
-            _decode_step, mode=compile_mode, fullgraph=True, dynamic=False)
+            _decode_step, fullgraph=True, dynamic=False, **compile_kwargs(compile_mode))
     return step
 
 

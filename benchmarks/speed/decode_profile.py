@@ -1,0 +1,172 @@
+"""Where a decode step's time goes on the fast path: the GPU kernels of one step, by kind.
+
+The speed benchmark measures dense LLaMA-7B-shape decoding at 1.34-1.89x its weight-read
+floor (BENCHMARKS.md). This script builds the model (random bf16 weights from a config, on
+the device), runs lmprune's fast path (``Decoder(model, "compile")``: stock StaticCache,
+the step compiled into a CUDA graph), times the decode steps, then records them with
+``torch.profiler`` and sums every GPU kernel's time per step, grouped by kind (GEMM,
+attention, Triton-fused element-wise, copies, other). The kernel sum against the wall time
+per step says how much of a step the GPU is busy; each kind against the weight-read floor
+says where the excess is.
+
+    python benchmarks/speed/decode_profile.py --out DIR [--shape llama-7b] [--batch 1 16]
+        [--compile-mode reduce-overhead] [--steps 31] [--no-cudnn-attention] [--freezing] [--quick]
+
+``--no-cudnn-attention``: PyTorch's scaled-dot-product attention without its cuDNN backend
+(Flash / memory-efficient / math instead; on an H200 bf16 picks cuDNN by default).
+``--freezing``: Inductor's ``freezing`` (weights become constants of the compiled graph,
+which lets it concatenate the matrix products that read one input: q/k/v and gate/up).
+
+Writes DIR/decode_profile.json and DIR/decode_profile.md. ``--quick``: the scaled-down shape
+(runs on a CPU; no GPU kernels there, so only the code path is checked).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+KINDS = (("attention", ("flash", "fmha", "attention", "sdpa", "efficient_attention")),
+         ("gemm", ("gemm", "cutlass", "nvjet", "sm90_xmma", "sm80_xmma", "gemv", "splitk")),
+         ("triton", ("triton",)),
+         ("copy", ("memcpy", "memset", "copy", "cat")))
+
+
+def kind_of(name: str) -> str:
+    low = name.lower()
+    for kind, keys in KINDS:
+        if any(k in low for k in keys):
+            return kind
+    return "other"
+
+
+def kernel_table(prof, steps: int) -> dict:
+    """GPU kernel time per step (us), per kernel name and per kind, from a profiler run."""
+    per_name: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for event in prof.events():
+        if getattr(event, "device_type", None) != torch.autograd.DeviceType.CUDA:
+            continue
+        slot = per_name[event.name]
+        slot[0] += event.device_time_total if hasattr(event, "device_time_total") \
+            else event.cuda_time_total
+        slot[1] += 1
+    names = sorted(per_name.items(), key=lambda kv: -kv[1][0])
+    kinds: dict[str, float] = defaultdict(float)
+    for name, (us, _) in names:
+        kinds[kind_of(name)] += us / steps
+    return {"total_us": sum(v[0] for _, v in names) / steps,
+            "kinds_us": dict(kinds),
+            "kernels": [{"name": n[:160], "kind": kind_of(n), "us_per_step": us / steps,
+                         "calls_per_step": calls / steps} for n, (us, calls) in names[:40]]}
+
+
+def profile_batch(model, batch: int, prompt: int, steps: int, compile_mode: str) -> dict:
+    from lmprune.device import synchronize
+    from lmprune.generation.fast import Decoder
+
+    device = next(model.parameters()).device
+    decoder = Decoder(model, "compile", compile_mode)
+    ids = torch.randint(100, model.config.vocab_size - 1, (batch, prompt), device=device)
+    started = time.perf_counter()
+    decoder.decode(decoder.prefill(ids, steps + 1), steps)  # compiles, captures the graph
+    synchronize(device)
+    first = time.perf_counter() - started
+    walls = []
+    for _ in range(3):
+        state = decoder.prefill(ids, steps + 1)
+        synchronize(device)
+        t0 = time.perf_counter()
+        decoder.decode(state, steps)
+        synchronize(device)
+        walls.append((time.perf_counter() - t0) * 1000 / steps)
+    state = decoder.prefill(ids, steps + 1)
+    synchronize(device)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        decoder.decode(state, steps)
+        synchronize(device)
+    table = kernel_table(prof, steps)
+    wall = sorted(walls)[1]
+    return {"batch": batch, "first_call_s": first, "ms_per_step": wall, "ms_per_step_runs": walls,
+            "kernel_ms_per_step": table["total_us"] / 1000,
+            "busy_share": table["total_us"] / 1000 / wall, **table}
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# Decode step profile: {result['shape']} ({result['device']})", "",
+             f"torch {result['torch']}, transformers {result['transformers']}, compile mode "
+             f"{result['compile_mode']}, cuDNN attention {result['cudnn_attention']}, freezing "
+             f"{result['freezing']}, prompt {result['prompt']}, {result['steps']} steps; "
+             f"weight-read floor {result['floor_ms']:.2f} ms (weights {result['weight_gb']:.2f} "
+             f"GB at {result['bandwidth_gbs']:.0f} GB/s measured copy bandwidth)", ""]
+    for run in result["runs"]:
+        lines += [f"## batch {run['batch']}: {run['ms_per_step']:.2f} ms/step wall, "
+                  f"{run['kernel_ms_per_step']:.2f} ms of kernels ({100 * run['busy_share']:.0f}% "
+                  f"busy), {run['ms_per_step'] / result['floor_ms']:.2f}x the floor", "",
+                  "| kind | ms per step | share of kernel time |", "| --- | ---: | ---: |"]
+        total = max(run["kernel_ms_per_step"], 1e-9)
+        for kind, us in sorted(run["kinds_us"].items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {kind} | {us / 1000:.3f} | {100 * us / 1000 / total:.1f}% |")
+        lines += ["", "| kernel | kind | us per step | calls per step |", "| --- | --- | ---: | ---: |"]
+        for k in run["kernels"][:15]:
+            lines.append(f"| `{k['name'][:90]}` | {k['kind']} | {k['us_per_step']:.1f} | "
+                         f"{k['calls_per_step']:.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    import transformers
+
+    import models
+    from lmprune.evaluation.ideal import weight_bytes
+    from measure import bandwidth
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--shape", default="llama-7b", choices=["llama-7b", "smollm2-135m"])
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 16])
+    p.add_argument("--prompt", type=int, default=128)
+    p.add_argument("--steps", type=int, default=31)
+    p.add_argument("--compile-mode", default="reduce-overhead")
+    p.add_argument("--no-cudnn-attention", action="store_true")
+    p.add_argument("--freezing", action="store_true")
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(argv)
+    if args.no_cudnn_attention:
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    if args.freezing:
+        import torch._inductor.config as inductor
+
+        inductor.freezing = True
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = models.build(args.shape, device, dtype, args.quick or device.type != "cuda")
+    bw = bandwidth(device, args.quick or device.type != "cuda")["bytes_per_s"]
+    result = {"shape": args.shape, "device": torch.cuda.get_device_name(device)
+              if device.type == "cuda" else "cpu", "torch": torch.__version__,
+              "transformers": transformers.__version__, "compile_mode": args.compile_mode,
+              "cudnn_attention": not args.no_cudnn_attention, "freezing": args.freezing,
+              "prompt": args.prompt, "steps": args.steps, "weight_gb": weight_bytes(model) / 1e9,
+              "bandwidth_gbs": bw / 1e9, "floor_ms": 1000 * weight_bytes(model) / bw,
+              "runs": [profile_batch(model, b, args.prompt, args.steps, args.compile_mode)
+                       for b in args.batch]}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "decode_profile.json").write_text(json.dumps(result, indent=1))
+    (out / "decode_profile.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
