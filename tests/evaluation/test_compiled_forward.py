@@ -76,3 +76,34 @@ def test_decode_compile_mode_is_validated_and_reported():
     speed = measure_decoding(model, 1, 4, new_tokens=2, mode="static", repeats=1,
                              compile_mode="max-autotune")
     assert speed.compile_mode is None  # only the compile mode compiles
+
+
+def test_freezing_modes_compile_as_their_base_mode_with_freezing_on_only_while_called():
+    from torch._inductor import config as inductor
+
+    from lmprune.evaluation.compiled import (check_mode, compile_config, compile_kwargs,
+                                             uses_graphs)
+
+    assert compile_kwargs("reduce-overhead+freezing") == {"mode": "reduce-overhead"}
+    assert compile_kwargs("max-autotune") == {"mode": "max-autotune"}
+    assert [uses_graphs(m) for m in ("reduce-overhead+freezing", "max-autotune+freezing",
+                                     "default", "max-autotune-no-cudagraphs")] == \
+        [True, True, False, False]
+    assert not inductor.freezing
+    with compile_config("reduce-overhead+freezing"):
+        assert inductor.freezing
+    assert not inductor.freezing
+    with compile_config("reduce-overhead"):
+        assert not inductor.freezing
+    with pytest.raises(LmpruneError, match="compile mode"):
+        check_mode("default+freezing")
+
+
+def test_a_forward_compiled_with_frozen_weights_gives_the_eager_outputs():
+    model = _pruned_bert()
+    ids = torch.randint(5, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    fast = CompiledForward(model, "reduce-overhead+freezing")
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+        got = fast(input_ids=ids).logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)

@@ -140,3 +140,18 @@ def test_cli_generate_and_bench(capsys, tmp_path):
         ("eager", 1), ("eager", 2), ("static", 1), ("static", 2)]
     code = main(["bench", "tiny-llama", "--modes", "fast"])
     assert code == 2 and "--modes: unknown ['fast']" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_decode_step_compiled_with_frozen_weights_gives_greedy_tokens():
+    """``reduce-overhead+freezing``: the weights become graph constants (q/k/v and gate/up
+    products may be concatenated); the tokens stay greedy generate's (CPU: inductor only)."""
+    from lmprune.generation.fast import Decoder
+
+    model = build_tiny("tiny-llama", "causal-lm")
+    ids = _ids(2)
+    decoder = Decoder(model, "compile", "reduce-overhead+freezing")
+    first = decoder.prefill(ids, 8)
+    got = torch.cat([ids, decoder.decode(first, 7)], dim=1)
+    assert torch.equal(got, _reference(model, ids, 8))
+    assert not torch._inductor.config.freezing  # only while the step runs

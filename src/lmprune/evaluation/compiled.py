@@ -15,6 +15,7 @@ The outputs of a CUDA-graph replay live in memory the next call overwrites: use 
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -28,7 +29,7 @@ from lmprune.errors import LmpruneError
 #: (inference only): the weights become constants of the graph, so matrix products that read
 #: one input are concatenated into one (LLaMA's q/k/v and gate/up); the graph keeps its own
 #: copies of the weights it concatenates (the model's stay, for eager calls), so weight memory
-#: grows by that share (:func:`compile_kwargs`).
+#: grows by that share (:func:`compile_config`).
 COMPILE_MODES = ("reduce-overhead", "max-autotune", "default", "max-autotune-no-cudagraphs",
                  "reduce-overhead+freezing", "max-autotune+freezing")
 _GRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -62,15 +63,21 @@ def uses_graphs(mode: str) -> bool:
 
 
 def compile_kwargs(mode: str) -> dict:
-    """``torch.compile`` keyword arguments of a :data:`COMPILE_MODES` mode: ``{"mode": ...}``,
-    or for ``MODE+freezing`` the Inductor options of MODE with ``freezing`` on (torch.compile
-    takes a mode or options, not both)."""
-    base, _, extra = check_mode(mode).partition("+")
-    if not extra:
-        return {"mode": base}
-    from torch._inductor import list_mode_options
+    """``torch.compile`` keyword arguments of a :data:`COMPILE_MODES` mode (``MODE+freezing``
+    compiles as MODE; :func:`compile_config` adds the freezing)."""
+    return {"mode": check_mode(mode).partition("+")[0]}
 
-    return {"options": {**list_mode_options(base), "freezing": True}}
+
+def compile_config(mode: str) -> contextlib.AbstractContextManager:
+    """The Inductor settings to call a function compiled in ``mode`` under (compilation is
+    lazy: it happens inside the first calls). ``+freezing``: ``freezing`` on. Passed as
+    torch.compile's ``options`` instead, freezing made Inductor skip CUDA graphs for the
+    static KV cache's in-place updates (H200, LLaMA-7B shape: 15.8 ms per step instead of 5)."""
+    if check_mode(mode).partition("+")[2] != "freezing":
+        return contextlib.nullcontext()
+    from torch._inductor import config
+
+    return config.patch(freezing=True)
 
 
 class CompiledForward:
@@ -98,9 +105,11 @@ class CompiledForward:
         if self._graphs and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
             torch.compiler.cudagraph_mark_step_begin()  # earlier outputs may be overwritten
         if key in self.first_call_s:
-            return self._compiled(**inputs)
+            with compile_config(self.mode):
+                return self._compiled(**inputs)
         start = time.perf_counter()
-        out = self._compiled(**inputs)
+        with compile_config(self.mode):
+            out = self._compiled(**inputs)
         synchronize(next(self.model.parameters()).device)
         self.first_call_s[key] = time.perf_counter() - start
         return out

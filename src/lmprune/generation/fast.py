@@ -25,13 +25,15 @@ from __future__ import annotations
 import inspect
 import math
 import weakref
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from lmprune.errors import LmpruneError
-from lmprune.evaluation.compiled import allow_recompiles, check_mode, compile_kwargs
+from lmprune.evaluation.compiled import (allow_recompiles, check_mode, compile_config,
+                                         compile_kwargs)
 from lmprune.structures.kv_cache import cache_arguments
 
 MODES = ("eager", "static", "compile")
@@ -128,6 +130,7 @@ class Decoder:
         _check_decoder(model)
         self.model, self.mode = model.eval(), mode
         self.step = compiled_step(compile_mode) if mode == "compile" else _decode_step
+        self._compile_mode = compile_mode if mode == "compile" else None
         self._cache_position = _accepts(model, "cache_position")  # transformers < 5.24
         self._logits_to_keep = _accepts(model, "logits_to_keep")
 
@@ -174,7 +177,8 @@ class Decoder:
             if self.mode == "compile" and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
                 torch.compiler.cudagraph_mark_step_begin()
             extra = self._extra(state.cache, state.position + i, 1, device)
-            token = self.step(self.model, token, position, extra).clone()
+            with compile_config(self._compile_mode) if self._compile_mode else nullcontext():
+                token = self.step(self.model, token, position, extra).clone()
             out[:, i + 1:i + 2] = token
             if eos_ids is not None:
                 done = done | _is_eos(token, eos_ids)

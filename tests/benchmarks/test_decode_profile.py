@@ -1,0 +1,54 @@
+"""benchmarks/speed/decode_profile.py: GPU kernel time of a compiled decode step, by kind."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from bench_scripts import load
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_kernels_are_sorted_into_kinds_as_the_h200_names_them():
+    module = load("speed/decode_profile.py")
+    names = {"nvjet_sm90_tst_128x8_64x12_4x1_v_bz_splitK_TNT": "gemm",
+             "void cublasLt::splitKreduce_kernel<32, 16, int, float>": "gemm",
+             "cudnn_generated_fort_native_sdpa_sm80_flash_fprop_wmma_f16": "attention",
+             "fmha_cutlassF_bf16_aligned_64x128_rf_sm80": "attention",
+             "triton_poi_fused__scaled_dot_product_cudnn_attention__to_copy": "attention",
+             "triton_red_fused__to_copy__unsafe_view_add_mean_mul_pow_rsqrt_12": "triton",
+             "Memcpy DtoD (Device -> Device)": "copy",
+             "void at::native::vectorized_elementwise_kernel": "other"}
+    assert {n: module.kind_of(n) for n in names} == names
+
+
+def test_kernel_time_is_summed_per_step_by_name_and_kind():
+    module = load("speed/decode_profile.py")
+    cuda, cpu = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
+
+    def event(name, us, device=cuda):
+        return SimpleNamespace(name=name, device_type=device, device_time_total=us)
+
+    prof = SimpleNamespace(events=lambda: [
+        event("nvjet_a", 300.0), event("nvjet_a", 100.0), event("triton_b", 40.0),
+        event("aten::mm", 999.0, cpu)])  # host events do not count
+    table = module.kernel_table(prof, steps=2)
+    assert table["total_us"] == pytest.approx(220.0)
+    assert table["kinds_us"] == pytest.approx({"gemm": 200.0, "triton": 20.0})
+    assert [(k["name"], k["us_per_step"], k["calls_per_step"]) for k in table["kernels"]] == \
+        [("nvjet_a", 200.0, 1.0), ("triton_b", 20.0, 0.5)]
+
+
+def test_the_quick_shape_runs_on_a_cpu_and_writes_both_files(tmp_path):
+    module = load("speed/decode_profile.py")
+    assert module.main(["--out", str(tmp_path), "--quick", "--batch", "1", "--steps", "2",
+                        "--prompt", "8"]) == 0
+    found = json.loads((tmp_path / "decode_profile.json").read_text())
+    assert found["compile_mode"] == "reduce-overhead" and found["floor_ms"] > 0
+    (run,) = found["runs"]
+    assert run["batch"] == 1 and run["ms_per_step"] > 0 and len(run["ms_per_step_runs"]) == 3
+    assert run["kernel_ms_per_step"] == 0.0  # no GPU kernels on a CPU
+    assert "## batch 1" in (tmp_path / "decode_profile.md").read_text()
