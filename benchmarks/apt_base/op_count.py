@@ -9,6 +9,7 @@ kernel), and the CPU's Adam runs per parameter where a GPU uses fused ``foreach`
 
     python benchmarks/apt_base/op_count.py --out DIR     # ~1 min on 2 cores
     python benchmarks/apt_base/op_count.py --out DIR --by-caller 2 7   # and who issued them
+    python benchmarks/apt_base/op_count.py --out DIR --variant f16:frozen_dtype=float16
 
 Writes DIR/op_count.json.
 """
@@ -54,8 +55,10 @@ def _caller() -> str:
     return "(model / autograd)"
 
 
-def counted(method_name: str, args) -> dict:
-    """Run one method; per-step operation counts and the last step's most frequent ops."""
+def counted(method_name: str, args, name: str | None = None,
+            overrides: dict | None = None) -> dict:
+    """Run one method (with ``apt.*`` ``overrides``); per-step operation counts and the last
+    step's most frequent ops, under ``name`` (default: the method's)."""
     marks = []
 
     def watch(method):
@@ -68,11 +71,12 @@ def counted(method_name: str, args) -> dict:
         method.after_step = after_step
 
     with OpCounter(by_caller=bool(args.by_caller)) as counter:
-        step_time.run(method_name, args, "cpu", watch=watch)
+        step_time.run(method_name, args, "cpu", overrides, watch=watch)
     per_step = [{"step": marks[i][0], "ops": marks[i][1] - marks[i - 1][1]}
                 for i in range(1, len(marks))]
     last = marks[-1][2] - marks[-2][2]
-    out = {"method": method_name, "per_step": per_step, "last_step_top": last.most_common(30)}
+    out = {"method": name or method_name, "settings": overrides or {}, "per_step": per_step,
+           "last_step_top": last.most_common(30)}
     if args.by_caller:  # per step asked for: the ops of the step ending at that after_step
         out["by_caller"] = {str(marks[i][0]): (marks[i][3] - marks[i - 1][3]).most_common(25)
                             for i in range(1, len(marks)) if marks[i][0] in args.by_caller}
@@ -88,9 +92,12 @@ def main(argv=None) -> int:
     p.add_argument("--by-caller", type=int, nargs="*", default=[], metavar="STEP",
                    help="also count these steps' operations by the lmprune function that "
                         "issued them (slower)")
+    p.add_argument("--variant", type=step_time.variant, action="append", default=[],
+                   help="one more APT run with these apt.* settings, as step_time.py's")
     args = p.parse_args(argv)
     args.tiny, args.interval = False, 4
     runs = [counted(m, args) for m in ("ft", "apt")]
+    runs += [counted("apt", args, name, settings) for name, settings in args.variant]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "op_count.json").write_text(json.dumps(
         {"shape": step_time.BASE, "steps": args.steps, "batch": args.batch, "seq": args.seq,
