@@ -146,12 +146,19 @@ def test_cli_generate_and_bench(capsys, tmp_path):
 def test_a_decode_step_compiled_with_frozen_weights_gives_greedy_tokens():
     """``reduce-overhead+freezing``: the weights become graph constants (q/k/v and gate/up
     products may be concatenated); the tokens stay greedy generate's (CPU: inductor only)."""
+    from torch._dynamo.utils import counters
+
     from lmprune.generation.fast import Decoder
 
     model = build_tiny("tiny-llama", "causal-lm")
     ids = _ids(2)
-    decoder = Decoder(model, "compile", "reduce-overhead+freezing")
-    first = decoder.prefill(ids, 8)
-    got = torch.cat([ids, decoder.decode(first, 7)], dim=1)
-    assert torch.equal(got, _reference(model, ids, 8))
+    expected = _reference(model, ids, 8)
+    for mode in ("reduce-overhead", "reduce-overhead+freezing"):  # same model and shapes
+        graphs = counters["stats"]["unique_graphs"]
+        decoder = Decoder(model, "compile", mode)
+        first = decoder.prefill(ids, 8)
+        got = torch.cat([ids, decoder.decode(first, 7)], dim=1)
+        assert torch.equal(got, expected), mode
+        # each mode compiles its own graph: freezing is not skipped by reusing the other's
+        assert counters["stats"]["unique_graphs"] > graphs, mode
     assert not torch._inductor.config.freezing  # only while the step runs

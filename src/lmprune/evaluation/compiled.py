@@ -80,6 +80,14 @@ def compile_config(mode: str) -> contextlib.AbstractContextManager:
     return config.patch(freezing=True)
 
 
+def _frozen_call(model: nn.Module, inputs: dict):
+    """``model(**inputs)`` under its own code object, for the ``+freezing`` modes: Dynamo keeps
+    compiled graphs per code object and backend, and such a mode's backend equals its base
+    mode's (freezing is switched on around the call), so compiling ``model`` itself would
+    reuse a graph compiled without freezing."""
+    return model(**inputs)
+
+
 class CompiledForward:
     """``model``'s forward compiled with ``torch.compile(dynamic=False)`` in ``mode``.
 
@@ -91,7 +99,12 @@ class CompiledForward:
     def __init__(self, model: nn.Module, mode: str = "reduce-overhead"):
         self.model, self.mode = model, check_mode(mode)
         allow_recompiles()
-        self._compiled = torch.compile(model, dynamic=False, **compile_kwargs(mode))
+        kwargs = dict(dynamic=False, **compile_kwargs(mode))
+        if mode.endswith("+freezing"):  # a code object of its own (see _frozen_call)
+            frozen = torch.compile(_frozen_call, **kwargs)
+            self._compiled = lambda **inputs: frozen(model, inputs)
+        else:
+            self._compiled = torch.compile(model, **kwargs)
         self._graphs = uses_graphs(mode)
         self.first_call_s: dict[tuple, float] = {}
 

@@ -87,6 +87,15 @@ def _decode_step(model: nn.Module, token: torch.Tensor, position: torch.Tensor,
     return logits[:, -1].argmax(dim=-1, keepdim=True)
 
 
+def _frozen_decode_step(model: nn.Module, token: torch.Tensor, position: torch.Tensor,
+                        extra: dict) -> torch.Tensor:
+    """:func:`_decode_step` under its own code object, for the ``+freezing`` modes: Dynamo
+    keeps compiled graphs per code object and backend, and such a mode's backend equals its
+    base mode's (freezing is switched on around the call), so a graph compiled without
+    freezing would otherwise be reused."""
+    return _decode_step(model, token, position, extra)
+
+
 _compiled_steps: dict[str, object] = {}
 
 
@@ -101,8 +110,9 @@ def compiled_step(compile_mode: str = "reduce-overhead"):
         allow_recompiles()  # one graph per (model, batch size)
         # dynamic=False: every (model, batch size) gets a graph specialised to its shapes,
         # as a served model would; automatic dynamic shapes would make pruned widths symbolic
+        fn = _frozen_decode_step if compile_mode.endswith("+freezing") else _decode_step
         step = _compiled_steps[compile_mode] = torch.compile(
-            _decode_step, fullgraph=True, dynamic=False, **compile_kwargs(compile_mode))
+            fn, fullgraph=True, dynamic=False, **compile_kwargs(compile_mode))
     return step
 
 
