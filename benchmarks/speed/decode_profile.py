@@ -69,23 +69,16 @@ def kernel_table(prof, steps: int) -> dict:
 
 def profile_batch(model, batch: int, prompt: int, steps: int, compile_mode: str) -> dict:
     from lmprune.device import synchronize
+    from lmprune.generation.bench import _run  # measure_decoding's timed generation
     from lmprune.generation.fast import Decoder
 
     device = next(model.parameters()).device
     decoder = Decoder(model, "compile", compile_mode)
     ids = torch.randint(100, model.config.vocab_size - 1, (batch, prompt), device=device)
     started = time.perf_counter()
-    decoder.decode(decoder.prefill(ids, steps + 1), steps)  # compiles, captures the graph
-    synchronize(device)
+    _run(decoder, ids, steps + 1)  # compiles, captures the graph
     first = time.perf_counter() - started
-    walls = []
-    for _ in range(3):
-        state = decoder.prefill(ids, steps + 1)
-        synchronize(device)
-        t0 = time.perf_counter()
-        decoder.decode(state, steps)
-        synchronize(device)
-        walls.append((time.perf_counter() - t0) * 1000 / steps)
+    walls = [_run(decoder, ids, steps + 1)[1] * 1000 / steps for _ in range(3)]
     state = decoder.prefill(ids, steps + 1)
     synchronize(device)
     activities = [torch.profiler.ProfilerActivity.CPU]

@@ -57,6 +57,11 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+def freezes(mode: str) -> bool:
+    """Whether ``mode`` is a ``+freezing`` mode."""
+    return check_mode(mode).endswith("+freezing")
+
+
 def uses_graphs(mode: str) -> bool:
     """Whether ``mode`` replays CUDA graphs (outputs are overwritten by the next replay)."""
     return check_mode(mode).partition("+")[0] in _GRAPH_MODES
@@ -68,12 +73,13 @@ def compile_kwargs(mode: str) -> dict:
     return {"mode": check_mode(mode).partition("+")[0]}
 
 
-def compile_config(mode: str) -> contextlib.AbstractContextManager:
+def compile_config(mode: str | None) -> contextlib.AbstractContextManager:
     """The Inductor settings to call a function compiled in ``mode`` under (compilation is
     lazy: it happens inside the first calls). ``+freezing``: ``freezing`` on. Passed as
     torch.compile's ``options`` instead, freezing made Inductor skip CUDA graphs for the
-    static KV cache's in-place updates (H200, LLaMA-7B shape: 15.8 ms per step instead of 5)."""
-    if check_mode(mode).partition("+")[2] != "freezing":
+    static KV cache's in-place updates (H200, LLaMA-7B shape: 15.8 ms per step instead of 5).
+    None (not compiled) or another mode: nothing."""
+    if mode is None or not freezes(mode):
         return contextlib.nullcontext()
     from torch._inductor import config
 
@@ -100,7 +106,7 @@ class CompiledForward:
         self.model, self.mode = model, check_mode(mode)
         allow_recompiles()
         kwargs = dict(dynamic=False, **compile_kwargs(mode))
-        if mode.endswith("+freezing"):  # a code object of its own (see _frozen_call)
+        if freezes(mode):  # a code object of its own (see _frozen_call)
             frozen = torch.compile(_frozen_call, **kwargs)
             self._compiled = lambda **inputs: frozen(model, inputs)
         else:

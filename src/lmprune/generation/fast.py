@@ -25,7 +25,6 @@ from __future__ import annotations
 import inspect
 import math
 import weakref
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +32,7 @@ from torch import nn
 
 from lmprune.errors import LmpruneError
 from lmprune.evaluation.compiled import (allow_recompiles, check_mode, compile_config,
-                                         compile_kwargs)
+                                         compile_kwargs, freezes)
 from lmprune.structures.kv_cache import cache_arguments
 
 MODES = ("eager", "static", "compile")
@@ -110,7 +109,7 @@ def compiled_step(compile_mode: str = "reduce-overhead"):
         allow_recompiles()  # one graph per (model, batch size)
         # dynamic=False: every (model, batch size) gets a graph specialised to its shapes,
         # as a served model would; automatic dynamic shapes would make pruned widths symbolic
-        fn = _frozen_decode_step if compile_mode.endswith("+freezing") else _decode_step
+        fn = _frozen_decode_step if freezes(compile_mode) else _decode_step
         step = _compiled_steps[compile_mode] = torch.compile(
             fn, fullgraph=True, dynamic=False, **compile_kwargs(compile_mode))
     return step
@@ -187,7 +186,7 @@ class Decoder:
             if self.mode == "compile" and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
                 torch.compiler.cudagraph_mark_step_begin()
             extra = self._extra(state.cache, state.position + i, 1, device)
-            with compile_config(self._compile_mode) if self._compile_mode else nullcontext():
+            with compile_config(self._compile_mode):
                 token = self.step(self.model, token, position, extra).clone()
             out[:, i + 1:i + 2] = token
             if eos_ids is not None:

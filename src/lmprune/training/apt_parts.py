@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from lmprune.arch import ModelStructure
-from lmprune.structures.masks import Masks
 from lmprune.scorers import apt_salience as sal
+from lmprune.structures.masks import Masks
 from lmprune.tuners.apt_adapter import APTLinear
 
 

@@ -118,16 +118,12 @@ def store_frozen(model: nn.Module, dtype: torch.dtype | None) -> int:
         if stored is None or not _frozen(module) or keep & set(name.split(".")):
             continue
         weight = module.weight
-        if weight.dtype not in (torch.float32, torch.float64) and id(weight) not in done:
-            continue
-        if id(weight) not in done:
-            if not _fits(weight, dtype):
+        if id(weight) not in done:  # a tied weight is converted once, its modules each
+            if weight.dtype not in (torch.float32, torch.float64) or not _fits(weight, dtype):
                 continue
-            before = weight.nbytes
-            compute = weight.dtype
+            before, done[id(weight)] = weight.nbytes, weight.dtype
             weight.data = weight.data.to(dtype)
             saved += before - weight.nbytes
-            done[id(weight)] = compute
         module.__class__ = stored
         if stored is StoredEmbedding:
             module.compute_dtype = done[id(weight)]
