@@ -10,12 +10,15 @@ per step says how much of a step the GPU is busy; each kind against the weight-r
 says where the excess is.
 
     python benchmarks/speed/decode_profile.py --out DIR [--shape llama-7b] [--batch 1 16]
-        [--compile-mode reduce-overhead] [--steps 31] [--no-cudnn-attention] [--freezing] [--quick]
+        [--compile-mode reduce-overhead] [--steps 31] [--no-cudnn-attention] [--freezing]
+        [--attn sdpa|flex_attention] [--quick]
 
 ``--no-cudnn-attention``: PyTorch's scaled-dot-product attention without its cuDNN backend
 (Flash / memory-efficient / math instead; on an H200 bf16 picks cuDNN by default).
 ``--freezing``: Inductor's ``freezing`` (weights become constants of the compiled graph,
 which lets it concatenate the matrix products that read one input: q/k/v and gate/up).
+``--attn flex_attention``: transformers' FlexAttention integration instead of scaled-dot-product
+attention (under torch.compile a one-token query takes FlexAttention's split-KV decoding kernel).
 
 Writes DIR/decode_profile.json and DIR/decode_profile.md. ``--quick``: the scaled-down shape
 (runs on a CPU; no GPU kernels there, so only the code path is checked).
@@ -73,6 +76,9 @@ def profile_batch(model, batch: int, prompt: int, steps: int, compile_mode: str)
     from lmprune.generation.fast import Decoder
 
     device = next(model.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    allocated_before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     decoder = Decoder(model, "compile", compile_mode)
     ids = torch.randint(100, model.config.vocab_size - 1, (batch, prompt), device=device)
     started = time.perf_counter()
@@ -89,22 +95,46 @@ def profile_batch(model, batch: int, prompt: int, steps: int, compile_mode: str)
         synchronize(device)
     table = kernel_table(prof, steps)
     wall = sorted(walls)[1]
-    return {"batch": batch, "first_call_s": first, "ms_per_step": wall, "ms_per_step_runs": walls,
+    memory = {} if device.type != "cuda" else {
+        "allocated_before_mb": allocated_before / 1e6,
+        "peak_mb": torch.cuda.max_memory_allocated(device) / 1e6,
+        "held_after_mb": torch.cuda.memory_allocated(device) / 1e6}
+    del decoder, state
+    return {"batch": batch, **memory, "first_call_s": first, "ms_per_step": wall, "ms_per_step_runs": walls,
             "kernel_ms_per_step": table["total_us"] / 1000,
             "busy_share": table["total_us"] / 1000 / wall, **table}
+
+
+def _block_mask_without_compile(create, *args, _compile=False, **kwargs):
+    return create(*args, **kwargs)
+
+
+def use_flex_attention_in_graphs() -> None:
+    """transformers 5.x builds FlexAttention's block mask with ``create_block_mask(...,
+    _compile=True)``, which recent torch deprecates with a warning that Dynamo cannot trace
+    (the whole-graph compile of the decode step fails); inside that compiled step the mask is
+    compiled anyway, so it is built without the flag."""
+    import functools
+
+    import transformers.masking_utils as masking
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    masking.create_block_mask = functools.partial(_block_mask_without_compile, create_block_mask)
 
 
 def markdown(result: dict) -> str:
     lines = [f"# Decode step profile: {result['shape']} ({result['device']})", "",
              f"torch {result['torch']}, transformers {result['transformers']}, compile mode "
              f"{result['compile_mode']}, cuDNN attention {result['cudnn_attention']}, freezing "
-             f"{result['freezing']}, prompt {result['prompt']}, {result['steps']} steps; "
+             f"{result['freezing']}, attention {result.get('attn', 'sdpa')}, prompt {result['prompt']}, {result['steps']} steps; "
              f"weight-read floor {result['floor_ms']:.2f} ms (weights {result['weight_gb']:.2f} "
              f"GB at {result['bandwidth_gbs']:.0f} GB/s measured copy bandwidth)", ""]
     for run in result["runs"]:
         lines += [f"## batch {run['batch']}: {run['ms_per_step']:.2f} ms/step wall, "
                   f"{run['kernel_ms_per_step']:.2f} ms of kernels ({100 * run['busy_share']:.0f}% "
-                  f"busy), {run['ms_per_step'] / result['floor_ms']:.2f}x the floor", "",
+                  f"busy), {run['ms_per_step'] / result['floor_ms']:.2f}x the floor"
+                  + (f"; GPU memory {run['allocated_before_mb']:.0f} MB before the decoder, "
+                     f"peak {run['peak_mb']:.0f} MB" if "peak_mb" in run else ""), "",
                   "| kind | ms per step | share of kernel time |", "| --- | ---: | ---: |"]
         total = max(run["kernel_ms_per_step"], 1e-9)
         for kind, us in sorted(run["kinds_us"].items(), key=lambda kv: -kv[1]):
@@ -133,6 +163,7 @@ def main(argv=None) -> int:
     p.add_argument("--compile-mode", default="reduce-overhead")
     p.add_argument("--no-cudnn-attention", action="store_true")
     p.add_argument("--freezing", action="store_true")
+    p.add_argument("--attn", default="sdpa", choices=["sdpa", "flex_attention"])
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     if args.no_cudnn_attention:
@@ -141,15 +172,18 @@ def main(argv=None) -> int:
         import torch._inductor.config as inductor
 
         inductor.freezing = True
+    if args.attn == "flex_attention":
+        use_flex_attention_in_graphs()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = models.build(args.shape, device, dtype, args.quick or device.type != "cuda")
+    model = models.build(args.shape, device, dtype, args.quick or device.type != "cuda",
+                         attn=args.attn)
     bw = bandwidth(device, args.quick or device.type != "cuda")["bytes_per_s"]
     result = {"shape": args.shape, "device": torch.cuda.get_device_name(device)
               if device.type == "cuda" else "cpu", "torch": torch.__version__,
               "transformers": transformers.__version__, "compile_mode": args.compile_mode,
               "cudnn_attention": not args.no_cudnn_attention, "freezing": args.freezing,
-              "prompt": args.prompt, "steps": args.steps, "weight_gb": weight_bytes(model) / 1e9,
+              "attn": args.attn, "prompt": args.prompt, "steps": args.steps, "weight_gb": weight_bytes(model) / 1e9,
               "bandwidth_gbs": bw / 1e9, "floor_ms": 1000 * weight_bytes(model) / bw,
               "runs": [profile_batch(model, b, args.prompt, args.steps, args.compile_mode)
                        for b in args.batch]}

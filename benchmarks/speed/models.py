@@ -72,12 +72,15 @@ SHAPES = {"roberta-base": (_roberta, AutoModelForSequenceClassification),
           "llama-7b": (_llama7b, AutoModelForCausalLM)}
 
 
-def build(shape: str, device: torch.device, dtype: torch.dtype, quick: bool, seed: int = 0):
-    """A model of ``shape`` with random weights (the stock init), built on ``device``."""
+def build(shape: str, device: torch.device, dtype: torch.dtype, quick: bool, seed: int = 0,
+          attn: str | None = None):
+    """A model of ``shape`` with random weights (the stock init), built on ``device``;
+    ``attn``: transformers' attention implementation (None: its default, sdpa)."""
     make_config, auto = SHAPES[shape]
     torch.manual_seed(seed)
+    extra = {"attn_implementation": attn} if attn else {}
     with torch.device(device):
-        model = auto.from_config(make_config(quick), dtype=dtype)
+        model = auto.from_config(make_config(quick), dtype=dtype, **extra)
     return model.eval()
 
 

@@ -52,3 +52,26 @@ def test_the_quick_shape_runs_on_a_cpu_and_writes_both_files(tmp_path):
     assert run["batch"] == 1 and run["ms_per_step"] > 0 and len(run["ms_per_step_runs"]) == 3
     assert run["kernel_ms_per_step"] == 0.0  # no GPU kernels on a CPU
     assert "## batch 1" in (tmp_path / "decode_profile.md").read_text()
+
+
+def test_flex_attention_block_masks_are_built_without_the_deprecated_compile_flag(monkeypatch):
+    import warnings
+
+    import transformers.masking_utils as masking
+
+    module = load("speed/decode_profile.py")
+    monkeypatch.setattr(masking, "create_block_mask", masking.create_block_mask)
+    module.use_flex_attention_in_graphs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the flag's DeprecationWarning breaks a full graph
+        mask = masking.create_block_mask(lambda b, h, q, kv: q >= kv, 1, 1, 4, 4,
+                                         device="cpu", _compile=True)
+    dense = mask.to_dense()
+    assert dense.shape[-2:] == (1, 1) and bool(dense.all())  # one 128-block, causal: kept
+
+
+def test_attn_choice_reaches_the_model_config():
+    module = load("speed/models.py")
+    model = module.build("smollm2-135m", torch.device("cpu"), torch.float32, quick=True,
+                         attn="eager")
+    assert model.config._attn_implementation == "eager"
