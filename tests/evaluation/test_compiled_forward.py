@@ -107,3 +107,43 @@ def test_a_forward_compiled_with_frozen_weights_gives_the_eager_outputs():
         expected = model(input_ids=ids).logits
         got = fast(input_ids=ids).logits
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_frozen_forward_follows_weights_changed_after_compiling():
+    """Frozen graphs hold the weights as constants and Dynamo reuses them for the same model
+    (a new wrapper too): an in-place edit must recompile, not return the old model's outputs."""
+    model = _pruned_bert()
+    ids = torch.randint(5, 100, (2, 12), generator=torch.Generator().manual_seed(1))
+    fast = CompiledForward(model, "reduce-overhead+freezing")
+    with torch.no_grad():
+        before = fast(input_ids=ids).logits.clone()
+        model.classifier.weight.mul_(-2.0)
+        expected = model(input_ids=ids).logits
+        assert not torch.allclose(before, expected, atol=1e-3)
+        with pytest.warns(UserWarning, match="weights changed since a \\+freezing graph"):
+            got = fast(input_ids=ids).logits.clone()
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+        assert fast.first_call_s  # the recompiling call was timed as a first call again
+        model.bert.embeddings.word_embeddings.weight.data = \
+            model.bert.embeddings.word_embeddings.weight.data.flip(0).contiguous()
+        with pytest.warns(UserWarning):  # a tensor swapped in, through a new wrapper
+            again = CompiledForward(model, "reduce-overhead+freezing")(input_ids=ids).logits
+        torch.testing.assert_close(again, model(input_ids=ids).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_unchanged_weights_keep_their_frozen_graph():
+    import warnings
+
+    from lmprune.evaluation.compiled import refresh_frozen, weights_version
+
+    model = _pruned_bert()
+    assert weights_version(model) == weights_version(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert refresh_frozen(model) is False  # first sight: recorded
+        assert refresh_frozen(model) is False
+    with torch.no_grad():
+        model.classifier.bias.add_(1.0)
+    with pytest.warns(UserWarning):
+        assert refresh_frozen(model) is True
+    assert refresh_frozen(model) is False

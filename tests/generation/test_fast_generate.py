@@ -162,3 +162,11 @@ def test_a_decode_step_compiled_with_frozen_weights_gives_greedy_tokens():
         # each mode compiles its own graph: freezing is not skipped by reusing the other's
         assert counters["stats"]["unique_graphs"] > graphs, mode
     assert not torch._inductor.config.freezing  # only while the step runs
+    with torch.no_grad():  # weights edited after freezing: the step recompiles, tokens follow
+        for layer in model.model.layers:
+            layer.mlp.down_proj.weight.mul_(-3.0)
+    expected = _reference(model, ids, 8)
+    decoder = Decoder(model, "compile", "reduce-overhead+freezing")
+    with pytest.warns(UserWarning, match="weights changed"):
+        got = torch.cat([ids, decoder.decode(decoder.prefill(ids, 8), 7)], dim=1)
+    assert torch.equal(got, expected)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
+import weakref
 
 import torch
 from torch import nn
@@ -29,7 +31,8 @@ from lmprune.errors import LmpruneError
 #: (inference only): the weights become constants of the graph, so matrix products that read
 #: one input are concatenated into one (LLaMA's q/k/v and gate/up); the graph keeps its own
 #: copies of the weights it concatenates (the model's stay, for eager calls), so weight memory
-#: grows by that share (:func:`compile_config`).
+#: grows by that share (:func:`compile_config`); weights changed after compiling are picked up
+#: by recompiling (:func:`refresh_frozen`).
 COMPILE_MODES = ("reduce-overhead", "max-autotune", "default", "max-autotune-no-cudagraphs",
                  "reduce-overhead+freezing", "max-autotune+freezing")
 _GRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -86,6 +89,37 @@ def compile_config(mode: str | None) -> contextlib.AbstractContextManager:
     return config.patch(freezing=True)
 
 
+#: For the ``+freezing`` modes: each model's weights (storage, version) when a graph froze them.
+_FROZEN_AT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def weights_version(model: nn.Module) -> tuple:
+    """Where ``model``'s parameters and buffers live and their in-place version counters:
+    changes with any in-place edit (an optimizer step, ``mul_``) or a tensor swapped in."""
+    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+
+
+def refresh_frozen(model: nn.Module) -> bool:
+    """Call before each ``+freezing`` call of ``model``. A frozen graph holds the weights as
+    constants as they were when it was compiled, and Dynamo reuses it for the same model object
+    (by a new wrapper too) whatever the weights hold now: the outputs would silently be the
+    old model's. When the weights changed since the last call, every compiled graph of the
+    process is dropped (``torch._dynamo.reset()``: each compiled function recompiles at its
+    next call), with a warning, and True is returned."""
+    now = weights_version(model)
+    then = _FROZEN_AT.get(model)
+    _FROZEN_AT[model] = now
+    if then is None or then == now:
+        return False
+    warnings.warn("the model's weights changed since a +freezing graph froze them; dropping the "
+                  "compiled graphs and recompiling (use a mode without +freezing for a model "
+                  "that keeps changing)", stacklevel=3)
+    torch._dynamo.reset()
+    _FROZEN_AT.clear()
+    _FROZEN_AT[model] = now
+    return True
+
+
 def _frozen_call(model: nn.Module, inputs: dict):
     """``model(**inputs)`` under its own code object, for the ``+freezing`` modes: Dynamo keeps
     compiled graphs per code object and backend, and such a mode's backend equals its base
@@ -120,6 +154,8 @@ class CompiledForward:
                      if isinstance(value, torch.Tensor))
 
     def __call__(self, **inputs):
+        if freezes(self.mode) and refresh_frozen(self.model):
+            self.first_call_s.clear()  # recompiled: each shape's next call compiles again
         key = self.shape_key(inputs)
         if self._graphs and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
             torch.compiler.cudagraph_mark_step_begin()  # earlier outputs may be overwritten

@@ -32,7 +32,7 @@ from torch import nn
 
 from lmprune.errors import LmpruneError
 from lmprune.evaluation.compiled import (allow_recompiles, check_mode, compile_config,
-                                         compile_kwargs, freezes)
+                                         compile_kwargs, freezes, refresh_frozen)
 from lmprune.structures.kv_cache import cache_arguments
 
 MODES = ("eager", "static", "compile")
@@ -175,6 +175,8 @@ class Decoder:
         ``check_every`` tokens: the only host-device synchronisation of the loop).
         """
         token, device = state.token, state.token.device
+        if self._compile_mode is not None and freezes(self._compile_mode):
+            refresh_frozen(self.model)  # weights changed since the graph froze them: recompile
         out = torch.empty(token.shape[0], steps + 1, dtype=token.dtype, device=device)
         out[:, :1] = token
         eos_ids = torch.tensor(sorted(eos), device=device) if eos else None  # copied once
