@@ -11,7 +11,7 @@ says where the excess is.
 
     python benchmarks/speed/decode_profile.py --out DIR [--shape llama-7b] [--batch 1 16]
         [--compile-mode reduce-overhead] [--steps 31] [--no-cudnn-attention] [--freezing]
-        [--attn sdpa|flex_attention] [--quick]
+        [--attn sdpa|flex_attention] [--variants dense uniform-20 ...] [--quick]
 
 ``--no-cudnn-attention``: PyTorch's scaled-dot-product attention without its cuDNN backend
 (Flash / memory-efficient / math instead; on an H200 bf16 picks cuDNN by default).
@@ -19,6 +19,12 @@ says where the excess is.
 which lets it concatenate the matrix products that read one input: q/k/v and gate/up).
 ``--attn flex_attention``: transformers' FlexAttention integration instead of scaled-dot-product
 attention (under torch.compile a one-token query takes FlexAttention's split-KV decoding kernel).
+
+``--variants``: also profile pruned copies of the model, side by side with dense (in memory,
+stock modules; plans by weight magnitude, which give the same widths as the speed benchmark's
+Taylor plans: ``uniform-20`` every layer at 20%, aligned; ``llm-pruner-20`` LLM-Pruner's
+layout; ``sublayers-20`` whole sublayers removed), to see which kernels keep a pruned step
+from shrinking by its weight-byte ratio.
 
 Writes DIR/decode_profile.json and DIR/decode_profile.md. ``--quick``: the scaled-down shape
 (runs on a CPU; no GPU kernels there, so only the code path is checked).
@@ -68,6 +74,26 @@ def kernel_table(prof, steps: int) -> dict:
             "kinds_us": dict(kinds),
             "kernels": [{"name": n[:160], "kind": kind_of(n), "us_per_step": us / steps,
                          "calls_per_step": calls / steps} for n, (us, calls) in names[:40]]}
+
+
+VARIANTS = ("dense", "uniform-20", "llm-pruner-20", "sublayers-20")
+
+
+def variant(dense, name: str):
+    """``dense`` itself, or a pruned copy of it (see ``--variants``)."""
+    import models
+    from lmprune.arch import describe
+    from lmprune.scorers.magnitude import magnitude_scores
+
+    if name == "dense":
+        return dense
+    structure = describe(dense)
+    if name == "sublayers-20":
+        return models.apply(dense, models.sublayers(dense, structure, 0.2))
+    scores = magnitude_scores(dense, structure, kinds=("heads", "neurons"))
+    plan = models.uniform(structure, scores, 0.2, "auto") if name == "uniform-20" else \
+        models.llm_pruner(structure, scores, 0.2, "auto")
+    return models.apply(dense, plan)
 
 
 def profile_batch(model, batch: int, prompt: int, steps: int, compile_mode: str) -> dict:
@@ -130,9 +156,12 @@ def markdown(result: dict) -> str:
              f"weight-read floor {result['floor_ms']:.2f} ms (weights {result['weight_gb']:.2f} "
              f"GB at {result['bandwidth_gbs']:.0f} GB/s measured copy bandwidth)", ""]
     for run in result["runs"]:
-        lines += [f"## batch {run['batch']}: {run['ms_per_step']:.2f} ms/step wall, "
+        name = run.get("variant", "dense")
+        floor = run.get("floor_ms", result["floor_ms"])
+        lines += [f"## {'' if name == 'dense' else name + ', '}batch {run['batch']}: "
+                  f"{run['ms_per_step']:.2f} ms/step wall, "
                   f"{run['kernel_ms_per_step']:.2f} ms of kernels ({100 * run['busy_share']:.0f}% "
-                  f"busy), {run['ms_per_step'] / result['floor_ms']:.2f}x the floor"
+                  f"busy), {run['ms_per_step'] / floor:.2f}x {'its' if name != 'dense' else 'the'} floor"
                   + (f"; GPU memory {run['allocated_before_mb']:.0f} MB before the decoder, "
                      f"peak {run['peak_mb']:.0f} MB" if "peak_mb" in run else ""), "",
                   "| kind | ms per step | share of kernel time |", "| --- | ---: | ---: |"]
@@ -164,6 +193,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-cudnn-attention", action="store_true")
     p.add_argument("--freezing", action="store_true")
     p.add_argument("--attn", default="sdpa", choices=["sdpa", "flex_attention"])
+    p.add_argument("--variants", nargs="+", default=["dense"], choices=VARIANTS)
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     if args.no_cudnn_attention:
@@ -185,8 +215,15 @@ def main(argv=None) -> int:
               "cudnn_attention": not args.no_cudnn_attention, "freezing": args.freezing,
               "attn": args.attn, "prompt": args.prompt, "steps": args.steps, "weight_gb": weight_bytes(model) / 1e9,
               "bandwidth_gbs": bw / 1e9, "floor_ms": 1000 * weight_bytes(model) / bw,
-              "runs": [profile_batch(model, b, args.prompt, args.steps, args.compile_mode)
-                       for b in args.batch]}
+              "runs": []}
+    for name in args.variants:
+        pruned = variant(model, name)
+        floor = 1000 * weight_bytes(pruned) / bw
+        for b in args.batch:
+            run = profile_batch(pruned, b, args.prompt, args.steps, args.compile_mode)
+            result["runs"].append({"variant": name, "floor_ms": floor,
+                                   "widths": models.widths(pruned), **run})
+        del pruned
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "decode_profile.json").write_text(json.dumps(result, indent=1))

@@ -54,6 +54,19 @@ def test_the_quick_shape_runs_on_a_cpu_and_writes_both_files(tmp_path):
     assert "## batch 1" in (tmp_path / "decode_profile.md").read_text()
 
 
+def test_pruned_variants_are_profiled_beside_dense_against_their_own_floor(tmp_path):
+    module = load("speed/decode_profile.py")
+    assert module.main(["--out", str(tmp_path), "--quick", "--batch", "1", "--steps", "2",
+                        "--prompt", "8", "--variants", "dense", "uniform-20"]) == 0
+    found = json.loads((tmp_path / "decode_profile.json").read_text())
+    dense, pruned = found["runs"]
+    assert (dense["variant"], pruned["variant"]) == ("dense", "uniform-20")
+    assert dense["floor_ms"] == pytest.approx(found["floor_ms"])
+    assert 0.7 * dense["floor_ms"] < pruned["floor_ms"] < 0.9 * dense["floor_ms"]
+    assert pruned["widths"] != dense["widths"]
+    assert "## uniform-20, batch 1" in (tmp_path / "decode_profile.md").read_text()
+
+
 def test_flex_attention_block_masks_are_built_without_the_deprecated_compile_flag(monkeypatch):
     import warnings
 
