@@ -115,3 +115,16 @@ def test_teacher_is_the_best_model_seen_since_pruning_started():
     start = _train("tiny-bert", teacher="start")[1]
     start.on_evaluate(model, 0.9, step=10)
     assert start.teacher_snapshots == 1
+
+
+def test_a_pruning_window_over_half_the_run_is_noted():
+    """APT's savings come after pruning: a run that prunes for most of its steps says so."""
+    long_window = APTMethod(APTConfig(prune_start=16, prune_stop_epochs=1.5), keep=0.4,
+                            total_steps=80, steps_per_epoch=40)
+    assert any("until step 60 of 80 (75% of training)" in n for n in long_window.notes)
+    papers = APTMethod(APTConfig(prune_start=16, prune_stop_epochs=3), keep=0.4,
+                       total_steps=540, steps_per_epoch=27)
+    assert papers.stop == 81 and not papers.notes
+    gradual = APTMethod(APTConfig(schedule="gradual", prune_stop_epochs=1.5), keep=0.4,
+                        total_steps=80, steps_per_epoch=40)
+    assert not gradual.notes  # pruning throughout is what gradual asks for

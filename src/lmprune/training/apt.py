@@ -98,6 +98,14 @@ class APTMethod(TrainMethod):
         self.settled = False  # the last event's targets were reached (and compacted)
         self.moves_left = 0  # mask moves until every mask is at its target (host-side count)
         self.notes: list[str] = []
+        if cfg.schedule in ("cubic", "late") and self.stop > 0.5 * total_steps:
+            self.notes.append(
+                f"pruning runs until step {self.stop} of {total_steps} "
+                f"({self.stop / total_steps:.0%} of training): the pruned model trains only for "
+                f"the rest, so APT's training-time and memory savings have little room to show "
+                f"(APT's scripts prune for the first ~8% of training; apt.prune_stop_epochs, "
+                f"train.epochs)")
+            log.info(self.notes[-1])
         if cfg.adapter == "none" and cfg.rank_growth != "static":
             self.notes.append(f"apt.rank_growth={cfg.rank_growth} ignored: apt.adapter=none "
                               f"tunes the backbone itself, there are no adapter ranks to grow")
