@@ -148,6 +148,14 @@ def use_flex_attention_in_graphs() -> None:
     masking.create_block_mask = functools.partial(_block_mask_without_compile, create_block_mask)
 
 
+def write(out: Path, stem: str, result: dict, report: str) -> None:
+    """``out/stem.json`` (the result) and ``out/stem.md`` (the report, also printed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{stem}.md").write_text(report)
+    print(report)
+
+
 def markdown(result: dict) -> str:
     lines = [f"# Decode step profile: {result['shape']} ({result['device']})", "",
              f"torch {result['torch']}, transformers {result['transformers']}, compile mode "
@@ -224,11 +232,7 @@ def main(argv=None) -> int:
             result["runs"].append({"variant": name, "floor_ms": floor,
                                    "widths": models.widths(pruned), **run})
         del pruned
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "decode_profile.json").write_text(json.dumps(result, indent=1))
-    (out / "decode_profile.md").write_text(markdown(result))
-    print(markdown(result))
+    write(Path(args.out), "decode_profile", result, markdown(result))
     return 0
 
 

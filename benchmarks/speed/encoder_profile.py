@@ -21,7 +21,6 @@ a CPU (no GPU kernels: only the code path).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -138,11 +137,9 @@ def main(argv=None) -> int:
                    flop_ratio=ideal_speedups(dense, model, args.seq)["flops"])
         result["runs"].append(run)
         del model
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "encoder_profile.json").write_text(json.dumps(result, indent=1))
-    (out / "encoder_profile.md").write_text(markdown(result))
-    print(markdown(result))
+    from decode_profile import write
+
+    write(Path(args.out), "encoder_profile", result, markdown(result))
     return 0
 
 
