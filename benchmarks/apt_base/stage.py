@@ -62,6 +62,8 @@ def rounding_check(model: str = "mpnet-base", reviews: int = 8) -> dict:
     the same model with its weights rounded to bfloat16 (computed in float32), on the first
     ``reviews`` foods test reviews: the largest absolute difference and the smallest cosine
     similarity per token."""
+    import copy
+
     import torch
 
     from lmprune.data import load_dataset
@@ -69,7 +71,7 @@ def rounding_check(model: str = "mpnet-base", reviews: int = 8) -> dict:
 
     loaded = load_model(model, "base")
     exact = loaded.model.float().eval()
-    rounded = load_model(model, "base").model.to(torch.bfloat16).float().eval()
+    rounded = copy.deepcopy(exact).to(torch.bfloat16).float().eval()
     texts = [row["text"] for row in load_dataset("foods", "test", max_samples=reviews)]
     batch = loaded.tokenizer(texts, padding=True, truncation=True, max_length=128,
                              return_tensors="pt")

@@ -140,6 +140,7 @@ class Decoder:
         self.model, self.mode = model.eval(), mode
         self.step = compiled_step(compile_mode) if mode == "compile" else _decode_step
         self._compile_mode = compile_mode if mode == "compile" else None
+        self._freezes = self._compile_mode is not None and freezes(self._compile_mode)
         self._cache_position = _accepts(model, "cache_position")  # transformers < 5.24
         self._logits_to_keep = _accepts(model, "logits_to_keep")
 
@@ -175,24 +176,26 @@ class Decoder:
         ``check_every`` tokens: the only host-device synchronisation of the loop).
         """
         token, device = state.token, state.token.device
-        if self._compile_mode is not None and freezes(self._compile_mode):
+        if self._freezes:
             refresh_frozen(self.model)  # weights changed since the graph froze them: recompile
         out = torch.empty(token.shape[0], steps + 1, dtype=token.dtype, device=device)
         out[:, :1] = token
         eos_ids = torch.tensor(sorted(eos), device=device) if eos else None  # copied once
         done = _is_eos(token, eos_ids)
-        for i in range(steps):
-            if eos_ids is not None and i % check_every == check_every - 1 and bool(done.all()):
-                return out[:, :i + 1]
-            position = torch.full((token.shape[0], 1), state.position + i, device=device)
-            if self.mode == "compile" and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
-                torch.compiler.cudagraph_mark_step_begin()
-            extra = self._extra(state.cache, state.position + i, 1, device)
-            with compile_config(self._compile_mode):
+        with compile_config(self._compile_mode):  # once for the loop, not per step
+            for i in range(steps):
+                if eos_ids is not None and i % check_every == check_every - 1 \
+                        and bool(done.all()):
+                    return out[:, :i + 1]
+                position = torch.full((token.shape[0], 1), state.position + i, device=device)
+                if self.mode == "compile" and hasattr(torch.compiler,
+                                                      "cudagraph_mark_step_begin"):
+                    torch.compiler.cudagraph_mark_step_begin()
+                extra = self._extra(state.cache, state.position + i, 1, device)
                 token = self.step(self.model, token, position, extra).clone()
-            out[:, i + 1:i + 2] = token
-            if eos_ids is not None:
-                done = done | _is_eos(token, eos_ids)
+                out[:, i + 1:i + 2] = token
+                if eos_ids is not None:
+                    done = done | _is_eos(token, eos_ids)
         return out
 
 
