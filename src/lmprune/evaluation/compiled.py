@@ -25,6 +25,7 @@ from torch import nn
 
 from lmprune.device import synchronize
 from lmprune.errors import LmpruneError
+from lmprune.evaluation.unpadded import unpadded_sdpa
 
 #: torch.compile modes; those starting with reduce-overhead or max-autotune (not
 #: ``-no-cudagraphs``) replay CUDA graphs on a GPU. ``+freezing``: Inductor's freezing on top
@@ -133,11 +134,13 @@ class CompiledForward:
 
     Call it like the model (keyword inputs). ``first_call_s`` holds the wall time of the
     first call of each input shape (compilation included, device synchronised), keyed by
-    :meth:`shape_key`.
+    :meth:`shape_key`. ``unpadded``: a batch without padding drops its all-ones
+    ``attention_mask`` and runs SDPA without a mask (fused kernels instead of the float32 math
+    fallback an all-true traced mask forces; :mod:`lmprune.evaluation.unpadded`).
     """
 
-    def __init__(self, model: nn.Module, mode: str = "reduce-overhead"):
-        self.model, self.mode = model, check_mode(mode)
+    def __init__(self, model: nn.Module, mode: str = "reduce-overhead", unpadded: bool = True):
+        self.model, self.mode, self.unpadded = model, check_mode(mode), unpadded
         allow_recompiles()
         kwargs = dict(dynamic=False, **compile_kwargs(mode))
         if freezes(mode):  # a code object of its own (see _frozen_call)
@@ -156,7 +159,13 @@ class CompiledForward:
     def __call__(self, **inputs):
         if self._freezes and refresh_frozen(self.model):
             self.first_call_s.clear()  # recompiled: each shape's next call compiles again
-        key = self.shape_key(inputs)
+        key = self.shape_key(inputs)  # the caller's inputs, whatever the call drops
+        if not self.unpadded:
+            return self._call(key, inputs)
+        with unpadded_sdpa(self.model, inputs) as inputs:
+            return self._call(key, inputs)
+
+    def _call(self, key: tuple, inputs: dict):
         if self._graphs and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
             torch.compiler.cudagraph_mark_step_begin()  # earlier outputs may be overwritten
         first = key not in self.first_call_s
