@@ -25,7 +25,7 @@ from torch import nn
 
 from lmprune.device import synchronize
 from lmprune.errors import LmpruneError
-from lmprune.evaluation.unpadded import unpadded_sdpa
+from lmprune.evaluation.unpadded import attention_configs, unpadded_sdpa
 
 #: torch.compile modes; those starting with reduce-overhead or max-autotune (not
 #: ``-no-cudagraphs``) replay CUDA graphs on a GPU. ``+freezing``: Inductor's freezing on top
@@ -94,10 +94,26 @@ def compile_config(mode: str | None) -> contextlib.AbstractContextManager:
 _FROZEN_AT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def _tensor_dicts(model: nn.Module) -> tuple:
+    """Every module's parameter and buffer dicts (the dicts themselves: a tensor assigned later
+    replaces an entry of one of them)."""
+    return tuple(d for m in model.modules() for d in (m._parameters, m._buffers) if d)
+
+
+#: Per model, its modules' tensor dicts: walking the module tree on every call cost more host
+#: time than the check itself (``benchmarks/speed/call_overhead.py``).
+_DICTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def weights_version(model: nn.Module) -> tuple:
     """Where ``model``'s parameters and buffers live and their in-place version counters:
-    changes with any in-place edit (an optimizer step, ``mul_``) or a tensor swapped in."""
-    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+    changes with any in-place edit (an optimizer step, ``mul_``) or a tensor swapped in.
+    (A module added to the model after its first call is not watched.)"""
+    dicts = _DICTS.get(model)
+    if dicts is None:
+        dicts = _DICTS[model] = _tensor_dicts(model)
+    return tuple((t.data_ptr(), t._version) for d in dicts for t in d.values()
+                 if t is not None)
 
 
 def refresh_frozen(model: nn.Module) -> bool:
@@ -140,7 +156,8 @@ class CompiledForward:
     """
 
     def __init__(self, model: nn.Module, mode: str = "reduce-overhead", unpadded: bool = True):
-        self.model, self.mode, self.unpadded = model, check_mode(mode), unpadded
+        self.model, self.mode = model, check_mode(mode)
+        self._configs = attention_configs(model) if unpadded else None
         allow_recompiles()
         kwargs = dict(dynamic=False, **compile_kwargs(mode))
         if freezes(mode):  # a code object of its own (see _frozen_call)
@@ -160,9 +177,9 @@ class CompiledForward:
         if self._freezes and refresh_frozen(self.model):
             self.first_call_s.clear()  # recompiled: each shape's next call compiles again
         key = self.shape_key(inputs)  # the caller's inputs, whatever the call drops
-        if not self.unpadded:
+        if self._configs is None:
             return self._call(key, inputs)
-        with unpadded_sdpa(self.model, inputs) as inputs:
+        with unpadded_sdpa(self.model, inputs, self._configs) as inputs:
             return self._call(key, inputs)
 
     def _call(self, key: tuple, inputs: dict):

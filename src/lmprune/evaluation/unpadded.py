@@ -53,7 +53,7 @@ def register() -> str:
     return NAME
 
 
-def _configs(model: nn.Module) -> list:
+def attention_configs(model: nn.Module) -> list:
     """Every distinct config object the model's modules read."""
     seen: dict[int, object] = {}
     for module in model.modules():
@@ -72,11 +72,12 @@ def drop_all_ones_mask(inputs: dict) -> dict:
 
 
 @contextlib.contextmanager
-def unpadded_sdpa(model: nn.Module, inputs: dict):
+def unpadded_sdpa(model: nn.Module, inputs: dict, configs: list | None = None):
     """Yield the inputs to call ``model`` with: for an ``sdpa`` model and a batch without
     padding, without its all-ones mask and with ``lmprune_sdpa`` set for the call (restored
-    after); otherwise unchanged."""
-    configs = _configs(model)
+    after); otherwise unchanged. ``configs``: :func:`attention_configs` of ``model``, when the
+    caller keeps them (found again otherwise)."""
+    configs = attention_configs(model) if configs is None else configs
     if not configs or any(c._attn_implementation != "sdpa" for c in configs):
         yield inputs
         return
