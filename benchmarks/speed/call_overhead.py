@@ -5,7 +5,7 @@ A compiled forward replays a CUDA graph, but every call first runs Python on the
 pruned model gets short, that host time decides the speed if calls are synchronised one by
 one (as ``measure_inference`` times them). For dense and pruned RoBERTa-base (batch x seq,
 random bf16 weights) and each compile mode: ms per call synchronised after each call, ms per
-call pipelined (``--calls`` calls, one synchronisation), and a cProfile of synchronised calls
+call pipelined (``--calls`` calls, one synchronisation), as ``measure_inference`` times it, and a cProfile of synchronised calls
 (top functions by cumulative time).
 
     python benchmarks/speed/call_overhead.py --out DIR [--variants dense uniform-60]
@@ -47,6 +47,16 @@ def timings(fast, inputs: dict, device, calls: int) -> dict:
     pipelined = 1000 * (time.perf_counter() - start) / calls
     return {"ms_synchronised": statistics.median(one_by_one), "ms_pipelined": pipelined,
             "host_ms_per_call_pipelined": host}
+
+
+def via_measure_inference(model, fast, inputs: dict, device) -> float:
+    """ms per call as ``measure_inference`` times it (the speed benchmark's numbers), on the
+    same compiled wrapper."""
+    from lmprune.evaluation.efficiency import _measure_batch
+
+    cuda = device.type == "cuda"
+    return _measure_batch(model, fast, inputs, device, warmup=5 if cuda else 1,
+                          repeats=20 if cuda else 2, max_seconds=3.0)["latency_ms"]
 
 
 def host_profile(fast, inputs: dict, device, calls: int, top: int) -> str:
@@ -97,9 +107,10 @@ def main(argv=None) -> int:
                 for _ in range(3):
                     fast(**inputs)
                 run = {"variant": name, "mode": mode,
-                       **timings(fast, inputs, device, args.calls)}
+                       **timings(fast, inputs, device, args.calls),
+                       "ms_measure_inference": via_measure_inference(model, fast, inputs, device)}
                 text = host_profile(fast, inputs, device, args.calls, args.top)
-            (out / f"cprofile-{name}-{mode}.txt").write_text(text)
+            (out / f"cprofile-{name}-{mode.replace(':', '-')}.txt").write_text(text)
             print(json.dumps(run), flush=True)
             runs.append(run)
     (out / "call_overhead.json").write_text(json.dumps(
