@@ -76,7 +76,6 @@ def host_profile(fast, inputs: dict, device, calls: int, top: int) -> str:
 def main(argv=None) -> int:
     import models
     from encoder_profile import variant
-    from lmprune.device import resolve_device
     from lmprune.evaluation.compiled import CompiledForward
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -90,11 +89,8 @@ def main(argv=None) -> int:
     p.add_argument("--top", type=int, default=35)
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
-    device = resolve_device(None)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    dense = models.build("roberta-base", device, dtype, args.quick)
-    ids = torch.randint(5, dense.config.vocab_size - 1, (args.batch, args.seq), device=device)
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    dense, inputs = models.encoder_batch(args.batch, args.seq, args.quick)
+    device = inputs["input_ids"].device
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = []

@@ -94,7 +94,6 @@ def run_mode(model, inputs: dict, mode: str, calls: int) -> dict:
 
 def main(argv=None) -> int:
     import models
-    from lmprune.device import resolve_device
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
@@ -107,11 +106,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-math", action="store_true", help="disable the math fallback")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
-    device = resolve_device(None)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = models.build("roberta-base", device, dtype, args.quick)
-    ids = torch.randint(5, model.config.vocab_size - 1, (args.batch, args.seq), device=device)
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}  # as a tokenizer's
+    model, inputs = models.encoder_batch(args.batch, args.seq, args.quick)
+    device = inputs["input_ids"].device
     if args.no_math:
         torch.backends.cuda.enable_math_sdp(False)
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",

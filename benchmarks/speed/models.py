@@ -84,6 +84,18 @@ def build(shape: str, device: torch.device, dtype: torch.dtype, quick: bool, see
     return model.eval()
 
 
+def encoder_batch(batch: int, seq: int, quick: bool):
+    """The RoBERTa-base shape (bf16 on a GPU, fp32 on a CPU) on lmprune's default device and a
+    random unpadded batch with an all-ones ``attention_mask``, as a tokenizer gives it."""
+    from lmprune.device import resolve_device
+
+    device = resolve_device(None)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = build("roberta-base", device, dtype, quick)
+    ids = torch.randint(5, model.config.vocab_size - 1, (batch, seq), device=device)
+    return model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
 def body_share_removed(dense, pruned) -> float:
     return 1 - count_parameters(pruned).body / count_parameters(dense).body
 
