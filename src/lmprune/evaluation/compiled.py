@@ -151,8 +151,8 @@ class CompiledForward:
     Call it like the model (keyword inputs). ``first_call_s`` holds the wall time of the
     first call of each input shape (compilation included, device synchronised), keyed by
     :meth:`shape_key`. ``unpadded``: a batch without padding drops its all-ones
-    ``attention_mask`` and runs SDPA without a mask (fused kernels instead of the float32 math
-    fallback an all-true traced mask forces; :mod:`lmprune.evaluation.unpadded`).
+    ``attention_mask`` and runs SDPA with no mask in the graph (a traced all-true mask costs
+    mask work, or the float32 math fallback; :mod:`lmprune.evaluation.unpadded`).
     """
 
     def __init__(self, model: nn.Module, mode: str = "reduce-overhead", unpadded: bool = True):
