@@ -109,6 +109,9 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
     dev = task.encode(tokenizer, cfg.eval_split, cfg.max_len, cfg.max_eval_samples, run.seed)
     model.to(accelerator.device)
     announce("train", accelerator.device, dtype, log)
+    if cfg.mixed_precision != "no":
+        log(f"[train] training forwards under {cfg.mixed_precision} autocast (weights, "
+            f"gradients and optimizer state stay {str(dtype).replace('torch.', '')})")
     ctx = TrainContext(run, task, tokenizer, train, dev, accelerator, family,
                        extra_seconds=sum(u.train_seconds for u in upstream),
                        checkpoints=checkpoints)
@@ -235,7 +238,8 @@ def _metrics(run, task, ctx, dense, after, dev, test, inference, dense_inference
         "phases": ctx.phases, "info": info, "saved_format": saved,
         "config": {"lr": cfg.learning_rate(run.apt.adapter, run.apt.backbone_lr), "epochs": cfg.epochs,
                    "batch_size": cfg.batch_size,
-                   "max_len": cfg.max_len, "max_train_samples": cfg.max_train_samples},
+                   "max_len": cfg.max_len, "max_train_samples": cfg.max_train_samples,
+                   "mixed_precision": cfg.mixed_precision},
     }
 
 

@@ -81,7 +81,7 @@ class TrainContext:
                             weight_decay=cfg.weight_decay,
                             warmup_steps=int(cfg.warmup_ratio * total),
                             eval_every=cfg.eval_every, seed=self.config.seed, phase=phase,
-                            progress=cfg.progress)
+                            progress=cfg.progress, mixed_precision=cfg.mixed_precision)
 
     def steps_per_epoch(self) -> int:
         return steps_for(len(self.train), self.config.train.batch_size, 1.0, None)

@@ -100,6 +100,16 @@ class LoopSettings:
     seed: int = 0
     phase: str = "train"
     progress: bool = True
+    #: "bf16": forwards under bfloat16 autocast; "no": whatever accelerate's own config says
+    mixed_precision: str = "no"
+
+
+def _autocast(accelerator, device: torch.device, precision: str):
+    """bfloat16 autocast for ``bf16`` (torch's own: accelerate's precision is fixed once per
+    process, and runs of one process, e.g. an ablation, may differ); else accelerate's."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return accelerator.autocast()
 
 
 def steps_for(n_examples: int, batch_size: int, epochs: float, max_steps: int | None) -> int:
@@ -254,7 +264,7 @@ def _run_loop(model, method: TrainMethod, features: list[dict], collate, setting
             idx = batch_indices(step, len(features), settings.batch_size, settings.seed)
             part, weight = dp.shard(collate([features[i] for i in idx]))
             batch = {k: v.to(device) for k, v in part.items()}
-            with accelerator.autocast():
+            with _autocast(accelerator, device, settings.mixed_precision):
                 loss = method.loss(model, batch, step)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{settings.phase}: loss is {float(loss)} at step {step}"
