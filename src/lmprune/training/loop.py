@@ -106,9 +106,14 @@ class LoopSettings:
 
 def _autocast(accelerator, device: torch.device, precision: str):
     """bfloat16 autocast for ``bf16`` (torch's own: accelerate's precision is fixed once per
-    process, and runs of one process, e.g. an ablation, may differ); else accelerate's."""
+    process, and runs of one process, e.g. an ablation, may differ); else accelerate's.
+
+    Without autocast's cache of cast weights: the cache is keyed by the parameter object, and
+    APT's shared teacher swaps other tensors into the same parameters for its forward, so the
+    student's forward after it would reuse the teacher's casts (wrong values, no gradient to
+    the adapters, or a shape error once ranks grew; found on mpnet-base)."""
     if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
     return accelerator.autocast()
 
 
