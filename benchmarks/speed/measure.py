@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
 import time
@@ -67,9 +68,47 @@ def bandwidth(device: torch.device, quick: bool) -> dict:
 
 def encoder(model, batch_sizes, seq_len: int, quick: bool, compile: str | None = None) -> dict:
     cuda = next(model.parameters()).is_cuda
-    return measure_inference(model, batch_sizes=tuple(batch_sizes), seq_len=seq_len,
-                             warmup=5 if cuda else 1, repeats=20 if cuda else 2,
-                             max_seconds=3.0 if cuda else 5.0, compile=compile)
+    with graph_runs() as runs:
+        out = measure_inference(model, batch_sizes=tuple(batch_sizes), seq_len=seq_len,
+                                warmup=5 if cuda else 1, repeats=20 if cuda else 2,
+                                max_seconds=3.0 if cuda else 5.0, compile=compile)
+    if compile is not None:
+        out["cudagraph_runs"] = dict(runs)
+    return out
+
+
+@contextlib.contextmanager
+def graph_runs():
+    """Counts, while inside, how often the CUDA-graph trees of ``reduce-overhead`` modes ran a
+    function as a warm-up (kernels launched one by one), recorded a graph, or replayed one:
+    a compiled measurement whose calls are not replays pays host time per kernel (the
+    compiled encoder's numbers moved 1.3-2.0x between runs, BENCHMARKS.md). Private torch
+    classes: counts nothing where they are missing."""
+    counts = {"warmup": 0, "record": 0, "replay": 0}
+    try:
+        from torch._inductor import cudagraph_trees as trees
+        targets = [(trees.CUDAWarmupNode, "run", "warmup"),
+                   (trees.CUDAGraphNode, "run_first_inputs", "record"),
+                   (trees.CUDAGraphNode, "run_graph", "replay")]
+    except (ImportError, AttributeError):
+        targets = []
+    originals = []
+    for cls, name, key in targets:
+        original = getattr(cls, name, None)
+        if original is None:
+            continue
+
+        def counted(*args, _original=original, _key=key, **kwargs):
+            counts[_key] += 1
+            return _original(*args, **kwargs)
+
+        originals.append((cls, name, original))
+        setattr(cls, name, counted)
+    try:
+        yield counts
+    finally:
+        for cls, name, original in originals:
+            setattr(cls, name, original)
 
 
 def decoder(model, batch_size: int, mode: str, prompt_len: int, new_tokens: int,
