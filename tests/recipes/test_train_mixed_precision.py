@@ -55,3 +55,15 @@ def test_unsupported_precision_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "mixed_precision" in err and "bf16" in err
     assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_bf16_on_a_gpu_without_bfloat16_is_refused(tmp_path, capsys, monkeypatch):
+    import lmprune.recipes.train as recipe
+
+    monkeypatch.setattr(recipe, "resolve_device", lambda name: torch.device("cuda:0"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    code = main(["train", "--method", "ft", "--model", "tiny-bert", "--out",
+                 str(tmp_path / "r"), *FAST, "train.mixed_precision=bf16"])
+    assert code != 0
+    assert "no bfloat16 support" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "metrics.json").exists()

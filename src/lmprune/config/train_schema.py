@@ -63,10 +63,10 @@ class TrainConfig(Section):
     lora_r: int = param(8, "LoRA rank of adapter methods (lora, cofi, lora-prune*)")
     lora_alpha: float = param(16.0, "LoRA alpha (scale alpha / r = 2)")
     mixed_precision: Literal["no", "bf16"] = param(
-        "no", "forward passes under autocast (accelerate's mixed_precision): no, or bf16 "
-              "(matrix products and saved activations in bfloat16; weights, gradients and "
-              "optimizer state stay in the model's dtype). The same for every method of a "
-              "comparison, so memory and time ratios stay like for like")
+        "no", "training forwards under autocast: no, or bf16 (matrix products and saved "
+              "activations in bfloat16, on a CPU or a GPU with bfloat16; weights, gradients "
+              "and optimizer state stay in the model's dtype). The same for every method of "
+              "a comparison, so memory and time ratios stay like for like")
     measure: bool = param(True, "measure inference throughput, latency and memory at the end")
     measure_batch_sizes: list[int] = param([32, 128], "batch sizes of the throughput measurement")
     measure_seq_len: int = param(128, "sequence length of the throughput measurement")

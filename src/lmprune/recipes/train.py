@@ -84,6 +84,10 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
     check_train(run)  # names and paths, before anything loads
     device = resolve_device(run.device)
     dtype = resolve_dtype(run.model.dtype, device, "training")
+    if (cfg.mixed_precision == "bf16" and device.type == "cuda"
+            and not torch.cuda.is_bf16_supported()):
+        raise LmpruneError(f"train.mixed_precision=bf16: the GPU {device} has no bfloat16 "
+                           "support; use train.mixed_precision=no")
     seed_everything(run.seed)
     family = model_family(run.model.name)
     task = load_task(cfg.task, family, data_files=cfg.data_files)
