@@ -17,8 +17,8 @@ FAST = ["train.max_steps=4", "train.max_train_samples=32", "train.max_eval_sampl
         "apt.prune_start=1"]
 
 
-def _train_recording(tmp_path, monkeypatch, method: str, precision: str):
-    """Train, recording the output dtype of every nn.Linear called in training mode."""
+def _record_linear_dtypes(monkeypatch) -> set:
+    """The output dtypes of every nn.Linear called in training mode from now on."""
     seen: set = set()
     original = torch.nn.Linear.forward
 
@@ -29,6 +29,12 @@ def _train_recording(tmp_path, monkeypatch, method: str, precision: str):
         return out
 
     monkeypatch.setattr(torch.nn.Linear, "forward", forward)
+    return seen
+
+
+def _train_recording(tmp_path, monkeypatch, method: str, precision: str):
+    """Train, recording the output dtype of every nn.Linear called in training mode."""
+    seen = _record_linear_dtypes(monkeypatch)
     out = tmp_path / f"{method}-{precision}"
     code = main(["train", "--method", method, "--model", "tiny-bert", "--task", "foods",
                  "--sparsity", "0.5", "--out", str(out), "--device", "cpu", *FAST,
@@ -67,3 +73,12 @@ def test_bf16_on_a_gpu_without_bfloat16_is_refused(tmp_path, capsys, monkeypatch
     assert code != 0
     assert "no bfloat16 support" in capsys.readouterr().err
     assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_the_cli_flag_sets_the_precision(tmp_path, monkeypatch):
+    seen = _record_linear_dtypes(monkeypatch)
+    out = tmp_path / "flag"
+    assert main(["train", "--method", "ft", "--model", "tiny-bert", "--out", str(out),
+                 "--device", "cpu", "--mixed-precision", "bf16", *FAST]) == 0
+    assert seen == {torch.bfloat16}
+    assert json.loads((out / "metrics.json").read_text())["config"]["mixed_precision"] == "bf16"

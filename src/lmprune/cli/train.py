@@ -11,7 +11,7 @@ from lmprune.errors import LmpruneError
 FLAGS = {"method": "train.method", "model": "model.name", "task": "train.task",
          "sparsity": "train.sparsity", "epochs": "train.epochs", "reference": "train.reference",
          "init_from": "train.init_from", "teacher": "train.teacher", "out": "output.dir",
-         "device": "device"}
+         "device": "device", "mixed_precision": "train.mixed_precision"}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -32,6 +32,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                   "lmprune train --method apt --model tiny-bert --out /tmp/x train.max_steps=20 apt.prune_start=5",
                   "lmprune train --config train-apt apt.kurtosis=false apt.rank_growth=static",
                   "lmprune train --method apt --model mpnet-base --task foods --num-gpus 2 --out runs/apt-dp",
+                  "lmprune train --method ft --model mpnet-base --mixed-precision bf16 --out runs/ft-bf16",
                   "accelerate launch --num_processes 2 -m lmprune train --method apt --out runs/apt-dp"])
     parser.add_argument("--config", default="train-apt",
                         help="YAML config or shipped config name (default: train-apt)")
@@ -47,6 +48,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="reuse a fine-tuned run (lora-prune*: lora run; mask-tuning: ft run)")
     parser.add_argument("--teacher", help="dense fine-tuned run used as teacher (cofi)")
     parser.add_argument("--out", help="output directory")
+    parser.add_argument("--mixed-precision", dest="mixed_precision", choices=["no", "bf16"],
+                        help="training forwards under bfloat16 autocast (bf16) or not (no, "
+                             "the default); compare methods at the same precision")
     add_device_argument(parser)
     parser.add_argument("--num-gpus", type=int, metavar="N", dest="num_gpus",
                         help="train data parallel on N GPUs: runs `accelerate launch "
