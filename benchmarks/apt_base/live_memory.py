@@ -10,7 +10,7 @@ Python frames of each step's peak. Tensors made before the run (none: the model 
 inside it) would not be counted.
 
     python benchmarks/apt_base/live_memory.py --out DIR [--batch 4] [--steps 20]
-        [--methods ft apt] [--set KEY=VALUE ...] [--where] [--tiny]
+        [--methods ft apt] [--set KEY=VALUE ...] [--where] [--mixed-precision bf16] [--tiny]
 
 ``--set``: ``apt.*`` settings (YAML values), e.g. ``--set teacher_dtype=bfloat16``. Writes
 DIR/live_memory.json and prints a table (MiB). Activations grow with ``--batch``; weights,
@@ -112,7 +112,8 @@ def run(name: str, args, overrides: dict) -> list[dict]:
         watch(method, mode, rows)
         run_loop(net, method, feats, collate,
                  LoopSettings(args.steps, args.batch, lr, eval_every=args.steps,
-                              progress=False), Accelerator(cpu=True), Clock())
+                              progress=False, mixed_precision=args.mixed_precision),
+                 Accelerator(cpu=True), Clock())
     return rows
 
 
@@ -134,13 +135,15 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="+", default=["ft", "apt"], choices=["ft", "apt"])
     p.add_argument("--set", type=setting, action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--where", action="store_true", help="record where each step peaked")
+    p.add_argument("--mixed-precision", dest="mixed_precision", default="no",
+                   choices=["no", "bf16"], help="train.mixed_precision of the loop")
     p.add_argument("--tiny", action="store_true")
     args = p.parse_args(argv)
     if args.steps < 10:
         p.error("--steps: at least 10 (the schedule prunes from steps/5 to 3/4 of the run)")
     torch.manual_seed(0)
     out = {"batch": args.batch, "seq": args.seq, "steps": args.steps,
-           "settings": dict(args.set), "runs": {}}
+           "mixed_precision": args.mixed_precision, "settings": dict(args.set), "runs": {}}
     for name in args.methods:
         start = time.perf_counter()
         out["runs"][name] = run(name, args, dict(args.set))

@@ -45,3 +45,18 @@ def test_every_step_is_recorded_in_order_and_the_peak_bounds_the_rest(tmp_path):
 def test_a_bad_setting_is_refused():
     with pytest.raises(SystemExit):
         _module().main(["--out", "x", "--set", "no-equals-sign"])
+
+
+def test_bf16_autocast_keeps_less_alive_at_the_end_of_the_forward(tmp_path):
+    module = _module()
+    peaks = {}
+    for precision in ("no", "bf16"):
+        out_dir = tmp_path / precision
+        assert module.main(["--out", str(out_dir), "--tiny", "--steps", "10", "--batch", "4",
+                            "--seq", "32", "--methods", "ft",
+                            "--mixed-precision", precision]) == 0
+        out = json.loads((out_dir / "live_memory.json").read_text())
+        assert out["mixed_precision"] == precision
+        rows = out["runs"]["ft"]
+        peaks[precision] = max(r["forward_end"] - r["before"] for r in rows)
+    assert peaks["bf16"] < peaks["no"]  # the activations kept for backward are bfloat16
