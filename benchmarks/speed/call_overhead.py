@@ -76,7 +76,6 @@ def host_profile(fast, inputs: dict, device, calls: int, top: int) -> str:
 def main(argv=None) -> int:
     import models
     from encoder_profile import variant
-    from lmprune.evaluation.compiled import CompiledForward
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
@@ -97,8 +96,7 @@ def main(argv=None) -> int:
     for name in args.variants:
         model = variant(dense, name)
         for mode in args.modes:
-            base, _, how = mode.partition(":")  # MODE:masked: CompiledForward(unpadded=False)
-            fast = CompiledForward(model, base, unpadded=how != "masked")
+            fast = models.forward_for(model, mode)  # MODE:masked: unpadded=False
             with torch.inference_mode():
                 for _ in range(3):
                     fast(**inputs)

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -55,13 +53,10 @@ def captured_sdpa_args(model, inputs: dict) -> list[dict]:
 
 
 def run_mode(model, inputs: dict, mode: str, calls: int) -> dict:
-    from decode_profile import kernel_table
-    from lmprune.device import synchronize
-    from lmprune.evaluation.compiled import CompiledForward
+    import models
+    from encoder_profile import time_and_profile
 
-    base, _, variant = mode.partition(":")
-    fast = ((lambda **kw: model(**kw)) if base == "eager"
-            else CompiledForward(model, base, unpadded=variant != "masked"))
+    fast = models.forward_for(model, mode)
     with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -70,21 +65,9 @@ def run_mode(model, inputs: dict, mode: str, calls: int) -> dict:
         except Exception as err:  # noqa: BLE001 - the reason is the result
             return {"mode": mode, "error": f"{type(err).__name__}: {str(err)[:600]}",
                     "warnings": sorted({str(w.message)[:300] for w in caught})[:12]}
-        times = []
-        for _ in range(calls):
-            start = time.perf_counter()
-            fast(**inputs)
-            synchronize(inputs["input_ids"].device)
-            times.append(1000 * (time.perf_counter() - start))
-        activities = [torch.profiler.ProfilerActivity.CPU]
-        if inputs["input_ids"].is_cuda:
-            activities.append(torch.profiler.ProfilerActivity.CUDA)
-        with torch.profiler.profile(activities=activities) as prof:
-            fast(**inputs)
-            synchronize(inputs["input_ids"].device)
-    table = kernel_table(prof, 1)
+        ms, table = time_and_profile(fast, inputs, calls)
     keys = ("attention", "softmax", "f32f32", "ffma", "flash", "fmha", "cudnn", "bmm")
-    return {"mode": mode, "ms_per_forward": statistics.median(times),
+    return {"mode": mode, "ms_per_forward": ms,
             "kinds_ms": {k: v / 1000 for k, v in table["kinds_us"].items()},
             "attention_kernels": [k for k in table["kernels"]
                                   if any(key in k["name"].lower() for key in keys)][:8],

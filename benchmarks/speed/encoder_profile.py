@@ -49,34 +49,42 @@ def variant(dense, name: str):
     return models.apply(dense, models.uniform(structure, scores, share, "auto"))
 
 
+def time_and_profile(fast, inputs: dict, calls: int) -> tuple[float, dict]:
+    """Median ms of ``calls`` calls of ``fast(**inputs)``, each synchronised, then the GPU
+    kernels of ``calls`` profiled calls per call, by name and kind (``kernel_table``)."""
+    from decode_profile import kernel_table
+    from lmprune.device import synchronize
+
+    device = inputs["input_ids"].device
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fast(**inputs)
+        synchronize(device)
+        times.append(1000 * (time.perf_counter() - start))
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(calls):
+            fast(**inputs)
+        synchronize(device)
+    return statistics.median(times), kernel_table(prof, calls)
+
+
 def profile_forward(model, batch: int, seq: int, mode: str, calls: int) -> dict:
     """Median ms per compiled forward over ``calls`` timed calls, then the kernels of
     ``calls`` profiled calls, per forward and by kind."""
-    from decode_profile import kernel_table
-    from lmprune.device import synchronize
     from lmprune.evaluation.compiled import CompiledForward
 
     device = next(model.parameters()).device
     fast = CompiledForward(model, mode)
-    ids = torch.randint(5, model.config.vocab_size - 1, (batch, seq), device=device)
-    times = []
+    inputs = {"input_ids": torch.randint(5, model.config.vocab_size - 1, (batch, seq),
+                                         device=device)}
     with torch.no_grad():
         for _ in range(3):  # compile, capture, warm
-            fast(input_ids=ids)
-        for _ in range(calls):
-            start = time.perf_counter()
-            fast(input_ids=ids)
-            synchronize(device)
-            times.append(1000 * (time.perf_counter() - start))
-        activities = [torch.profiler.ProfilerActivity.CPU]
-        if device.type == "cuda":
-            activities.append(torch.profiler.ProfilerActivity.CUDA)
-        with torch.profiler.profile(activities=activities) as prof:
-            for _ in range(calls):
-                fast(input_ids=ids)
-            synchronize(device)
-    table = kernel_table(prof, calls)
-    ms = statistics.median(times)
+            fast(**inputs)
+        ms, table = time_and_profile(fast, inputs, calls)
     return {"batch": batch, "seq": seq, "first_call_s": max(fast.first_call_s.values(),
                                                             default=None), "ms_per_forward": ms,
             "samples_per_s": 1000 * batch / ms, "kernel_ms": table["total_us"] / 1000,

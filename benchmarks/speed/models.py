@@ -96,6 +96,18 @@ def encoder_batch(batch: int, seq: int, quick: bool):
     return model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
+def forward_for(model, mode: str):
+    """What the encoder probes call: ``eager`` (the model itself), a compile mode
+    (``CompiledForward``), or ``MODE:masked`` (compiled without lmprune's unpadded-batch
+    handling: the all-ones mask goes into the graph, as plain ``torch.compile`` does)."""
+    from lmprune.evaluation.compiled import CompiledForward
+
+    base, _, how = mode.partition(":")
+    if base == "eager":
+        return model
+    return CompiledForward(model, base, unpadded=how != "masked")
+
+
 def body_share_removed(dense, pruned) -> float:
     return 1 - count_parameters(pruned).body / count_parameters(dense).body
 

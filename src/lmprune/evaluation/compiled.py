@@ -177,17 +177,13 @@ class CompiledForward:
         if self._freezes and refresh_frozen(self.model):
             self.first_call_s.clear()  # recompiled: each shape's next call compiles again
         key = self.shape_key(inputs)  # the caller's inputs, whatever the call drops
-        if self._configs is None:
-            return self._call(key, inputs)
-        with unpadded_sdpa(self.model, inputs, self._configs) as inputs:
-            return self._call(key, inputs)
-
-    def _call(self, key: tuple, inputs: dict):
+        scope = (contextlib.nullcontext(inputs) if self._configs is None
+                 else unpadded_sdpa(self.model, inputs, self._configs))
         if self._graphs and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
             torch.compiler.cudagraph_mark_step_begin()  # earlier outputs may be overwritten
         first = key not in self.first_call_s
         start = time.perf_counter()
-        with compile_config(self.mode):
+        with scope as inputs, compile_config(self.mode):
             out = self._compiled(**inputs)
         if first:
             synchronize(next(self.model.parameters()).device)
