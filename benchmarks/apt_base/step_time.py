@@ -9,9 +9,11 @@ memory) is recorded. What it isolates: the cost of APT's per-step work on the de
 tokenization, evaluation or model loading. The random labels make the accuracy meaningless.
 
     python benchmarks/apt_base/step_time.py --out DIR [--device cuda] [--tiny]
-        [--variant NAME:KEY=VALUE[,KEY=VALUE...] ...]
+        [--variant NAME:KEY=VALUE[,KEY=VALUE...] ...] [--arch mpnet] [--mixed-precision bf16]
 
-Writes DIR/step_time.json. ``--tiny``: a 2-layer shape on the CPU (the code path only).
+``--arch mpnet``: all-mpnet-base-v2's shape instead (MPNet, eager attention with a relative
+position bias, dropout 0.1 as in its config), the model of the apt_base benchmark;
+``--mixed-precision bf16``: the loop's ``train.mixed_precision``. Writes DIR/step_time.json. ``--tiny``: a 2-layer shape on the CPU (the code path only).
 ``--variant``: one more APT run with these ``apt.*`` settings on top of the schedule's, e.g.
 ``--variant fp32-teacher:teacher_dtype=model --variant short:distill_epochs=1.1``.
 """
@@ -30,10 +32,16 @@ BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
 TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
 
 
-def model(shape: dict, device: str):
-    from transformers import BertConfig, BertForSequenceClassification
+def model(shape: dict, device: str, arch: str = "bert"):
+    from transformers import (BertConfig, BertForSequenceClassification, MPNetConfig,
+                              MPNetForSequenceClassification)
 
     torch.manual_seed(0)
+    if arch == "mpnet":
+        config = MPNetConfig(**shape, vocab_size=30527, num_labels=2)
+        return MPNetForSequenceClassification(config).to(device)
+    if arch != "bert":
+        raise ValueError(f"arch {arch!r}: use bert or mpnet")
     config = BertConfig(**shape, vocab_size=30522, hidden_dropout_prob=0.0,
                         attention_probs_dropout_prob=0.0, num_labels=2)
     return BertForSequenceClassification(config).to(device)
@@ -74,7 +82,7 @@ def setup(method_name: str, args, device: str, overrides: dict | None = None):
 
     steps = args.steps
     feats, collate = batches(steps * args.batch // 2, args.seq)  # 2 epochs
-    net = model(TINY if args.tiny else BASE, device)
+    net = model(TINY if args.tiny else BASE, device, getattr(args, "arch", "bert"))
     if method_name == "ft":
         method, lr = TrainMethod(), 2e-5
         return feats, collate, method.setup(net, None), method, lr
@@ -105,7 +113,8 @@ def run(method_name: str, args, device: str, overrides: dict | None = None,
     clock = Clock()
     start = time.perf_counter()
     result = run_loop(net, method, feats, collate,
-                      LoopSettings(steps, batch, lr, eval_every=args.interval, progress=False),
+                      LoopSettings(steps, batch, lr, eval_every=args.interval, progress=False,
+                                       mixed_precision=getattr(args, "mixed_precision", "no")),
                       Accelerator(cpu=device == "cpu"), clock)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -127,6 +136,9 @@ def main(argv=None) -> int:
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--variant", type=variant, action="append", default=[],
                    metavar="NAME:KEY=VALUE,...")
+    p.add_argument("--arch", choices=["bert", "mpnet"], default="bert")
+    p.add_argument("--mixed-precision", dest="mixed_precision", default="no",
+                   choices=["no", "bf16"])
     args = p.parse_args(argv)
     if args.tiny:
         args.steps, args.batch, args.seq, args.interval = 20, 4, 16, 4
@@ -137,7 +149,8 @@ def main(argv=None) -> int:
 
     out = {"device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu",
            "lmprune": str(Path(lmprune.__file__).parent), "steps": args.steps,
-           "batch": args.batch, "seq": args.seq,
+           "batch": args.batch, "seq": args.seq, "arch": args.arch,
+           "mixed_precision": args.mixed_precision,
            "runs": [run(m, args, args.device) for m in ("ft", "apt")]
            + [run(name, args, args.device, settings) for name, settings in args.variant]}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -65,6 +65,11 @@ from lmprune.tuners.saved_input import inputs_alive_anyway
 log = logging.getLogger(__name__)
 
 
+def _autocasting() -> bool:
+    """Whether the forward runs under autocast (train.mixed_precision), on either device."""
+    return torch.is_autocast_enabled("cuda") or torch.is_autocast_enabled("cpu")
+
+
 class APTMethod(TrainMethod):
     """APT with every component switchable through :class:`lmprune.config.APTConfig`."""
 
@@ -303,7 +308,8 @@ class APTMethod(TrainMethod):
         teacher = self.teacher.distilled(model, batch, self.space, self.cfg.teacher_layers,
                                          self.rng) if distilling else None
         self._collector = self._new_collector(model) if self._scoring(step) else None
-        narrow = distilling and self.cfg.saved_input_dtype != "model"  # layer inputs: returned
+        # layer inputs are returned (kept to the end): adapters keep them, not narrow copies
+        narrow = distilling and (self.cfg.saved_input_dtype != "model" or _autocasting())
         alive = (inputs_alive_anyway(layer_modules(model, self.structure)) if narrow
                  else contextlib.nullcontext())
         with self.active(model), (self._collector or contextlib.nullcontext()), alive:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmprune.errors import LmpruneError
+from lmprune.tuners.saved_input import product_of_alive
 
 __all__ = [
     "LayerTransform", "distill_weights", "layer_distillation", "match_layers", "mu",
@@ -145,7 +146,8 @@ class LayerTransform(nn.Module):
         nn.init.kaiming_uniform_(self.lora_A, a=5 ** 0.5)
 
     def forward(self, hidden: Tensor) -> Tensor:
-        delta = (hidden.to(self.lora_A.dtype) @ self.lora_A.T) @ self.lora_B.T
+        # hidden is a returned state, alive to the loss: under autocast it is kept, not a copy
+        delta = nn.functional.linear(product_of_alive(hidden, self.lora_A), self.lora_B)
         return hidden + self.scaling * delta.to(hidden.dtype)
 
     def lmprune_slice(self, slicer, rows: Tensor | None = None, cols: Tensor | None = None

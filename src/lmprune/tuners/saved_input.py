@@ -18,6 +18,16 @@ cost 0.75 points of accuracy, docs/apt.md), ``bfloat16``, ``centred`` (a bfloat1
 ``x`` minus its per-channel mean over the tokens, the mean kept apart: a large, nearly
 constant channel, as LayerNorm outputs have, then loses nothing to the rounding), or ``auto``
 (bfloat16 for a float32/float64 model on a GPU; off on a CPU).
+
+Under autocast (``train.mixed_precision=bf16``) the product is autocast's own, computed from
+the input cast to the autocast dtype, so a narrower copy loses nothing more and the setting
+does not matter. What autocast does not do is share: each adapter casts ``x`` again and keeps
+its own copy (the query and value adapters two of the same input). :func:`adapter_product`
+then computes exactly autocast's product and gradients (:class:`_AutocastLinear`) from one
+cast copy per input tensor, and from none when ``x`` stays alive to the end of the forward
+pass anyway (:func:`inputs_alive_anyway`): it keeps ``x`` itself and casts it again in
+backward. At MPNet-base shape, batch 128 x 128 tokens in bf16, the copies were 921 MB of the
+step's peak (``benchmarks/apt_base/peak_snapshot.py``).
 """
 from __future__ import annotations
 
@@ -106,13 +116,68 @@ class _NarrowSavedLinear(torch.autograd.Function):
         return grad_x, grad_w, None, None
 
 
+class _AutocastLinear(torch.autograd.Function):
+    """Autocast's ``F.linear(x, W)``: ``x`` and ``W`` cast to ``low``, the product in ``low``,
+    the gradients cast back to ``x``'s and ``W``'s dtypes, as autocast's own op and its
+    backward compute them; backward reads ``x`` from ``kept`` (``x`` itself, or a copy already
+    in ``low``) and casts it again if needed."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, kept: torch.Tensor,
+                low: torch.dtype) -> torch.Tensor:
+        ctx.save_for_backward(kept, weight)
+        ctx.x_dtype = x.dtype
+        narrow = kept if kept.dtype == low else x.to(low)
+        with torch.autocast(x.device.type, enabled=False):
+            return nn.functional.linear(narrow, weight.to(low))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        kept, weight = ctx.saved_tensors
+        low = grad.dtype
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (grad @ weight.to(low)).to(ctx.x_dtype)
+        if ctx.needs_input_grad[1]:
+            flat = grad.reshape(-1, grad.shape[-1])
+            grad_w = (flat.t() @ kept.reshape(-1, kept.shape[-1]).to(low)).to(weight.dtype)
+        return grad_x, grad_w, None, None
+
+
+def _autocast_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast would compute ``F.linear(x, weight)`` in when it narrows either
+    input; None when autocast is off or changes nothing."""
+    kind = x.device.type
+    if not torch.is_autocast_enabled(kind):
+        return None
+    low = torch.get_autocast_dtype(kind)
+    if low not in (torch.float16, torch.bfloat16) or (x.dtype == low and weight.dtype == low):
+        return None
+    return low
+
+
+def product_of_alive(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x weight^T`` for an ``x`` that stays alive to the loss anyway (a hidden state the
+    model returned): under autocast, autocast's product keeping ``x`` itself for ``weight``'s
+    gradient instead of a cast copy; otherwise ``F.linear`` with ``x`` in ``weight``'s dtype."""
+    low = _autocast_dtype(x, weight) if torch.is_grad_enabled() else None
+    if low is not None:
+        return _AutocastLinear.apply(x, weight, x, low)
+    return nn.functional.linear(x.to(weight.dtype), weight)
+
+
 def adapter_product(x: torch.Tensor, weight: torch.Tensor, setting: str) -> torch.Tensor:
     """``x weight^T`` (an adapter's ``A`` as ``weight``), keeping ``x`` for ``weight``'s
-    gradient as ``setting`` says (:func:`saved_dtype`). Outside training (no gradient for
-    ``weight``) it is ``F.linear``."""
+    gradient as ``setting`` says (:func:`saved_dtype`); under autocast, autocast's product
+    from one shared copy of ``x`` (or ``x`` itself when it stays alive anyway), whatever the
+    setting. Outside training (no gradient for ``weight``) it is ``F.linear``."""
+    training = torch.is_grad_enabled() and weight.requires_grad
+    low = _autocast_dtype(x, weight) if training else None
+    if low is not None:
+        kept = x if (x in _ALIVE or x.dtype == low) else narrow_copy(x, low)[0]
+        return _AutocastLinear.apply(x, weight, kept, low)
     dtype = None  # the default setting ("model") returns before any lookup
-    if setting != "model" and torch.is_grad_enabled() and weight.requires_grad \
-            and x not in _ALIVE:
+    if setting != "model" and training and x not in _ALIVE:
         dtype = saved_dtype(setting, x)
     if dtype is None:
         return nn.functional.linear(x, weight)
