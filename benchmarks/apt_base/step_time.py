@@ -87,7 +87,8 @@ def setup(method_name: str, args, device: str, overrides: dict | None = None):
         method, lr = TrainMethod(), 2e-5
         return feats, collate, method.setup(net, None), method, lr
     cfg = APTConfig(prune_start=steps // 5, prune_stop_epochs=1.5, events=8, **(overrides or {}))
-    method = APTMethod(cfg, keep=0.4, total_steps=steps, steps_per_epoch=steps // 2)
+    method = APTMethod(cfg, keep=0.4, total_steps=steps, steps_per_epoch=steps // 2,
+                       mixed_precision=getattr(args, "mixed_precision", "no"))
     return feats, collate, method.setup(net), method, 5e-4
 
 

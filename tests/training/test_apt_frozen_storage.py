@@ -18,18 +18,20 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @torch.no_grad()
-def _round_frozen(model: nn.Module) -> None:
+def _round_frozen(model: nn.Module, dtype=torch.float16, kinds=(nn.Linear, nn.Embedding)
+                  ) -> None:
     for m in model.modules():
-        if type(m) in (nn.Linear, nn.Embedding) and not m.weight.requires_grad:
-            m.weight.copy_(m.weight.half().to(m.weight.dtype))
+        if type(m) in kinds and not m.weight.requires_grad:
+            m.weight.copy_(m.weight.to(dtype).to(m.weight.dtype))
 
 
-def _train(frozen: str, round_first: bool = False, **cfg):
+def _train(frozen: str, round_first: bool = False, mixed_precision: str = "no", **cfg):
     config = APTConfig(prune_start=2, prune_stop_epochs=3, events=4, round_to=1,
                        targets=["q", "v", "ffn_up"], frozen_dtype=frozen,
                        **{"teacher": "start", "distill_epochs": 100, **cfg})
     assert not config.validate()
-    method = APTMethod(config, keep=0.4, total_steps=24, steps_per_epoch=4)
+    method = APTMethod(config, keep=0.4, total_steps=24, steps_per_epoch=4,
+                       mixed_precision=mixed_precision)
     torch.manual_seed(0)  # the distillation transform draws from the global generator
     # float32: the salience reads the weights in float32 at least, so a float64 model would
     # score its float16-stored weights in lower precision than the reference's
@@ -38,11 +40,14 @@ def _train(frozen: str, round_first: bool = False, **cfg):
         if isinstance(module, nn.Dropout):
             module.p = 0.0
     model = method.setup(model)
-    if round_first:
+    if round_first == "bf16-linears":  # what autocast rounds the frozen linears to
+        _round_frozen(model, torch.bfloat16, (nn.Linear,))
+    elif round_first:
         _round_frozen(model)
     feats = features(model.config.vocab_size)
     result = run_loop(model, method, feats, collate,
-                      LoopSettings(24, 8, 2e-3, eval_every=4, progress=False),
+                      LoopSettings(24, 8, 2e-3, eval_every=4, progress=False,
+                                   mixed_precision=mixed_precision),
                       Accelerator(cpu=True), Clock())
     return model, method, result, feats
 
@@ -78,3 +83,26 @@ def test_the_frozen_weights_are_stored_in_sixteen_bits_while_training(frozen):
     assert method.summary()["frozen_bytes_saved"] == method.frozen_saved
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert trainable and {p.dtype for p in trainable} == {torch.float32}
+
+
+def test_under_autocast_the_linears_are_stored_as_autocast_computes_them():
+    """apt.frozen_dtype=autocast (the default) with train.mixed_precision=bf16: frozen
+    linears in bfloat16, embeddings not; every step's loss equal to the model's-dtype run
+    whose frozen linears were rounded to bfloat16 first (what autocast multiplies with)."""
+    stored, s_method, s_result, _ = _train("autocast", mixed_precision="bf16")
+    ref, r_method, r_result, _ = _train("model", round_first="bf16-linears",
+                                        mixed_precision="bf16")
+    kinds = {type(m).__name__: m.weight.dtype for m in stored_modules(stored).values()}
+    assert kinds == {"StoredLinear": torch.bfloat16}  # no StoredEmbedding
+    assert s_method.frozen_saved > 0 and r_method.frozen_saved == 0
+    assert s_result.losses == r_result.losses  # bit for bit
+    assert [e["kept"] for e in s_method.log] == [e["kept"] for e in r_method.log]
+    s_model, r_model = s_method.finish(stored), r_method.finish(ref)
+    s_state, r_state = s_model.state_dict(), r_model.state_dict()
+    for name in s_state:
+        assert torch.equal(s_state[name], r_state[name]), name
+
+
+def test_without_autocast_the_autocast_setting_keeps_the_model_dtype():
+    _, method, _, _ = _train("autocast", teacher_dtype="model", distill_epochs=None)
+    assert method.frozen_saved == 0

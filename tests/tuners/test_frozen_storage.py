@@ -162,6 +162,9 @@ def test_the_storage_table():
     assert storage_dtype("auto", torch.bfloat16, gpu) is None  # already 16 bits
     assert storage_dtype("float16", torch.float64, cpu) == torch.float16
     assert storage_dtype("bfloat16", torch.float32, cpu) == torch.bfloat16
+    assert storage_dtype("autocast", torch.float32, gpu) is None  # training without autocast
+    assert storage_dtype("autocast", torch.float32, cpu, torch.bfloat16) == torch.bfloat16
+    assert storage_dtype("autocast", torch.bfloat16, gpu, torch.bfloat16) is None
     with pytest.raises(LmpruneError, match="float16"):
         storage_dtype("int8", torch.float32, cpu)
     assert store_frozen(nn.Linear(2, 2), None) == 0

@@ -202,13 +202,18 @@ class APTConfig(Section):
                  "input; 0.75 points lower accuracy at base scale, docs/apt.md); centred: a "
                  "bfloat16 copy of the input minus its per-channel mean, the mean kept apart; "
                  "auto: bfloat16 on a GPU for a float32 model, model on a CPU")
-    frozen_dtype: Literal["auto", "model", "float16", "bfloat16"] = param(
-        "model", "what the frozen backbone's linear and embedding weights are stored in "
-                 "(computed in the model's dtype, cast one layer at a time; biases, norms and "
-                 "trainable parameters unchanged): model keeps the model's dtype; float16 "
-                 "halves their memory and keeps 11 significant bits, what a TF32 product "
-                 "rounds to anyway; bfloat16 keeps 8; auto: float16 on a GPU for a float32 "
-                 "model, model on a CPU (lmprune.tuners.frozen_storage)")
+    frozen_dtype: Literal["autocast", "auto", "model", "float16", "bfloat16"] = param(
+        "autocast", "what the frozen backbone's linear and embedding weights are stored in "
+                    "(computed in the model's dtype, cast one layer at a time; biases, norms "
+                    "and trainable parameters unchanged): autocast stores the linears in "
+                    "bfloat16 when training runs under train.mixed_precision=bf16 (what "
+                    "autocast computes them in anyway: the products are unchanged, the "
+                    "float32 weights and their per-call bfloat16 casts go; the export keeps "
+                    "the rounded values) and otherwise keeps the model's dtype; model keeps "
+                    "the model's dtype; float16 halves their memory and keeps 11 significant "
+                    "bits, what a TF32 product rounds to anyway; bfloat16 keeps 8; auto: "
+                    "float16 on a GPU for a float32 model, model on a CPU "
+                    "(lmprune.tuners.frozen_storage)")
     distill_epochs: float | None = param(
         None, "how long self-distillation lasts from its start, in epochs (APT's "
               "distill_epoch); after it the loss is the task loss and the teacher is freed. "

@@ -77,10 +77,13 @@ class APTMethod(TrainMethod):
 
     def __init__(self, cfg, keep: float, total_steps: int, steps_per_epoch: int,
                  task_type: str = "classification", seed: int = 0,
-                 calibration: Callable[[], Iterable[dict]] | None = None) -> None:
+                 calibration: Callable[[], Iterable[dict]] | None = None,
+                 mixed_precision: str = "no") -> None:
         """``calibration`` returns the training batches that ``apt.schedule=oneshot`` scores
-        before step 0 (forward + backward, no optimizer step)."""
+        before step 0 (forward + backward, no optimizer step); ``mixed_precision`` is the
+        loop's (``train.mixed_precision``), for ``apt.frozen_dtype=autocast``."""
         self.cfg, self.keep, self.total = cfg, keep, total_steps
+        self.autocast_dtype = {"bf16": torch.bfloat16}.get(mixed_precision)
         self.task_type = "classification" if task_type == "regression" else task_type
         stop = max(1, min(round(cfg.prune_stop_epochs * steps_per_epoch), int(0.9 * total_steps)))
         self.start, self.stop = min(cfg.prune_start, stop - 1), stop  # mu: 0 to 1 over it
@@ -153,8 +156,10 @@ class APTMethod(TrainMethod):
                                                               "cpu"), compact=False)
         self.adapters = self._tuned(model)
         self.model_dtype = next(model.parameters()).dtype  # what frozen weights compute in
-        self.frozen_saved = store_frozen(model, storage_dtype(cfg.frozen_dtype, self.model_dtype,
-                                                              device))
+        stored = storage_dtype(cfg.frozen_dtype, self.model_dtype, device, self.autocast_dtype)
+        # autocast leaves embeddings in float32: under "autocast" only the linears are stored
+        self.frozen_saved = store_frozen(model, stored,
+                                         embeddings=cfg.frozen_dtype != "autocast")
         self.roles = adapter_roles(self.structure)
         self.initial_adapter_params = self._adapter_params()
         self.transform = None

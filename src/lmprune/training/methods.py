@@ -36,7 +36,8 @@ def _apt(ctx, model):
     method = APTMethod(apt, keep=1.0 - cfg.sparsity, total_steps=settings.total_steps,
                        steps_per_epoch=ctx.steps_per_epoch(), task_type=ctx.task.kind,
                        seed=ctx.config.seed,
-                       calibration=lambda: ctx.training_batches(apt.calibration_batches))
+                       calibration=lambda: ctx.training_batches(apt.calibration_batches),
+                       mixed_precision=settings.mixed_precision)
     model = ctx.run_phase(model, method, settings)
     model = method.finish(model)
     return model, {"apt": method.summary()}

@@ -19,6 +19,17 @@ absolute error below 2^-25. ``bfloat16`` keeps 8 bits (its range is float32's). 
 that does not fit float16's range (``|w| > 65504``) is left as it is. Biases, norms and
 every trainable parameter are left as they are.
 
+Under bfloat16 autocast (``train.mixed_precision=bf16``) every frozen linear is computed in
+bfloat16 anyway: autocast casts its float32 weight to bfloat16 at each call and keeps that
+cast for backward, so a float32 backbone costs its float32 weights *and* a bfloat16 copy of
+each. ``apt.frozen_dtype=autocast`` (the default) then stores the linears in bfloat16: the
+same rounding autocast applies, once, so the forward and backward compute exactly what they
+computed from float32 weights, and the copies go (438 MB of weights and 219 MB of casts at
+MPNet-base size). Embeddings, which autocast leaves in float32, stay as they are. What reads
+a weight outside autocast's products sees the rounded value: APT's salience, the evaluations
+during training, and the exported model (its linears are the bfloat16 values, in the model's
+dtype). Without autocast the setting keeps the model's dtype.
+
 The modules keep their class's behaviour through a subclass (:class:`StoredLinear`,
 :class:`StoredEmbedding`; ``isinstance(m, nn.Linear)`` still holds), so slicing, counting and
 hooks see ordinary modules. :func:`restore_frozen` turns them back into plain modules in the
@@ -35,16 +46,20 @@ STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 _FP16_MAX = torch.finfo(torch.float16).max
 
 
-def storage_dtype(setting: str, model_dtype: torch.dtype, device: torch.device
-                  ) -> torch.dtype | None:
+def storage_dtype(setting: str, model_dtype: torch.dtype, device: torch.device,
+                  autocast: torch.dtype | None = None) -> torch.dtype | None:
     """The dtype frozen weights are stored in under ``setting`` (``apt.frozen_dtype``); None:
-    as they are. ``auto``: float16 for a float32/float64 model on a GPU, none on a CPU."""
+    as they are. ``auto``: float16 for a float32/float64 model on a GPU, none on a CPU;
+    ``autocast``: ``autocast`` (the dtype training's autocast computes in, None when
+    training runs without it) for a float32/float64 model."""
     if setting == "model" or model_dtype not in (torch.float32, torch.float64):
         return None
+    if setting == "autocast":
+        return autocast
     if setting == "auto":
         return torch.float16 if device.type == "cuda" else None
     if setting not in STORAGE_DTYPES:
-        raise LmpruneError(f"frozen weight storage {setting!r}: use auto, model, "
+        raise LmpruneError(f"frozen weight storage {setting!r}: use autocast, auto, model, "
                            f"{', '.join(STORAGE_DTYPES)}")
     return STORAGE_DTYPES[setting]
 
@@ -102,9 +117,10 @@ def _fits(weight: torch.Tensor, dtype: torch.dtype) -> bool:
 
 
 @torch.no_grad()
-def store_frozen(model: nn.Module, dtype: torch.dtype | None) -> int:
+def store_frozen(model: nn.Module, dtype: torch.dtype | None, embeddings: bool = True) -> int:
     """Store every frozen plain ``nn.Linear`` / ``nn.Embedding`` weight of ``model`` in
-    ``dtype`` (in place; None: nothing). Returns the number of bytes saved. A weight shared by
+    ``dtype`` (in place; None: nothing; ``embeddings=False``: linears only). Returns the
+    number of bytes saved. A weight shared by
     two modules (tied embeddings) is converted once; a weight that requires grad, does not
     fit float16, or sits in a module the model class keeps in float32
     (``_keep_in_fp32_modules``: T5's ``wo``, whose input the stock code casts to its
@@ -115,6 +131,8 @@ def store_frozen(model: nn.Module, dtype: torch.dtype | None) -> int:
     saved, done = 0, {}
     for name, module in model.named_modules():
         stored = _STORED.get(type(module))
+        if stored is StoredEmbedding and not embeddings:
+            continue
         if stored is None or not _frozen(module) or keep & set(name.split(".")):
             continue
         weight = module.weight
