@@ -17,4 +17,4 @@ import aggregate as offline  # noqa: E402  (benchmarks/apt_offline/aggregate.py)
 
 if __name__ == "__main__":
     dirs = sys.argv[1:] or [str(p) for p in sorted(Path(__file__).parent.glob("results/seed*"))]
-    sys.exit(offline.main(dirs, header="Targets (issue 11), on the means:"))
+    sys.exit(offline.main(dirs, header="Targets (issue 11), on the means:", doc=__doc__))

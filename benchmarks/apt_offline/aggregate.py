@@ -112,8 +112,17 @@ def _speedup_on_means(apt: dict, lp: dict, factor: float = 10.0) -> str:
             f"-> {'met' if ratio >= factor else 'missed'}")
 
 
-def main(argv: list[str], header: str = "Targets (issue 4), on the means:") -> int:
+def main(argv: list[str], header: str = "Targets (issue 4), on the means:",
+         doc: str | None = None) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(doc or __doc__)
+        return 0
     dirs = [Path(a) for a in argv] or sorted(Path(__file__).parent.glob("results/seed*"))
+    missing = [str(d) for d in dirs if not (d / "results.json").is_file()]
+    if missing or not dirs:
+        print(f"no results.json in: {', '.join(missing) or 'results/seed*'} (give the seed "
+              "directories run.py wrote, e.g. results/seed0 results/seed1)", file=sys.stderr)
+        return 2
     lines, means = aggregate(dirs)
     print("\n".join(lines + ["", header, ""]
                     + [f"- {t}" for t in targets(means)]))
