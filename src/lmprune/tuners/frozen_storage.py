@@ -24,8 +24,8 @@ bfloat16 anyway: autocast casts its float32 weight to bfloat16 at each call and 
 cast for backward, so a float32 backbone costs its float32 weights *and* a bfloat16 copy of
 each. ``apt.frozen_dtype=autocast`` (the default) then stores the linears in bfloat16: the
 same rounding autocast applies, once, so the forward and backward compute exactly what they
-computed from float32 weights, and the copies go (438 MB of weights and 219 MB of casts at
-MPNet-base size). Embeddings, which autocast leaves in float32, stay as they are. What reads
+computed from float32 weights, the linears take half the memory and the casts go (170 MB
+each at MPNet-base size). Embeddings, which autocast leaves in float32, stay as they are. What reads
 a weight outside autocast's products sees the rounded value: APT's salience, the evaluations
 during training, and the exported model (its linears are the bfloat16 values, in the model's
 dtype). Without autocast the setting keeps the model's dtype.
