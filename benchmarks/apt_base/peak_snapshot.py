@@ -1,4 +1,4 @@
-"""What holds a training run's GPU memory at its peak: FT against APT, by the code that allocated it.
+"""What holds a training run's GPU memory at its peak: FT and APT, by the allocating code.
 
 ``torch.cuda.max_memory_allocated`` says how high training went (the ``peak train MB`` of the
 apt_base tables); this says what was alive at that moment. It runs ``step_time.py``'s loop
@@ -14,7 +14,8 @@ lmprune (which part of the method asked for it).
 
 ``--set``: ``apt.*`` settings (YAML values) of the APT run. Writes DIR/peak_snapshot.json
 (per method: the replayed peak, the loop's highest ``max_memory_allocated`` of an
-interval, the loop line of the newest block at the peak and the groups in MB) and prints the largest groups. Needs a GPU.
+interval, the loop line of the newest block at the peak and the groups in MB) and prints the
+largest groups. Needs a GPU.
 """
 from __future__ import annotations
 

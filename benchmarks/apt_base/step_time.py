@@ -13,7 +13,8 @@ tokenization, evaluation or model loading. The random labels make the accuracy m
 
 ``--arch mpnet``: all-mpnet-base-v2's shape instead (MPNet, eager attention with a relative
 position bias, dropout 0.1 as in its config), the model of the apt_base benchmark;
-``--mixed-precision bf16``: the loop's ``train.mixed_precision``. Writes DIR/step_time.json. ``--tiny``: a 2-layer shape on the CPU (the code path only).
+``--mixed-precision bf16``: the loop's ``train.mixed_precision``. Writes DIR/step_time.json.
+``--tiny``: a 2-layer shape on the CPU (the code path only).
 ``--variant``: one more APT run with these ``apt.*`` settings on top of the schedule's, e.g.
 ``--variant fp32-teacher:teacher_dtype=model --variant short:distill_epochs=1.1``.
 """

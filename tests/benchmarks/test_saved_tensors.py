@@ -20,7 +20,8 @@ def test_frozen_linears_save_nothing_and_adapters_keep_their_input(tmp_path):
     assert ft["bert.encoder.layer.N.output.dense [32, 128] float32"] == round(2 * down_input, 3)
     # frozen in APT: no input saved (only its neuron mask, a vector, for the mask product)
     assert "bert.encoder.layer.N.output.dense [32, 128] float32" not in apt
-    assert all(k.endswith("[128] float32") for k in apt if k.startswith("bert.encoder.layer.N.output.dense"))
+    assert all(k.endswith("[128] float32")
+               for k in apt if k.startswith("bert.encoder.layer.N.output.dense"))
     # the FFN up projection's adapter keeps its input (FT's trained weight does too)
     key = "bert.encoder.layer.N.intermediate.dense [32, 64] float32"
     assert apt[key] == ft[key] == round(2 * 32 * 64 * 4 / 1e6, 3)

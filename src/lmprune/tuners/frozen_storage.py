@@ -25,10 +25,10 @@ cast for backward, so a float32 backbone costs its float32 weights *and* a bfloa
 each. ``apt.frozen_dtype=autocast`` (the default) then stores the linears in bfloat16: the
 same rounding autocast applies, once, so the forward and backward compute exactly what they
 computed from float32 weights, the linears take half the memory and the casts go (170 MB
-each at MPNet-base size). Embeddings, which autocast leaves in float32, stay as they are. What reads
-a weight outside autocast's products sees the rounded value: APT's salience, the evaluations
-during training, and the exported model (its linears are the bfloat16 values, in the model's
-dtype). Without autocast the setting keeps the model's dtype.
+each at MPNet-base size). Embeddings, which autocast leaves in float32, stay as they are.
+What reads a weight outside autocast's products sees the rounded value: APT's salience, the
+evaluations during training, and the exported model (its linears are the bfloat16 values, in
+the model's dtype). Without autocast the setting keeps the model's dtype.
 
 The modules keep their class's behaviour through a subclass (:class:`StoredLinear`,
 :class:`StoredEmbedding`; ``isinstance(m, nn.Linear)`` still holds), so slicing, counting and
@@ -120,11 +120,10 @@ def _fits(weight: torch.Tensor, dtype: torch.dtype) -> bool:
 def store_frozen(model: nn.Module, dtype: torch.dtype | None, embeddings: bool = True) -> int:
     """Store every frozen plain ``nn.Linear`` / ``nn.Embedding`` weight of ``model`` in
     ``dtype`` (in place; None: nothing; ``embeddings=False``: linears only). Returns the
-    number of bytes saved. A weight shared by
-    two modules (tied embeddings) is converted once; a weight that requires grad, does not
-    fit float16, or sits in a module the model class keeps in float32
-    (``_keep_in_fp32_modules``: T5's ``wo``, whose input the stock code casts to its
-    weight's dtype) is left alone."""
+    number of bytes saved. A weight shared by two modules (tied embeddings) is converted
+    once; a weight that requires grad, does not fit float16, or sits in a module the model
+    class keeps in float32 (``_keep_in_fp32_modules``: T5's ``wo``, whose input the stock
+    code casts to its weight's dtype) is left alone."""
     if dtype is None:
         return 0
     keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
