@@ -14,7 +14,8 @@ reached.
         [--variants dense uniform-60] [--compile-mode reduce-overhead+freezing] [--quick]
 
 Variants: ``uniform-S`` removes S% of every layer's heads and neurons by weight magnitude
-with aligned widths (``prune.round_to=auto``), the speed benchmark's plans. Writes
+with aligned widths (``prune.round_to=auto``), the speed benchmark's plans; ``hidden-60``
+prunes the hidden size too (``models.with_hidden``). Writes
 DIR/encoder_profile.json and DIR/encoder_profile.md; ``--quick``: the scaled-down shape on
 a CPU (no GPU kernels: only the code path).
 """
@@ -30,11 +31,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-VARIANTS = ("dense", "uniform-20", "uniform-40", "uniform-60", "uniform-80")
+VARIANTS = ("dense", "uniform-20", "uniform-40", "uniform-60", "uniform-80", "hidden-60")
 
 
 def variant(dense, name: str):
-    """``dense`` itself or a pruned copy (``uniform-S``)."""
+    """``dense`` itself or a pruned copy: ``uniform-S`` (heads and FFN neurons) or
+    ``hidden-S`` (the hidden size too, ``models.with_hidden``)."""
     import models
     from lmprune.arch import describe
     from lmprune.scorers.magnitude import magnitude_scores
@@ -44,8 +46,11 @@ def variant(dense, name: str):
     if name not in VARIANTS:
         raise SystemExit(f"unknown variant {name!r}; use one of {', '.join(VARIANTS)}")
     structure = describe(dense)
+    kind, share = name.split("-")[0], int(name.split("-")[1]) / 100
+    if kind == "hidden":
+        scores = magnitude_scores(dense, structure, kinds=("heads", "neurons", "hidden"))
+        return models.apply(dense, models.with_hidden(structure, scores, share, "auto"))
     scores = magnitude_scores(dense, structure, kinds=("heads", "neurons"))
-    share = int(name.split("-")[1]) / 100
     return models.apply(dense, models.uniform(structure, scores, share, "auto"))
 
 

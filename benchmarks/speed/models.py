@@ -14,7 +14,10 @@ Plans are real lmprune plans on the random weights:
   harder so that the same share of the body goes): two different widths;
 * ``global``: APT's global selection (``select_within_budget``) of heads and neurons by
   magnitude across all layers: a different width in every layer;
-* ``sublayers``: whole attention and FFN sublayers removed (the shape of RI's plans).
+* ``sublayers``: whole attention and FFN sublayers removed (the shape of RI's plans);
+* ``with_hidden``: heads, FFN neurons and the hidden size at one sparsity (encoders): every
+  body matrix shrinks on both sides, and so do the layer norms and residual adds over the
+  hidden size, which heads-and-neurons pruning leaves at full width.
 """
 from __future__ import annotations
 
@@ -123,6 +126,14 @@ def uniform(structure, scores, sparsity: float, round_to, layer_range=None) -> M
     return select(structure, scores, sparsity, ["heads", "neurons"], round_to, layer_range)
 
 
+def with_hidden(structure, scores, removed: float, round_to) -> Masks:
+    """Heads, FFN neurons and hidden channels, all at the sparsity ``s`` with
+    ``(1 - s)^2 = 1 - removed``: the body's matrices lose about ``removed`` of their
+    parameters (``scores`` must hold hidden-channel scores)."""
+    sparsity = 1 - (1 - removed) ** 0.5
+    return select(structure, scores, sparsity, ["heads", "neurons", "hidden"], round_to)
+
+
 def llm_pruner(structure, scores, target: float, round_to) -> Masks:
     """First 4 and last 2 layers dense; the others at the sparsity that removes ``target`` of
     the heads and neurons overall (LLM-Pruner's layer range)."""
@@ -171,10 +182,12 @@ def sublayers(model, structure, target: float, seed: int = 0) -> Masks:
 
 
 def widths(model) -> dict:
-    """FFN widths and query heads per layer, summarised (uniform: one number)."""
+    """FFN widths and query heads per layer, summarised (uniform: one number), and the
+    hidden size."""
     structure = describe(model)
     ffn = sorted({s.width for s in structure.ffn})
     heads = sorted({s.num_heads for s in structure.attention})
     return {"ffn": ffn if len(ffn) > 1 else (ffn[0] if ffn else None),
             "heads": heads if len(heads) > 1 else (heads[0] if heads else None),
-            "ffn_sites": len(structure.ffn), "attention_sites": len(structure.attention)}
+            "ffn_sites": len(structure.ffn), "attention_sites": len(structure.attention),
+            "hidden": structure.hidden.size}

@@ -24,7 +24,7 @@ def _encoder(results: dict) -> list[str]:
         return []
     dense = enc.get("dense", {})
     sizes = [str(b) for b in enc["batch_sizes"]]
-    rows = [["dense", "-", "0%", "-", "-", *[_f(dense.get(b, {}).get("samples_per_s"), ".0f")
+    rows = [["dense", "-", "0%", "-", "-", "-", *[_f(dense.get(b, {}).get("samples_per_s"), ".0f")
                                              for b in sizes], "1.00", "-"]]
     for v in enc["variants"]:
         cells, shares = [], []
@@ -35,9 +35,10 @@ def _encoder(results: dict) -> list[str]:
             cells.append(f"{_f(tp, '.0f')} ({_f(speed, '.2f', 'x')})")
             shares.append(speed / v["ideal"]["flops"] if speed else None)
         rows.append([v["name"], v["round_to"], _f(v.get("removed_share"), ".1%"),
-                     v["widths"]["ffn"], v["widths"]["heads"], *cells,
+                     v["widths"]["ffn"], v["widths"]["heads"], v["widths"].get("hidden", "-"),
+                     *cells,
                      _f(v["ideal"]["flops"]), _f(shares[min(1, len(shares) - 1)], ".0%")])
-    head = ["variant", "round_to", "body removed", "FFN", "heads",
+    head = ["variant", "round_to", "body removed", "FFN", "heads", "hidden",
             *[f"bs{b} samples/s (speedup)" for b in sizes], "ideal (FLOPs)",
             f"share of ideal @bs{sizes[min(1, len(sizes) - 1)]}"]
     return [f"### Encoder ({enc['shape']} shape, sequence {enc['seq_len']})", "",
@@ -55,7 +56,7 @@ def _encoder_compiled(results: dict) -> list[str]:
     if not isinstance(dense, dict) or "error" in dense:
         return []
     sizes = [k for k in dense if str(k).isdigit()]
-    rows = [["dense", "-", "-", "-", *[f"{_f(_samples(dense, b), '.0f')} (compile / eager "
+    rows = [["dense", "-", "-", "-", "-", *[f"{_f(_samples(dense, b), '.0f')} (compile / eager "
                                         f"{_f(_ratio(_samples(dense, b), _samples(enc.get('dense'), b)), '.2f', 'x')})"
                                         for b in sizes], "1.00", *["-"] * len(sizes)]]
     for v in enc.get("variants", []):
@@ -66,11 +67,11 @@ def _encoder_compiled(results: dict) -> list[str]:
         eager = [_ratio(_samples(v.get("throughput"), b), _samples(enc.get("dense"), b))
                  for b in sizes]
         rows.append([v["name"], _f(v.get("removed_share"), ".1%"), v["widths"]["ffn"],
-                     v["widths"]["heads"],
+                     v["widths"]["heads"], v["widths"].get("hidden", "-"),
                      *[f"{_f(_samples(v['compiled'], b), '.0f')} ({_f(x, '.2f', 'x')}; eager "
                        f"{_f(e, '.2f', 'x')})" for b, x, e in zip(sizes, speeds, eager)],
                      _f(ideal), *[_f(x and x / ideal, ".0%") for x in speeds]])
-    head = ["variant", "body removed", "FFN", "heads",
+    head = ["variant", "body removed", "FFN", "heads", "hidden",
             *[f"bs{b} samples/s compiled (speedup; eager speedup)" for b in sizes],
             "ideal (FLOPs)", *[f"share of ideal @bs{b}" for b in sizes]]
     return [f"### Encoder, fast path (`torch.compile(mode=\"{enc.get('compile_mode')}\")`, "

@@ -64,7 +64,8 @@ def settings(quick: bool) -> dict:
                           "taylor-uniform-20-unaligned", "taylor-llm-pruner-20"],
              "fast_variants": ["dense", "taylor-uniform-20", "taylor-llm-pruner-20"]}
     encoder = {"batch_sizes": [32, 128, 512], "seq_len": 128, "fast_batch_sizes": [128, 512],
-               "fast_variants": ["uniform-20", "uniform-40", "uniform-60", "global-40"]}
+               "fast_variants": ["uniform-20", "uniform-40", "uniform-60", "global-40",
+                                 "hidden-60"]}
     if quick:
         small.update(eager_batch_sizes=[1, 4], fast_batch_sizes=[1], prompt_len=16,
                      new_tokens=4, repeats=1, calibration=[2, 16])

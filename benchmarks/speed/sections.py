@@ -18,6 +18,7 @@ from lmprune.scorers.magnitude import magnitude_scores
 from lmprune.structures.export import load_pretrained, save_pretrained
 
 SPARSITIES = (0.2, 0.4, 0.6, 0.8)
+HIDDEN_SPARSITIES = (0.6,)  # the encoder's plans that prune the hidden size too
 
 
 def encoder_section(ctx, results: dict) -> None:
@@ -35,6 +36,10 @@ def encoder_section(ctx, results: dict) -> None:
     plans += [(f"global-{int(100 * t)}", t, r,
                lambda t=t, r=r: models.global_selection(dense, structure, t, r))
               for t in (0.4,) for r in ("auto", 1)]
+    with_hidden = magnitude_scores(dense, structure, kinds=("heads", "neurons", "hidden"))
+    plans += [(f"hidden-{int(100 * t)}", t, "auto",
+               lambda t=t: models.with_hidden(structure, with_hidden, t, "auto"))
+              for t in HIDDEN_SPARSITIES]
     for name, target, round_to, plan in plans:
         entry = {"name": name, "target": target, "round_to": round_to}
         if not ctx.budget.allows("encoder_model", entry, results):

@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+import torch
+
 from bench_scripts import load
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,3 +33,11 @@ def test_unknown_variant_is_refused():
     module = load("speed/encoder_profile.py")
     with pytest.raises(SystemExit, match="uniform-50"):
         module.variant(None, "uniform-50")
+
+
+def test_the_hidden_variant_shrinks_the_hidden_size():
+    module = load("speed/encoder_profile.py")
+    models = load("speed/models.py")
+    dense = models.build("roberta-base", torch.device("cpu"), torch.float32, quick=True)
+    pruned = module.variant(dense, "hidden-60")
+    assert pruned.config.hidden_size < dense.config.hidden_size == 128

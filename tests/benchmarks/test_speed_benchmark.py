@@ -172,5 +172,45 @@ def test_variant_and_batch_flags_reach_the_encoder_fast_rows(speed_modules, tmp_
     assert ctx.settings["llama-7b"]["fast_batch_sizes"] == [128]
     args.variants, args.fast_batch_sizes = None, None
     default = run.Context(args).settings["encoder"]
-    assert default["fast_variants"] == ["uniform-20", "uniform-40", "uniform-60", "global-40"]
+    assert default["fast_variants"] == ["uniform-20", "uniform-40", "uniform-60", "global-40",
+                                        "hidden-60"]
     assert default["fast_batch_sizes"] == [128, 512]
+
+
+def test_the_hidden_plan_shrinks_every_body_matrix_on_both_sides(speed_modules):
+    """models.with_hidden: heads, neurons and hidden channels at one sparsity s with
+    (1 - s)^2 = 1 - target, so the body loses about the target; the pruned encoder runs."""
+    models = speed_modules[2]
+    from lmprune.arch import describe
+    from lmprune.scorers.magnitude import magnitude_scores
+
+    dense = models.build("roberta-base", torch.device("cpu"), torch.float32, quick=True)
+    structure = describe(dense)
+    scores = magnitude_scores(dense, structure, kinds=("heads", "neurons", "hidden"))
+    pruned = models.apply(dense, models.with_hidden(structure, scores, 0.6, 1))
+    w = models.widths(pruned)
+    # quick shape: hidden 128, 4 heads, FFN 512; s = 1 - sqrt(0.4) = 0.368
+    assert (w["hidden"], w["heads"], w["ffn"]) == (81, 3, 324)
+    assert abs(models.body_share_removed(dense, pruned) - 0.6) < 0.05
+    assert models.widths(dense)["hidden"] == 128  # the dense model is left as it was
+    ids = torch.randint(5, 900, (2, 16))
+    assert pruned(input_ids=ids).logits.shape == dense(input_ids=ids).logits.shape == (2, 2)
+
+
+def test_the_hidden_plan_at_roberta_base_shape_matches_uniform_60s_ideal(speed_modules):
+    """The widths BENCHMARKS.md quotes for hidden-60: same FLOP ideal as uniform-60."""
+    models = speed_modules[2]
+    from lmprune.arch import describe
+    from lmprune.evaluation.ideal import ideal_speedups
+    from lmprune.scorers.magnitude import magnitude_scores
+
+    dense = models.build("roberta-base", torch.device("cpu"), torch.float32, quick=False)
+    structure = describe(dense)
+    scores = magnitude_scores(dense, structure, kinds=("heads", "neurons", "hidden"))
+    hidden = models.apply(dense, models.with_hidden(structure, scores, 0.6, "auto"))
+    uniform = models.apply(dense, models.uniform(structure, scores, 0.6, "auto"))
+    w = models.widths(hidden)
+    assert (w["hidden"], w["heads"], w["ffn"]) == (480, 8, 1920)
+    assert round(models.body_share_removed(dense, hidden), 3) == 0.6
+    ideal = ideal_speedups(dense, hidden, 128)["flops"]
+    assert round(ideal, 2) == round(ideal_speedups(dense, uniform, 128)["flops"], 2) == 2.46
