@@ -95,6 +95,8 @@ def test_under_autocast_the_linears_are_stored_as_autocast_computes_them():
     kinds = {type(m).__name__: m.weight.dtype for m in stored_modules(stored).values()}
     assert kinds == {"StoredLinear": torch.bfloat16}  # no StoredEmbedding
     assert s_method.frozen_saved > 0 and r_method.frozen_saved == 0
+    assert any(n.startswith("frozen weights stored in bfloat16 (apt.frozen_dtype=autocast)")
+               for n in s_method.summary()["notes"])
     assert s_result.losses == r_result.losses  # bit for bit
     assert [e["kept"] for e in s_method.log] == [e["kept"] for e in r_method.log]
     s_model, r_model = s_method.finish(stored), r_method.finish(ref)

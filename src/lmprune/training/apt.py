@@ -60,14 +60,9 @@ from lmprune.training.loop import data_parallel
 from lmprune.training.method import TrainMethod, unfreeze_heads
 from lmprune.tuners.apt_adapter import APTLinear, apply_apt, apt_modules, merge_apt
 from lmprune.tuners.frozen_storage import restore_frozen, storage_dtype, store_frozen
-from lmprune.tuners.saved_input import inputs_alive_anyway
+from lmprune.tuners.saved_input import autocasting, inputs_alive_anyway
 
 log = logging.getLogger(__name__)
-
-
-def _autocasting() -> bool:
-    """Whether the forward runs under autocast (train.mixed_precision), on either device."""
-    return torch.is_autocast_enabled("cuda") or torch.is_autocast_enabled("cpu")
 
 
 class APTMethod(TrainMethod):
@@ -160,6 +155,11 @@ class APTMethod(TrainMethod):
         # autocast leaves embeddings in float32: under "autocast" only the linears are stored
         self.frozen_saved = store_frozen(model, stored,
                                          embeddings=cfg.frozen_dtype != "autocast")
+        if self.frozen_saved:
+            self.notes.append(f"frozen weights stored in {str(stored).removeprefix('torch.')} "
+                              f"(apt.frozen_dtype={cfg.frozen_dtype}): "
+                              f"{self.frozen_saved / 1e6:.1f} MB less")
+            log.info(self.notes[-1])
         self.roles = adapter_roles(self.structure)
         self.initial_adapter_params = self._adapter_params()
         self.transform = None
@@ -314,7 +314,7 @@ class APTMethod(TrainMethod):
                                          self.rng) if distilling else None
         self._collector = self._new_collector(model) if self._scoring(step) else None
         # layer inputs are returned (kept to the end): adapters keep them, not narrow copies
-        narrow = distilling and (self.cfg.saved_input_dtype != "model" or _autocasting())
+        narrow = distilling and (self.cfg.saved_input_dtype != "model" or autocasting())
         alive = (inputs_alive_anyway(layer_modules(model, self.structure)) if narrow
                  else contextlib.nullcontext())
         with self.active(model), (self._collector or contextlib.nullcontext()), alive:

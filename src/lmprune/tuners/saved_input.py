@@ -144,6 +144,11 @@ class _AutocastLinear(torch.autograd.Function):
         return grad_x, grad_w, None, None
 
 
+def autocasting() -> bool:
+    """Whether the code runs under autocast (train.mixed_precision), on either device."""
+    return torch.is_autocast_enabled("cuda") or torch.is_autocast_enabled("cpu")
+
+
 def _autocast_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
     """The dtype autocast would compute ``F.linear(x, weight)`` in when it narrows either
     input; None when autocast is off or changes nothing."""
