@@ -130,6 +130,9 @@ class _Killed(BaseException):
     # the frozen backbone stored in float16: checkpoints hold it so, the export in float32
     ("apt", "tiny-bert", ["apt.frozen_dtype=float16", "apt.teacher=start",
                           "apt.teacher_dtype=bfloat16"], 3),
+    # bf16 autocast: frozen linears stored in bfloat16 (apt.frozen_dtype=autocast, the
+    # default), adapters' shared input casts; the export in float32
+    ("apt", "tiny-bert", ["train.mixed_precision=bf16", "apt.teacher=start"], 3),
 ])
 def test_every_method_resumes_where_it_stopped(tmp_path, monkeypatch, method, model, extra,
                                                kill):
@@ -166,7 +169,8 @@ def test_every_method_resumes_where_it_stopped(tmp_path, monkeypatch, method, mo
         [p["final_loss"] for p in expected["phases"]], rel=1e-5)
     a, b = _weights(tmp_path / "whole"), _weights(out)
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
-    if "apt.frozen_dtype=float16" in extra:  # stored in 16 bits while training only
+    if "apt.frozen_dtype=float16" in extra or "train.mixed_precision=bf16" in extra:
+        # stored in 16 bits while training only
         assert {v.dtype for v in b.values()} == {torch.float32}
     probes = lambda m: [p["step"] for p in (m["info"].get("mask_search") or {}).get("probes", [])]  # noqa: E731
     assert probes(got) == probes(expected)
