@@ -106,7 +106,12 @@ def run(name: str, args, overrides: dict) -> dict:
     trace = snapshot["device_traces"][torch.cuda.current_device()]
     peak, blocks = alive_at_peak(trace)
     del net, method
+    if len(trace) >= args.max_entries:  # the ring buffer dropped the oldest events
+        print(f"warning: {name}: {len(trace)} allocator events, the history's limit: the "
+              "earliest blocks (e.g. the weights) may be missing; raise --max-entries or "
+              "lower --steps", file=sys.stderr)
     return {"method": name, "settings": overrides, "events": len(trace),
+            "history_full": len(trace) >= args.max_entries,
             "replayed_peak_mb": round(peak / 1e6, 1),
             "max_memory_allocated_mb": round(max(c["memory_mb"] for c in result.costs), 1),
             "newest_block_at_peak": _step_of(blocks),
