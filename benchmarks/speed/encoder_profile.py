@@ -47,11 +47,9 @@ def variant(dense, name: str):
         raise SystemExit(f"unknown variant {name!r}; use one of {', '.join(VARIANTS)}")
     structure = describe(dense)
     kind, share = name.split("-")[0], int(name.split("-")[1]) / 100
-    if kind == "hidden":
-        scores = magnitude_scores(dense, structure, kinds=("heads", "neurons", "hidden"))
-        return models.apply(dense, models.with_hidden(structure, scores, share, "auto"))
-    scores = magnitude_scores(dense, structure, kinds=("heads", "neurons"))
-    return models.apply(dense, models.uniform(structure, scores, share, "auto"))
+    scores = magnitude_scores(dense, structure, kinds=("heads", "neurons", "hidden"))
+    plan = models.with_hidden if kind == "hidden" else models.uniform
+    return models.apply(dense, plan(structure, scores, share, "auto"))
 
 
 def time_and_profile(fast, inputs: dict, calls: int) -> tuple[float, dict]:

@@ -30,15 +30,15 @@ def encoder_section(ctx, results: dict) -> None:
     out["dense"] = measure.guarded(measure.encoder, dense, s["batch_sizes"], s["seq_len"], ctx.quick)
     out["compile_mode"] = ctx.encoder_compile
     out["dense_compiled"] = _encoder_compiled(ctx, "dense", dense, s, results)
-    scores = magnitude_scores(dense, structure, kinds=("heads", "neurons"))
+    # hidden channels too (for the hidden-S plans); the heads' and neurons' scores are the same
+    scores = magnitude_scores(dense, structure, kinds=("heads", "neurons", "hidden"))
     plans = [(f"uniform-{int(100 * t)}", t, r, lambda t=t, r=r: models.uniform(structure, scores, t, r))
              for t in SPARSITIES for r in ("auto", 1)]
     plans += [(f"global-{int(100 * t)}", t, r,
                lambda t=t, r=r: models.global_selection(dense, structure, t, r))
               for t in (0.4,) for r in ("auto", 1)]
-    with_hidden = magnitude_scores(dense, structure, kinds=("heads", "neurons", "hidden"))
     plans += [(f"hidden-{int(100 * t)}", t, "auto",
-               lambda t=t: models.with_hidden(structure, with_hidden, t, "auto"))
+               lambda t=t: models.with_hidden(structure, scores, t, "auto"))
               for t in HIDDEN_SPARSITIES]
     for name, target, round_to, plan in plans:
         entry = {"name": name, "target": target, "round_to": round_to}

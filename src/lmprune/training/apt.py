@@ -59,7 +59,7 @@ from lmprune.training.compaction import compact
 from lmprune.training.loop import data_parallel
 from lmprune.training.method import TrainMethod, unfreeze_heads
 from lmprune.tuners.apt_adapter import APTLinear, apply_apt, apt_modules, merge_apt
-from lmprune.tuners.frozen_storage import restore_frozen, storage_dtype, store_frozen
+from lmprune.tuners.frozen_storage import restore_frozen, store_as_set
 from lmprune.tuners.saved_input import autocasting, inputs_alive_anyway
 
 log = logging.getLogger(__name__)
@@ -151,10 +151,8 @@ class APTMethod(TrainMethod):
                                                               "cpu"), compact=False)
         self.adapters = self._tuned(model)
         self.model_dtype = next(model.parameters()).dtype  # what frozen weights compute in
-        stored = storage_dtype(cfg.frozen_dtype, self.model_dtype, device, self.autocast_dtype)
-        # autocast leaves embeddings in float32: under "autocast" only the linears are stored
-        self.frozen_saved = store_frozen(model, stored,
-                                         embeddings=cfg.frozen_dtype != "autocast")
+        stored, self.frozen_saved = store_as_set(model, cfg.frozen_dtype, self.model_dtype,
+                                                 device, self.autocast_dtype)
         if self.frozen_saved:
             self.notes.append(f"frozen weights stored in {str(stored).removeprefix('torch.')} "
                               f"(apt.frozen_dtype={cfg.frozen_dtype}): "

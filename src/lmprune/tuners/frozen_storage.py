@@ -64,6 +64,16 @@ def storage_dtype(setting: str, model_dtype: torch.dtype, device: torch.device,
     return STORAGE_DTYPES[setting]
 
 
+def store_as_set(model: nn.Module, setting: str, model_dtype: torch.dtype,
+                 device: torch.device, autocast: torch.dtype | None = None
+                 ) -> tuple[torch.dtype | None, int]:
+    """Store ``model``'s frozen weights as ``apt.frozen_dtype`` ``setting`` says
+    (:func:`storage_dtype`; ``autocast`` stores linears only, as autocast leaves embeddings
+    in float32): ``(the storage dtype or None, bytes saved)``."""
+    dtype = storage_dtype(setting, model_dtype, device, autocast)
+    return dtype, store_frozen(model, dtype, embeddings=setting != "autocast")
+
+
 class _StoredWeightLinear(torch.autograd.Function):
     """``F.linear(x, W.to(x.dtype), b)`` that keeps ``W`` as stored for backward; ``W`` and
     ``b`` are frozen (no gradient)."""
