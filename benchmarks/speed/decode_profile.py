@@ -96,7 +96,8 @@ def variant(dense, name: str):
     return models.apply(dense, plan)
 
 
-def profile_batch(model, batch: int, prompt: int, steps: int, compile_mode: str) -> dict:
+def profile_batch(model, batch: int, prompt: int, steps: int, compile_mode: str,
+                  attention: str = "sdpa") -> dict:
     from lmprune.device import synchronize
     from lmprune.generation.bench import _run  # measure_decoding's timed generation
     from lmprune.generation.fast import Decoder
@@ -105,7 +106,8 @@ def profile_batch(model, batch: int, prompt: int, steps: int, compile_mode: str)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     allocated_before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-    decoder = Decoder(model, "compile", compile_mode)
+    decoder = Decoder(model, "compile", compile_mode, attention)
+    filled = decoder.filled
     ids = torch.randint(100, model.config.vocab_size - 1, (batch, prompt), device=device)
     started = time.perf_counter()
     _run(decoder, ids, steps + 1)  # compiles, captures the graph
@@ -126,7 +128,7 @@ def profile_batch(model, batch: int, prompt: int, steps: int, compile_mode: str)
         "peak_mb": torch.cuda.max_memory_allocated(device) / 1e6,
         "held_after_mb": torch.cuda.memory_allocated(device) / 1e6}
     del decoder, state
-    return {"batch": batch, **memory, "first_call_s": first, "ms_per_step": wall, "ms_per_step_runs": walls,
+    return {"batch": batch, "decode_attention": "filled" if filled else "sdpa", **memory, "first_call_s": first, "ms_per_step": wall, "ms_per_step_runs": walls,
             "kernel_ms_per_step": table["total_us"] / 1000,
             "busy_share": table["total_us"] / 1000 / wall, **table}
 
@@ -166,7 +168,8 @@ def markdown(result: dict) -> str:
     for run in result["runs"]:
         name = run.get("variant", "dense")
         floor = run.get("floor_ms", result["floor_ms"])
-        lines += [f"## {'' if name == 'dense' else name + ', '}batch {run['batch']}: "
+        lines += [f"## {'' if name == 'dense' else name + ', '}batch {run['batch']}"
+                  f"{', ' + run['decode_attention'] + ' attention' if 'decode_attention' in run else ''}: "
                   f"{run['ms_per_step']:.2f} ms/step wall, "
                   f"{run['kernel_ms_per_step']:.2f} ms of kernels ({100 * run['busy_share']:.0f}% "
                   f"busy), {run['ms_per_step'] / floor:.2f}x {'its' if name != 'dense' else 'the'} floor"
@@ -202,6 +205,9 @@ def main(argv=None) -> int:
     p.add_argument("--freezing", action="store_true")
     p.add_argument("--attn", default="sdpa", choices=["sdpa", "flex_attention"])
     p.add_argument("--variants", nargs="+", default=["dense"], choices=VARIANTS)
+    p.add_argument("--decode-attention", nargs="+", default=["sdpa"], choices=["sdpa", "filled"],
+                   help="the decode steps' attention (lmprune.generation.fast.ATTENTIONS); "
+                        "several: each variant profiled under each")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     if args.no_cudnn_attention:
@@ -227,10 +233,12 @@ def main(argv=None) -> int:
     for name in args.variants:
         pruned = variant(model, name)
         floor = 1000 * weight_bytes(pruned) / bw
-        for b in args.batch:
-            run = profile_batch(pruned, b, args.prompt, args.steps, args.compile_mode)
-            result["runs"].append({"variant": name, "floor_ms": floor,
-                                   "widths": models.widths(pruned), **run})
+        for attention in args.decode_attention:
+            for b in args.batch:
+                run = profile_batch(pruned, b, args.prompt, args.steps, args.compile_mode,
+                                    attention)
+                result["runs"].append({"variant": name, "floor_ms": floor,
+                                       "widths": models.widths(pruned), **run})
         del pruned
     write(Path(args.out), "decode_profile", result, markdown(result))
     return 0

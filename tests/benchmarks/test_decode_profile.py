@@ -54,6 +54,15 @@ def test_the_quick_shape_runs_on_a_cpu_and_writes_both_files(tmp_path):
     assert "## batch 1" in (tmp_path / "decode_profile.md").read_text()
 
 
+def test_each_decode_attention_is_profiled_and_named(tmp_path):
+    module = load("speed/decode_profile.py")
+    assert module.main(["--out", str(tmp_path), "--quick", "--batch", "1", "--steps", "2",
+                        "--prompt", "8", "--decode-attention", "sdpa", "filled"]) == 0
+    found = json.loads((tmp_path / "decode_profile.json").read_text())
+    assert [run["decode_attention"] for run in found["runs"]] == ["sdpa", "filled"]
+    assert "## batch 1, filled attention" in (tmp_path / "decode_profile.md").read_text()
+
+
 def test_pruned_variants_are_profiled_beside_dense_against_their_own_floor(tmp_path):
     module = load("speed/decode_profile.py")
     assert module.main(["--out", str(tmp_path), "--quick", "--batch", "1", "--steps", "2",

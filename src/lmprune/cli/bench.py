@@ -8,6 +8,7 @@ from typing import Any
 
 from lmprune.cli._common import add_command, print_table
 from lmprune.cli._device import add_device_argument
+from lmprune.cli.generate import DECODE_ATTENTIONS
 from lmprune.errors import LmpruneError
 
 
@@ -42,6 +43,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                              "+freezing after the first two: weights as graph constants, "
                              "q/k/v and gate/up products concatenated (faster decoding, more "
                              "weight memory)")
+    parser.add_argument("--decode-attention", choices=DECODE_ATTENTIONS, default="sdpa",
+                        help="decoders: attention of the decode steps over the static cache; "
+                             "sdpa (default): transformers' masked SDPA over every slot; "
+                             "filled: only the slots that hold keys (FlexAttention)")
     parser.add_argument("--batch-sizes", default="1,8,32", help="comma-separated (default 1,8,32)")
     parser.add_argument("--prompt-len", type=int, default=128, help="prompt tokens (default 128)")
     parser.add_argument("--new-tokens", type=int, default=64,
@@ -124,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
     for mode in modes:
         for batch in sizes:
             r = measure_decoding(model, batch, args.prompt_len, args.new_tokens, mode,
-                                 args.repeats, compile_mode=args.compile_mode or "reduce-overhead")
+                                 args.repeats, compile_mode=args.compile_mode or "reduce-overhead",
+                                 attention=args.decode_attention)
             rows.append(r.as_dict() | {"floor_ms": floor})
     print_table([{**r, "prefill": f"{r['prefill_tokens_per_s']:.0f}",
                   "decode": f"{r['decode_tokens_per_s']:.1f}",

@@ -10,6 +10,8 @@ from lmprune.cli._device import add_device_argument
 from lmprune.errors import LmpruneError
 
 MODES = ("auto", "eager", "static", "compile")
+#: lmprune.generation.fast.ATTENTIONS, spelled out so that building the parser imports no torch
+DECODE_ATTENTIONS = ("sdpa", "filled")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -33,6 +35,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=MODES, default="auto",
                         help="auto (default): compile on a GPU, static cache on a CPU; eager: "
                              "transformers' dynamic cache, no compilation")
+    parser.add_argument("--decode-attention", choices=DECODE_ATTENTIONS, default="sdpa",
+                        help="attention of the decode steps over the static cache: sdpa "
+                             "(default: transformers' masked SDPA over every slot) or filled "
+                             "(only the slots that hold keys, FlexAttention; tokens checked "
+                             "equal on a GPU, speed not yet measured)")
     parser.add_argument("--chat", action="store_true",
                         help="wrap each prompt in the tokenizer's chat template")
     parser.add_argument("--dtype", default="auto",
@@ -70,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         ids = _encode(tokenizer, prompt, args.chat)
         start = time.perf_counter()
         out = fast_generate(model, ids, args.max_new_tokens, compile=mode == "compile",
-                            static_cache=mode != "eager")
+                            static_cache=mode != "eager", attention=args.decode_attention)
         seconds = time.perf_counter() - start
         new = out[0, ids.shape[1]:]
         print(f"[generate] {len(new)} tokens in {seconds:.2f} s ({mode})")

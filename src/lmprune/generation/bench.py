@@ -47,6 +47,7 @@ class DecodeSpeed:
     memory_kind: str
     device: str
     compile_mode: str | None = None  # torch.compile mode of the compile mode's decode step
+    attention: str = "sdpa"  # the decode steps' attention: filled (filled slots only) or sdpa
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -73,7 +74,8 @@ def _run(decoder: Decoder, prompt: torch.Tensor, new_tokens: int) -> tuple[float
 
 def measure_decoding(model: nn.Module, batch_size: int, prompt_len: int = 128,
                      new_tokens: int = 64, mode: str = "compile", repeats: int = 3,
-                     seed: int = 0, compile_mode: str = "reduce-overhead") -> DecodeSpeed:
+                     seed: int = 0, compile_mode: str = "reduce-overhead",
+                     attention: str = "sdpa") -> DecodeSpeed:
     """Time prefill and decode of ``model`` (on its device) as the module docstring says."""
     if mode not in MODES:
         raise LmpruneError(f"unknown decoding mode {mode!r}; use one of {', '.join(MODES)}")
@@ -81,7 +83,7 @@ def measure_decoding(model: nn.Module, batch_size: int, prompt_len: int = 128,
         raise LmpruneError(f"need batch_size, prompt_len, repeats >= 1 and new_tokens >= 2, got "
                            f"{batch_size}, {prompt_len}, {repeats}, {new_tokens}")
     device = next(model.parameters()).device
-    decoder = Decoder(model, mode, compile_mode)
+    decoder = Decoder(model, mode, compile_mode, attention)
     prompt = _prompt(model, batch_size, prompt_len, seed, device)
     start = time.perf_counter()
     _run(decoder, prompt, new_tokens)
@@ -95,4 +97,5 @@ def measure_decoding(model: nn.Module, batch_size: int, prompt_len: int = 128,
                        batch_size * prompt_len / prefill, 1000 * step, batch_size / step, first,
                        repeats, None if peak is None else round(peak.mb, 1),
                        "-" if peak is None else peak.kind, str(device),
-                       compile_mode if mode == "compile" else None)
+                       compile_mode if mode == "compile" else None,
+                       "filled" if decoder.filled else "sdpa")

@@ -33,9 +33,15 @@ from torch import nn
 from lmprune.errors import LmpruneError
 from lmprune.evaluation.compiled import (allow_recompiles, check_mode, compile_config,
                                          compile_kwargs, freezes, refresh_frozen)
+from lmprune.generation.filled_attention import supported as filled_supported
+from lmprune.generation.filled_attention import use_filled_attention
 from lmprune.structures.kv_cache import cache_arguments
 
 MODES = ("eager", "static", "compile")
+#: Decode-step attention: ``sdpa`` (default) is transformers' masked SDPA over every cache
+#: slot; ``filled`` reads only the slots that hold keys
+#: (:mod:`lmprune.generation.filled_attention`; opt-in until its speed is measured on a GPU).
+ATTENTIONS = ("sdpa", "filled")
 #: Static caches are sized in steps of this many tokens, so that prompts of different
 #: lengths reuse one compiled decode step (its shapes include the cache length).
 CACHE_STEP = 256
@@ -130,17 +136,23 @@ class Decoder:
     ``eager``: transformers' DynamicCache, no compilation (what ``generate`` does by default);
     ``static``: a StaticCache, eager steps; ``compile``: a StaticCache and the compiled step
     (``compile_mode``: the torch.compile mode, :data:`lmprune.evaluation.compiled.COMPILE_MODES`).
+    ``attention`` (:data:`ATTENTIONS`): how a decode step attends over the static cache;
+    ``self.filled`` says whether it reads only the filled slots.
     """
 
     def __init__(self, model: nn.Module, mode: str = "compile",
-                 compile_mode: str = "reduce-overhead"):
+                 compile_mode: str = "reduce-overhead", attention: str = "sdpa"):
         if mode not in MODES:
             raise LmpruneError(f"unknown decoding mode {mode!r}; use one of {', '.join(MODES)}")
+        if attention not in ATTENTIONS:
+            raise LmpruneError(f"unknown decode attention {attention!r}; use one of "
+                               f"{', '.join(ATTENTIONS)}")
         _check_decoder(model)
         self.model, self.mode = model.eval(), mode
         self.step = compiled_step(compile_mode) if mode == "compile" else _decode_step
         self._compile_mode = compile_mode if mode == "compile" else None
         self._freezes = self._compile_mode is not None and freezes(self._compile_mode)
+        self.filled = _uses_filled(model, mode, attention)
         self._cache_position = _accepts(model, "cache_position")  # transformers < 5.24
         self._logits_to_keep = _accepts(model, "logits_to_keep")
 
@@ -182,7 +194,8 @@ class Decoder:
         out[:, :1] = token
         eos_ids = torch.tensor(sorted(eos), device=device) if eos else None  # copied once
         done = _is_eos(token, eos_ids)
-        with compile_config(self._compile_mode):  # once for the loop, not per step
+        filled = use_filled_attention(self.model, self.filled)
+        with compile_config(self._compile_mode), filled:  # once for the loop, not per step
             for i in range(steps):
                 if eos_ids is not None and i % check_every == check_every - 1 \
                         and bool(done.all()):
@@ -197,6 +210,12 @@ class Decoder:
                 if eos_ids is not None:
                     done = done | _is_eos(token, eos_ids)
         return out
+
+
+def _uses_filled(model: nn.Module, mode: str, attention: str) -> bool:
+    """Whether the decode steps run :mod:`~lmprune.generation.filled_attention`: asked for,
+    with a static cache, on a model whose attention is transformers' SDPA."""
+    return attention == "filled" and mode != "eager" and filled_supported(model)
 
 
 def _is_eos(token: torch.Tensor, eos: torch.Tensor | None) -> torch.Tensor:
@@ -242,13 +261,14 @@ def _pad_after_eos(tokens: torch.Tensor, eos: set[int], pad: int) -> torch.Tenso
 def fast_generate(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int = 64, *,
                   compile: bool | str = "auto", static_cache: bool = True,
                   attention_mask: torch.Tensor | None = None, eos_token_id=None,
-                  pad_token_id: int | None = None) -> torch.Tensor:
+                  pad_token_id: int | None = None, attention: str = "sdpa") -> torch.Tensor:
     """Greedy generation on the fast path; returns prompt + new tokens like ``generate``.
 
     ``compile``: ``"auto"`` compiles the decode step on CUDA only (on a CPU the compile costs
     more than it saves for short generations); True or False force it. ``static_cache=False``
     (no compile) is the eager reference. ``input_ids`` [B, L] must be unpadded prompts of
-    equal length (``attention_mask``, if given, all ones).
+    equal length (``attention_mask``, if given, all ones). ``attention``: the decode steps'
+    attention over the static cache (:data:`ATTENTIONS`).
     """
     if input_ids.dim() != 2 or input_ids.shape[1] == 0:
         raise LmpruneError(f"input_ids must be [batch, length] with length >= 1, got shape "
@@ -263,7 +283,7 @@ def fast_generate(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int
     if use_compile and not static_cache:
         raise LmpruneError("compile needs the static cache (static_cache=True)")
     mode = "compile" if use_compile else ("static" if static_cache else "eager")
-    decoder = Decoder(model, mode)
+    decoder = Decoder(model, mode, attention=attention)
     eos = _eos_ids(model, eos_token_id)
     state = decoder.prefill(input_ids.to(device), max_new_tokens)
     new = decoder.decode(state, max_new_tokens - 1, eos)
