@@ -90,6 +90,18 @@ def test_fast_path_tokens_equal_greedy_generate_across_blocks(name):
     assert model.config._attn_implementation == "sdpa"  # restored after the loop
 
 
+def test_compiled_decode_step_gives_greedy_tokens():
+    """The compiled step (inductor's FlexAttention kernel; CUDA graphs on a GPU, where this
+    runs when there is one) across a block boundary, with grouped key/value heads."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = build_tiny("tiny-llama", "causal-lm").to(device)
+    ids = torch.randint(3, 128, (2, 60), generator=torch.Generator().manual_seed(2)).to(device)
+    expected = model.generate(ids, max_new_tokens=8, do_sample=False,
+                              attention_mask=torch.ones_like(ids))
+    got = fast_generate(model, ids, 8, compile=True, attention="filled")
+    assert torch.equal(got, expected)
+
+
 def test_which_decoders_use_it():
     model = build_tiny("tiny-llama", "causal-lm")
     assert Decoder(model, "static", attention="filled").filled
