@@ -52,6 +52,24 @@ def test_equals_masked_sdpa_with_grouped_heads(positions):
     torch.testing.assert_close(got, _masked(q, k, v, positions), rtol=1e-5, atol=1e-5)
 
 
+def test_a_sliding_window_is_masked_as_transformers_masks_it():
+    q, k, v = _qkv(2)
+    positions, window = torch.tensor([150, 30]), 40
+    slots = torch.arange(SLOTS).view(1, 1, 1, SLOTS)
+    mask = (slots <= positions.view(-1, 1, 1, 1)) & (slots > positions.view(-1, 1, 1, 1) - window)
+    expected, _ = sdpa_attention_forward(_Attention(), q, k, v, mask)
+    got, _ = filled_attention(_Attention(), q, k, v, None, position_ids=positions.view(-1, 1),
+                              sliding_window=window)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_what_it_does_not_implement_is_refused():
+    q, k, v = _qkv(1)
+    with pytest.raises(LmpruneError, match="does not implement softcap"):
+        filled_attention(_Attention(), q, k, v, None, position_ids=torch.tensor([[3]]),
+                         softcap=30.0)
+
+
 def test_what_the_empty_slots_hold_changes_nothing():
     q, k, v = _qkv(2)
     position = torch.tensor([[70], [70]])
@@ -108,11 +126,13 @@ def test_which_decoders_use_it():
     assert not Decoder(model, "static").filled  # opt-in
     assert not Decoder(model, "compile").filled
     assert not Decoder(model, "static", attention="sdpa").filled
-    assert not Decoder(model, "eager", attention="filled").filled  # no static cache
+    with pytest.warns(UserWarning, match="not used \\(the eager mode has no static cache"):
+        assert not Decoder(model, "eager", attention="filled").filled
     with pytest.raises(LmpruneError, match="unknown decode attention 'flash'"):
         Decoder(model, "static", attention="flash")
     model.config._attn_implementation = "eager"
-    assert not Decoder(model, "static", attention="filled").filled
+    with pytest.warns(UserWarning, match="its attention is eager, not sdpa"):
+        assert not Decoder(model, "static", attention="filled").filled
     with use_filled_attention(model) as used:
         assert not used and model.config._attn_implementation == "eager"
 
@@ -149,3 +169,11 @@ def test_measurements_and_cli_name_the_attention():
     speed = measure_decoding(model, 1, 8, 3, "static", 1, attention="filled")
     assert speed.attention == "filled"
     assert measure_decoding(model, 1, 8, 3, "static", 1).attention == "sdpa"
+
+
+def test_only_plain_causal_decoders_are_supported():
+    from lmprune.generation.filled_attention import unsupported
+
+    assert unsupported(build_tiny("tiny-mistral", "causal-lm")) is None  # sliding window kept
+    reason = unsupported(build_tiny("tiny-t5"))
+    assert reason.startswith("model type 't5' is not one of llama")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 import weakref
 from dataclasses import dataclass
 
@@ -33,7 +34,7 @@ from torch import nn
 from lmprune.errors import LmpruneError
 from lmprune.evaluation.compiled import (allow_recompiles, check_mode, compile_config,
                                          compile_kwargs, freezes, refresh_frozen)
-from lmprune.generation.filled_attention import supported as filled_supported
+from lmprune.generation.filled_attention import unsupported as filled_unsupported
 from lmprune.generation.filled_attention import use_filled_attention
 from lmprune.structures.kv_cache import cache_arguments
 
@@ -214,8 +215,16 @@ class Decoder:
 
 def _uses_filled(model: nn.Module, mode: str, attention: str) -> bool:
     """Whether the decode steps run :mod:`~lmprune.generation.filled_attention`: asked for,
-    with a static cache, on a model whose attention is transformers' SDPA."""
-    return attention == "filled" and mode != "eager" and filled_supported(model)
+    with a static cache, on a model it supports (otherwise a warning says why not)."""
+    if attention != "filled":
+        return False
+    reason = ("the eager mode has no static cache" if mode == "eager"
+              else filled_unsupported(model))
+    if reason:
+        warnings.warn(f"decode attention 'filled' is not used ({reason}); decoding with sdpa",
+                      stacklevel=3)
+        return False
+    return True
 
 
 def _is_eos(token: torch.Tensor, eos: torch.Tensor | None) -> torch.Tensor:

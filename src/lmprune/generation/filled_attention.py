@@ -31,11 +31,18 @@ import warnings
 import torch
 from torch import nn
 
+from lmprune.errors import LmpruneError
+
 NAME = "lmprune_filled"
 #: Slots per FlexAttention key/value block: the granularity at which empty slots are skipped.
 BLOCK = 64
 #: FlexAttention's query block: one block holds the single decode query (see the docstring).
 Q_BLOCK = 128
+#: Model types whose attention is plain causal attention through transformers' attention
+#: interface (the decoders lmprune prunes, ``lmprune.arch.tables``); a sliding window is
+#: honoured, anything else the interface may pass (soft-capping, sinks) is refused.
+MODEL_TYPES = ("llama", "mistral", "qwen2")
+_UNHANDLED = ("softcap", "s_aux", "sinks")
 _registered = False
 
 
@@ -49,9 +56,11 @@ def _position(kwargs: dict) -> torch.Tensor | None:
     return None if position is None else position[-1:]
 
 
-def block_mask(position: torch.Tensor, batch: int, kv_length: int, block: int | None = None):
+def block_mask(position: torch.Tensor, batch: int, kv_length: int, block: int | None = None,
+               window: int | None = None):
     """A FlexAttention block mask for one query per sequence at ``position`` ([B] or [1]):
-    the blocks up to the one holding ``position``, and slots ``<= position`` inside them."""
+    the blocks up to the one holding ``position``, and slots ``<= position`` inside them
+    (and ``> position - window`` with a sliding ``window``, as transformers masks it)."""
     from torch.nn.attention.flex_attention import BlockMask
 
     block = block or BLOCK
@@ -64,7 +73,11 @@ def block_mask(position: torch.Tensor, batch: int, kv_length: int, block: int | 
     def keep(b, h, q_idx, kv_idx):
         return kv_idx <= position[b]
 
-    return BlockMask.from_kv_blocks(used, indices, BLOCK_SIZE=(Q_BLOCK, block), mask_mod=keep,
+    def keep_window(b, h, q_idx, kv_idx):
+        return (kv_idx <= position[b]) & (kv_idx > position[b] - window)
+
+    return BlockMask.from_kv_blocks(used, indices, BLOCK_SIZE=(Q_BLOCK, block),
+                                    mask_mod=keep if window is None else keep_window,
                                     seq_lengths=(1, kv_length), compute_q_blocks=False)
 
 
@@ -74,13 +87,18 @@ def filled_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
     """transformers' attention-function signature; returns ([B, L, H, D] output, None)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    unhandled = [k for k in _UNHANDLED if kwargs.get(k) is not None]
+    if unhandled:
+        raise LmpruneError(f"the filled decode attention does not implement "
+                           f"{', '.join(unhandled)}; decode with attention='sdpa'")
     position = _position(kwargs)
     if query.shape[2] != 1 or position is None or dropout:
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       scaling=scaling, dropout=dropout, **kwargs)
     from torch.nn.attention.flex_attention import flex_attention
 
-    mask = block_mask(position, query.shape[0], key.shape[2])
+    mask = block_mask(position, query.shape[0], key.shape[2],
+                      window=kwargs.get("sliding_window"))
     gqa = query.shape[1] != key.shape[1]
     if torch.compiler.is_compiling():
         out = flex_attention(query, key, value, block_mask=mask, scale=scaling, enable_gqa=gqa)
@@ -115,17 +133,29 @@ def register() -> str:
     return NAME
 
 
-def supported(model: nn.Module) -> bool:
-    """Whether the model's attention is transformers' SDPA everywhere (the only one replaced)
-    and this torch has FlexAttention's block masks."""
+def unsupported(model: nn.Module) -> str | None:
+    """Why the model cannot decode with :data:`NAME` (None when it can): its attention must
+    be transformers' SDPA everywhere (the only one replaced), its type one of
+    :data:`MODEL_TYPES`, and this torch must have FlexAttention's block masks."""
     from lmprune.evaluation.unpadded import attention_configs
 
     try:
         from torch.nn.attention.flex_attention import BlockMask  # noqa: F401
     except ImportError:
-        return False
+        return f"torch {torch.__version__} has no FlexAttention block masks"
     configs = attention_configs(model)
-    return bool(configs) and all(c._attn_implementation == "sdpa" for c in configs)
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    if kind not in MODEL_TYPES:
+        return f"model type {kind!r} is not one of {', '.join(MODEL_TYPES)}"
+    others = sorted({c._attn_implementation for c in configs} - {"sdpa"})
+    if not configs or others:
+        return f"its attention is {', '.join(others) or 'unknown'}, not sdpa"
+    return None
+
+
+def supported(model: nn.Module) -> bool:
+    """Whether :func:`unsupported` finds nothing."""
+    return unsupported(model) is None
 
 
 @contextlib.contextmanager
