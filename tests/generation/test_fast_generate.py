@@ -1,5 +1,5 @@
 """The fast generation path gives the tokens of greedy ``model.generate``, on every tiny
-decoder, dense and pruned (per-layer head counts, removed sublayers including layer 0's
+decoder, dense and pruned, with either decode attention (per-layer head counts, removed sublayers including layer 0's
 attention, saved and reloaded as remote code); and ``lmprune generate`` / ``lmprune bench``
 run end to end."""
 from __future__ import annotations
@@ -60,9 +60,10 @@ def test_static_cache_tokens_equal_greedy_generate(name, pruning, tmp_path):
         model = load_pretrained(save_pretrained(model, tmp_path / "m").path)
     ids = _ids()
     expected = _reference(model, ids, 20)
-    for static in (False, True):
-        got = fast_generate(model, ids, 20, compile=False, static_cache=static)
-        assert torch.equal(got, expected), (static, got, expected)
+    for static, attention in ((False, "sdpa"), (True, "sdpa"), (True, "filled")):
+        got = fast_generate(model, ids, 20, compile=False, static_cache=static,
+                            attention=attention)
+        assert torch.equal(got, expected), (static, attention, got, expected)
 
 
 def test_end_of_sequence_handling_matches_generate():
