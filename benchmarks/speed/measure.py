@@ -112,9 +112,10 @@ def graph_runs():
 
 
 def decoder(model, batch_size: int, mode: str, prompt_len: int, new_tokens: int,
-            repeats: int, compile_mode: str = "reduce-overhead") -> dict:
+            repeats: int, compile_mode: str = "reduce-overhead",
+            attention: str = "sdpa") -> dict:
     return measure_decoding(model, batch_size, prompt_len, new_tokens, mode, repeats,
-                            compile_mode=compile_mode).as_dict()
+                            compile_mode=compile_mode, attention=attention).as_dict()
 
 
 def random_windows(model, count: int, length: int, seed: int = 0) -> torch.Tensor:

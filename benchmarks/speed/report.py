@@ -192,7 +192,7 @@ def write(results: dict, path: Path) -> Path:
     bw = (results.get("bandwidth") or {}).get("bytes_per_s")
     lines = ["# Speed benchmark results", "",
              f"- device: {meta.get('device')}; {meta.get('dtype')}; fast path: "
-             f"{meta.get('fast_mode')} (torch.compile mode {meta.get('compile_mode') or 'reduce-overhead'}); torch {meta.get('torch')}, transformers "
+             f"{meta.get('fast_mode')} (torch.compile mode {meta.get('compile_mode') or 'reduce-overhead'}, decode attention {meta.get('decode_attention') or 'sdpa'}); torch {meta.get('torch')}, transformers "
              f"{meta.get('transformers')}, CUDA {meta.get('cuda')}; lmprune {meta.get('lmprune_commit')}",
              f"- command: `{meta.get('command')}`; {meta.get('seconds')} s",
              f"- memory bandwidth: measured copy {_f(bw and bw / 1e9, '.0f', ' GB/s')}, data sheet "

@@ -113,6 +113,7 @@ class Context:
         self.encoder_compile = (args.compile_mode if self.device.type == "cuda"
                                 else default_mode(self.device) if args.compile else None)
         self.compile_mode = args.compile_mode  # of the decode step too
+        self.decode_attention = args.decode_attention
         self.fast_only, self.variants = args.fast_only, args.variants
         self.settings = settings(args.quick)
         if args.fast_batch_sizes:
@@ -144,7 +145,8 @@ def meta(ctx: Context, args) -> dict:
     name = torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else platform.processor()
     return {"command": " ".join(sys.argv), "device": describe_device(ctx.device),
             "device_name": name, "dtype": str(ctx.dtype), "fast_mode": ctx.fast_mode,
-            "compile_mode": ctx.compile_mode, "fast_only": ctx.fast_only,
+            "compile_mode": ctx.compile_mode, "decode_attention": ctx.decode_attention,
+            "fast_only": ctx.fast_only,
             "variants": ctx.variants,
             "quick": ctx.quick, "budget_s": args.budget_s, "sections": args.sections,
             "torch": torch.__version__, "transformers": transformers.__version__,
@@ -169,6 +171,10 @@ def main(argv=None) -> int:
                                  "max-autotune+freezing"],
                         help="torch.compile mode of the fast path on a GPU (default: "
                              "reduce-overhead = CUDA graphs; max-autotune also tunes GEMMs)")
+    parser.add_argument("--decode-attention", default="sdpa", choices=["sdpa", "filled"],
+                        help="decoders: the decode steps' attention over the static cache "
+                             "(lmprune.generation.fast.ATTENTIONS; filled reads only the "
+                             "slots that hold keys)")
     parser.add_argument("--fast-only", action="store_true",
                         help="decoders: skip the eager rows and the extra Taylor cost rows")
     parser.add_argument("--fast-batch-sizes", type=lambda t: [int(b) for b in t.split(",") if b],

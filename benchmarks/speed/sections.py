@@ -136,7 +136,7 @@ def _measure(ctx, model, what: dict, kind: str, s: dict, results: dict) -> dict 
     start = time.perf_counter()
     row = {**what, **measure.guarded(measure.decoder, model, what["batch_size"], what["mode"],
                                      s["prompt_len"], s["new_tokens"], s["repeats"],
-                                     ctx.compile_mode)}
+                                     ctx.compile_mode, ctx.decode_attention)}
     ctx.budget.observe(kind, time.perf_counter() - start)
     return row
 

@@ -165,7 +165,7 @@ def test_variant_and_batch_flags_reach_the_encoder_fast_rows(speed_modules, tmp_
     args = argparse.Namespace(out=str(tmp_path), quick=False, device="cpu", compile=False,
                               compile_mode="reduce-overhead", fast_only=True, budget_s=10.0,
                               variants=["uniform-60", "taylor-uniform-20"],
-                              fast_batch_sizes=[128])
+                              fast_batch_sizes=[128], decode_attention="sdpa")
     ctx = run.Context(args)
     assert ctx.settings["encoder"]["fast_variants"] == ["uniform-60"]
     assert ctx.settings["encoder"]["fast_batch_sizes"] == [128]
@@ -214,3 +214,15 @@ def test_the_hidden_plan_at_roberta_base_shape_matches_uniform_60s_ideal(speed_m
     assert round(models.body_share_removed(dense, hidden), 3) == 0.6
     ideal = ideal_speedups(dense, hidden, 128)["flops"]
     assert round(ideal, 2) == round(ideal_speedups(dense, uniform, 128)["flops"], 2) == 2.46
+
+
+def test_the_decode_attention_flag_reaches_every_decoder_row(speed_modules, tmp_path):
+    run = speed_modules[0]
+    assert run.main(["--quick", "--out", str(tmp_path), "--sections", "smollm2", "--budget-s",
+                     "20", "--device", "cpu", "--fast-only", "--decode-attention", "filled"]) == 0
+    found = json.loads((tmp_path / "results.json").read_text())
+    assert found["meta"]["decode_attention"] == "filled"
+    rows = [row for v in found["decoders"]["smollm2-135m"]["variants"]
+            for row in v.get("speeds", []) if "decode_tokens_per_s" in row]
+    assert rows and all(row["attention"] == "filled" for row in rows)
+    assert "decode attention filled" in (tmp_path / "results.md").read_text()
