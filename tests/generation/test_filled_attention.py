@@ -68,6 +68,8 @@ def test_what_it_does_not_implement_is_refused():
     with pytest.raises(LmpruneError, match="does not implement softcap"):
         filled_attention(_Attention(), q, k, v, None, position_ids=torch.tensor([[3]]),
                          softcap=30.0)
+    with pytest.raises(LmpruneError, match="needs the decoded position"):
+        filled_attention(_Attention(), q, k, v, None)  # would attend over empty slots
 
 
 def test_what_the_empty_slots_hold_changes_nothing():

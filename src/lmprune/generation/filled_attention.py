@@ -91,10 +91,13 @@ def filled_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
     if unhandled:
         raise LmpruneError(f"the filled decode attention does not implement "
                            f"{', '.join(unhandled)}; decode with attention='sdpa'")
-    position = _position(kwargs)
-    if query.shape[2] != 1 or position is None or dropout:
+    if query.shape[2] != 1:  # the prompt: transformers' mask was built for it
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       scaling=scaling, dropout=dropout, **kwargs)
+    position = _position(kwargs)
+    if position is None or dropout:  # no mask was built for a decode step: never run without
+        raise LmpruneError("the filled decode attention needs the decoded position "
+                           "(position_ids) and no dropout; decode with attention='sdpa'")
     from torch.nn.attention.flex_attention import flex_attention
 
     mask = block_mask(position, query.shape[0], key.shape[2],
