@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 NAME = "lmprune_sdpa"
-_registered = False
+_registered: set[str] = set()
 
 
 def _mask(*args, **kwargs):
@@ -40,18 +40,24 @@ def _mask(*args, **kwargs):
     return sdpa_mask(*args, **kwargs)
 
 
-def register() -> str:
-    """Register ``lmprune_sdpa`` with transformers' attention and mask interfaces (once)."""
-    global _registered
-    if not _registered:
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+def register_attention(name: str, forward, mask) -> str:
+    """Register an attention implementation ``name`` with transformers' attention interface
+    (``forward``) and mask interface (``mask``), once per process; returns ``name``."""
+    if name not in _registered:
         from transformers.masking_utils import AttentionMaskInterface
         from transformers.modeling_utils import AttentionInterface
 
-        AttentionInterface.register(NAME, sdpa_attention_forward)
-        AttentionMaskInterface.register(NAME, _mask)
-        _registered = True
-    return NAME
+        AttentionInterface.register(name, forward)
+        AttentionMaskInterface.register(name, mask)
+        _registered.add(name)
+    return name
+
+
+def register() -> str:
+    """Register ``lmprune_sdpa`` with transformers' attention and mask interfaces (once)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return register_attention(NAME, sdpa_attention_forward, _mask)
 
 
 def attention_configs(model: nn.Module) -> list:

@@ -43,7 +43,6 @@ Q_BLOCK = 128
 #: honoured, anything else the interface may pass (soft-capping, sinks) is refused.
 MODEL_TYPES = ("llama", "mistral", "qwen2")
 _UNHANDLED = ("softcap", "s_aux", "sinks")
-_registered = False
 
 
 def _position(kwargs: dict) -> torch.Tensor | None:
@@ -125,15 +124,9 @@ def _mask(*args, **kwargs):
 
 def register() -> str:
     """Register :data:`NAME` with transformers' attention and mask interfaces (once)."""
-    global _registered
-    if not _registered:
-        from transformers.masking_utils import AttentionMaskInterface
-        from transformers.modeling_utils import AttentionInterface
+    from lmprune.evaluation.unpadded import register_attention
 
-        AttentionInterface.register(NAME, filled_attention)
-        AttentionMaskInterface.register(NAME, _mask)
-        _registered = True
-    return NAME
+    return register_attention(NAME, filled_attention, _mask)
 
 
 def unsupported(model: nn.Module) -> str | None:
