@@ -33,6 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from measure import bandwidth as measure_bandwidth  # noqa: E402  (the speed benchmark's copy)
+
 HEADS, HEAD_DIM = 32, 128
 
 
@@ -124,13 +128,6 @@ def graph_time(fn, args, layers: int, replays: int) -> tuple[float, torch.Tensor
     return start.elapsed_time(end) / 1e3 / replays / layers, out
 
 
-def copy_bandwidth(device) -> float:
-    x = torch.empty(1 << 28, dtype=torch.uint8, device=device)
-    y = torch.empty_like(x)
-    seconds, _ = graph_time(lambda: y.copy_(x), (), 4, 20)
-    return 2 * x.numel() / seconds
-
-
 def measure(batch: int, cache: int, filled: int, layers: int, replays: int, device,
             dtype, bandwidth: float) -> list[dict]:
     q, k, v, mask = tensors(batch, cache, filled, device, dtype)
@@ -191,7 +188,7 @@ def main(argv=None) -> int:
         return 2
     device, dtype = torch.device("cuda"), torch.bfloat16
     replays = 3 if args.quick else args.replays
-    bandwidth = copy_bandwidth(device)
+    bandwidth = measure_bandwidth(device, args.quick)["bytes_per_s"]
     rows = [row for batch in args.batch
             for row in measure(batch, args.cache, args.filled, args.layers, replays, device,
                                dtype, bandwidth)]

@@ -149,18 +149,13 @@ def unsupported(model: nn.Module) -> str | None:
     return None
 
 
-def supported(model: nn.Module) -> bool:
-    """Whether :func:`unsupported` finds nothing."""
-    return unsupported(model) is None
-
-
 @contextlib.contextmanager
 def use_filled_attention(model: nn.Module, enabled: bool = True):
     """Run the block with :data:`NAME` as the attention of an ``sdpa`` model (restored after);
     a model with another attention, or ``enabled=False``, is left as it is."""
     from lmprune.evaluation.unpadded import attention_configs
 
-    if not enabled or not supported(model):
+    if not enabled or unsupported(model):
         yield False
         return
     register()

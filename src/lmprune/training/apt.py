@@ -56,7 +56,7 @@ from lmprune.training.apt_space import UnitSpace, adapter_roles, spec_channels, 
 from lmprune.training.apt_state import apt_state, restore_apt
 from lmprune.training.apt_teacher import APTTeacher, clone_masks
 from lmprune.training.compaction import compact
-from lmprune.training.loop import data_parallel
+from lmprune.training.loop import AUTOCAST_DTYPES, data_parallel
 from lmprune.training.method import TrainMethod, unfreeze_heads
 from lmprune.tuners.apt_adapter import APTLinear, apply_apt, apt_modules, merge_apt
 from lmprune.tuners.frozen_storage import restore_frozen, store_as_set
@@ -78,7 +78,7 @@ class APTMethod(TrainMethod):
         before step 0 (forward + backward, no optimizer step); ``mixed_precision`` is the
         loop's (``train.mixed_precision``), for ``apt.frozen_dtype=autocast``."""
         self.cfg, self.keep, self.total = cfg, keep, total_steps
-        self.autocast_dtype = {"bf16": torch.bfloat16}.get(mixed_precision)
+        self.autocast_dtype = AUTOCAST_DTYPES.get(mixed_precision)
         self.task_type = "classification" if task_type == "regression" else task_type
         stop = max(1, min(round(cfg.prune_stop_epochs * steps_per_epoch), int(0.9 * total_steps)))
         self.start, self.stop = min(cfg.prune_start, stop - 1), stop  # mu: 0 to 1 over it

@@ -104,6 +104,10 @@ class LoopSettings:
     mixed_precision: str = "no"
 
 
+#: ``train.mixed_precision`` values that run the forwards under torch's autocast, and its dtype
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16}
+
+
 def _autocast(accelerator, device: torch.device, precision: str):
     """bfloat16 autocast for ``bf16`` (torch's own: accelerate's precision is fixed once per
     process, and runs of one process, e.g. an ablation, may differ); else accelerate's.
@@ -112,8 +116,8 @@ def _autocast(accelerator, device: torch.device, precision: str):
     APT's shared teacher swaps other tensors into the same parameters for its forward, so the
     student's forward after it would reuse the teacher's casts (wrong values, no gradient to
     the adapters, or a shape error once ranks grew; found on mpnet-base)."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
+    if precision in AUTOCAST_DTYPES:
+        return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision], cache_enabled=False)
     return accelerator.autocast()
 
 
