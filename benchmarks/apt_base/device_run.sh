@@ -3,7 +3,8 @@
 # mpnet-base travels as six bf16 chunks of <= 36 MiB (made here by stage.py: .stage/mpnet.0
 # ... .stage/mpnet.5), one per call, unpacked by benchmarks/device/stage.py once all are there:
 #   calls 1-5: carry .stage/mpnet.0 ... mpnet.4:           --stage
-#   call 6:    carry .stage/mpnet.5 and .stage/whl (pip install them into ~/site first),
+#   call 6:    carry .stage/mpnet.5 and .stage/whl_ds (the datasets wheels of .stage/whl:
+#              README.md here; pip install them into ~/site first),
 #              then run seed 0:                          --set all:seed=0
 #   calls 7-8: seeds 1 and 2 (nothing carried):           --set all:seed=1 (2)
 # The machine keeps ~/stage and ~/models only while it stays warm (30 s after a call): make

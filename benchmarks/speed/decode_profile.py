@@ -11,7 +11,8 @@ says where the excess is.
 
     python benchmarks/speed/decode_profile.py --out DIR [--shape llama-7b] [--batch 1 16]
         [--compile-mode reduce-overhead] [--steps 31] [--no-cudnn-attention] [--freezing]
-        [--attn sdpa|flex_attention] [--variants dense uniform-20 ...] [--quick]
+        [--attn sdpa|flex_attention] [--variants dense uniform-20 ...] [--cache-step 256 64]
+        [--quick]
 
 ``--no-cudnn-attention``: PyTorch's scaled-dot-product attention without its cuDNN backend
 (Flash / memory-efficient / math instead; on an H200 bf16 picks cuDNN by default).
@@ -26,12 +27,17 @@ Taylor plans: ``uniform-20`` every layer at 20%, aligned; ``llm-pruner-20`` LLM-
 layout; ``sublayers-20`` whole sublayers removed), to see which kernels keep a pruned step
 from shrinking by its weight-byte ratio.
 
+``--cache-step``: the static cache's length is the prompt plus the new tokens rounded up to a
+multiple of this (``lmprune.generation.fast.CACHE_STEP``, default 256); masked SDPA reads every
+slot, so a smaller step reads fewer empty ones. Several: each variant profiled under each.
+
 Writes DIR/decode_profile.json and DIR/decode_profile.md. ``--quick``: the scaled-down shape
 (runs on a CPU; no GPU kernels there, so only the code path is checked).
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -39,6 +45,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+
+from lmprune.generation import fast
+from lmprune.generation.fast import CACHE_STEP
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -114,6 +123,7 @@ def profile_batch(model, batch: int, prompt: int, steps: int, compile_mode: str,
     first = time.perf_counter() - started
     walls = [_run(decoder, ids, steps + 1)[1] * 1000 / steps for _ in range(3)]
     state = decoder.prefill(ids, steps + 1)
+    slots = state.cache.get_max_length()
     synchronize(device)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
@@ -128,7 +138,8 @@ def profile_batch(model, batch: int, prompt: int, steps: int, compile_mode: str,
         "peak_mb": torch.cuda.max_memory_allocated(device) / 1e6,
         "held_after_mb": torch.cuda.memory_allocated(device) / 1e6}
     del decoder, state
-    return {"batch": batch, "decode_attention": "filled" if filled else "sdpa", **memory, "first_call_s": first, "ms_per_step": wall, "ms_per_step_runs": walls,
+    return {"batch": batch, "decode_attention": "filled" if filled else "sdpa", **memory, "cache_slots": slots,
+            "first_call_s": first, "ms_per_step": wall, "ms_per_step_runs": walls,
             "kernel_ms_per_step": table["total_us"] / 1000,
             "busy_share": table["total_us"] / 1000 / wall, **table}
 
@@ -169,7 +180,8 @@ def markdown(result: dict) -> str:
         name = run.get("variant", "dense")
         floor = run.get("floor_ms", result["floor_ms"])
         lines += [f"## {'' if name == 'dense' else name + ', '}batch {run['batch']}"
-                  f"{', ' + run['decode_attention'] + ' attention' if 'decode_attention' in run else ''}: "
+                  f"{', ' + run['decode_attention'] + ' attention' if 'decode_attention' in run else ''}"
+                  f"{', ' + str(run['cache_slots']) + ' cache slots' if 'cache_slots' in run else ''}: "
                   f"{run['ms_per_step']:.2f} ms/step wall, "
                   f"{run['kernel_ms_per_step']:.2f} ms of kernels ({100 * run['busy_share']:.0f}% "
                   f"busy), {run['ms_per_step'] / floor:.2f}x {'its' if name != 'dense' else 'the'} floor"
@@ -208,8 +220,13 @@ def main(argv=None) -> int:
     p.add_argument("--decode-attention", nargs="+", default=["sdpa"], choices=["sdpa", "filled"],
                    help="the decode steps' attention (lmprune.generation.fast.ATTENTIONS); "
                         "several: each variant profiled under each")
+    p.add_argument("--cache-step", type=int, nargs="+", default=[CACHE_STEP],
+                   help="static cache sizes are rounded up to a multiple of this "
+                        "(lmprune.generation.fast.CACHE_STEP); several: each profiled")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
+    if min(args.cache_step) < 1:
+        p.error("--cache-step must be >= 1")
     if args.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)
     if args.freezing:
@@ -233,12 +250,16 @@ def main(argv=None) -> int:
     for name in args.variants:
         pruned = variant(model, name)
         floor = 1000 * weight_bytes(pruned) / bw
-        for attention in args.decode_attention:
-            for b in args.batch:
+        for attention, step, b in itertools.product(args.decode_attention, args.cache_step,
+                                                    args.batch):
+            fast.CACHE_STEP = step
+            try:
                 run = profile_batch(pruned, b, args.prompt, args.steps, args.compile_mode,
                                     attention)
-                result["runs"].append({"variant": name, "floor_ms": floor,
-                                       "widths": models.widths(pruned), **run})
+            finally:
+                fast.CACHE_STEP = CACHE_STEP
+            result["runs"].append({"variant": name, "floor_ms": floor, "cache_step": step,
+                                   "widths": models.widths(pruned), **run})
         del pruned
     write(Path(args.out), "decode_profile", result, markdown(result))
     return 0

@@ -97,3 +97,24 @@ def test_attn_choice_reaches_the_model_config():
     model = module.build("smollm2-135m", torch.device("cpu"), torch.float32, quick=True,
                          attn="eager")
     assert model.config._attn_implementation == "eager"
+
+
+def test_each_cache_step_sizes_the_static_cache_and_is_restored(tmp_path):
+    module = load("speed/decode_profile.py")
+    from lmprune.generation import fast
+
+    before = fast.CACHE_STEP
+    assert module.main(["--out", str(tmp_path), "--quick", "--batch", "1", "--steps", "2",
+                        "--prompt", "8", "--cache-step", "256", "4"]) == 0
+    assert fast.CACHE_STEP == before
+    runs = json.loads((tmp_path / "decode_profile.json").read_text())["runs"]
+    # prompt 8 + 3 new tokens = 11, rounded up to 256 and to 12
+    assert [(r["cache_step"], r["cache_slots"]) for r in runs] == [(256, 256), (4, 12)]
+    text = (tmp_path / "decode_profile.md").read_text()
+    assert "256 cache slots" in text and "12 cache slots" in text
+
+
+def test_a_cache_step_below_one_is_refused():
+    module = load("speed/decode_profile.py")
+    with pytest.raises(SystemExit):
+        module.main(["--out", "unused", "--quick", "--cache-step", "0"])

@@ -19,8 +19,10 @@ is what :class:`~lmprune.generation.fast.Decoder` decodes; :func:`use_filled_att
 it for the decode loop of an ``sdpa`` model and restores the model after. Opt-in
 (``Decoder(..., attention="filled")``, ``lmprune generate/bench --decode-attention filled``):
 compiled with CUDA graphs on an H200 (torch 2.11) it gave ``generate``'s greedy tokens
-(float32, grouped and plain heads, 64- and 128-slot blocks), but its speed inside a whole
-decode step is not measured yet; the command is in BENCHMARKS.md. A query block of 1 found no
+(float32, grouped and plain heads, 64- and 128-slot blocks). In a whole 7B-shape step there
+it cut the attention kernels at batch 16 from 0.86 to 0.59 ms but the step only from 5.11 to
+5.07 ms (the kernels around it and idle gaps took the rest back), and batch 1 was 2% slower
+(BENCHMARKS.md), hence not the default. A query block of 1 found no
 kernel under inductor there (``NoValidChoicesError``), hence :data:`Q_BLOCK`.
 """
 from __future__ import annotations
