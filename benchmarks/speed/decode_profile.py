@@ -12,7 +12,7 @@ says where the excess is.
     python benchmarks/speed/decode_profile.py --out DIR [--shape llama-7b] [--batch 1 16]
         [--compile-mode reduce-overhead] [--steps 31] [--no-cudnn-attention] [--freezing]
         [--attn sdpa|flex_attention] [--variants dense uniform-20 ...] [--cache-step 256 64]
-        [--quick]
+        [--no-kernels] [--quick]
 
 ``--no-cudnn-attention``: PyTorch's scaled-dot-product attention without its cuDNN backend
 (Flash / memory-efficient / math instead; on an H200 bf16 picks cuDNN by default).
@@ -106,7 +106,7 @@ def variant(dense, name: str):
 
 
 def profile_batch(model, batch: int, prompt: int, steps: int, compile_mode: str,
-                  attention: str = "sdpa") -> dict:
+                  attention: str = "sdpa", kernels: bool = True) -> dict:
     from lmprune.device import synchronize
     from lmprune.generation.bench import _run  # measure_decoding's timed generation
     from lmprune.generation.fast import Decoder
@@ -125,13 +125,7 @@ def profile_batch(model, batch: int, prompt: int, steps: int, compile_mode: str,
     state = decoder.prefill(ids, steps + 1)
     slots = state.cache.get_max_length()
     synchronize(device)
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if device.type == "cuda":
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as prof:
-        decoder.decode(state, steps)
-        synchronize(device)
-    table = kernel_table(prof, steps)
+    table = _kernels(decoder, state, steps) if kernels else None
     wall = sorted(walls)[1]
     memory = {} if device.type != "cuda" else {
         "allocated_before_mb": allocated_before / 1e6,
@@ -140,8 +134,23 @@ def profile_batch(model, batch: int, prompt: int, steps: int, compile_mode: str,
     del decoder, state
     return {"batch": batch, "decode_attention": "filled" if filled else "sdpa", **memory, "cache_slots": slots,
             "first_call_s": first, "ms_per_step": wall, "ms_per_step_runs": walls,
-            "kernel_ms_per_step": table["total_us"] / 1000,
-            "busy_share": table["total_us"] / 1000 / wall, **table}
+            **({} if table is None else {"kernel_ms_per_step": table["total_us"] / 1000,
+                                         "busy_share": table["total_us"] / 1000 / wall,
+                                         **table})}
+
+
+def _kernels(decoder, state, steps: int) -> dict:
+    """:func:`kernel_table` of ``steps`` decode steps from ``state``, under the profiler."""
+    from lmprune.device import synchronize
+
+    device = state.token.device
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        decoder.decode(state, steps)
+        synchronize(device)
+    return kernel_table(prof, steps)
 
 
 def _block_mask_without_compile(create, *args, _compile=False, **kwargs):
@@ -183,11 +192,14 @@ def markdown(result: dict) -> str:
                   f"{', ' + run['decode_attention'] + ' attention' if 'decode_attention' in run else ''}"
                   f"{', ' + str(run['cache_slots']) + ' cache slots' if 'cache_slots' in run else ''}: "
                   f"{run['ms_per_step']:.2f} ms/step wall, "
-                  f"{run['kernel_ms_per_step']:.2f} ms of kernels ({100 * run['busy_share']:.0f}% "
-                  f"busy), {run['ms_per_step'] / floor:.2f}x {'its' if name != 'dense' else 'the'} floor"
+                  + (f"{run['kernel_ms_per_step']:.2f} ms of kernels ({100 * run['busy_share']:.0f}% "
+                     f"busy), " if "kernels" in run else "")
+                  + f"{run['ms_per_step'] / floor:.2f}x {'its' if name != 'dense' else 'the'} floor"
                   + (f"; GPU memory {run['allocated_before_mb']:.0f} MB before the decoder, "
-                     f"peak {run['peak_mb']:.0f} MB" if "peak_mb" in run else ""), "",
-                  "| kind | ms per step | share of kernel time |", "| --- | ---: | ---: |"]
+                     f"peak {run['peak_mb']:.0f} MB" if "peak_mb" in run else ""), ""]
+        if "kernels" not in run:
+            continue
+        lines += ["| kind | ms per step | share of kernel time |", "| --- | ---: | ---: |"]
         total = max(run["kernel_ms_per_step"], 1e-9)
         for kind, us in sorted(run["kinds_us"].items(), key=lambda kv: -kv[1]):
             lines.append(f"| {kind} | {us / 1000:.3f} | {100 * us / 1000 / total:.1f}% |")
@@ -223,6 +235,9 @@ def main(argv=None) -> int:
     p.add_argument("--cache-step", type=int, nargs="+", default=[CACHE_STEP],
                    help="static cache sizes are rounded up to a multiple of this "
                         "(lmprune.generation.fast.CACHE_STEP); several: each profiled")
+    p.add_argument("--no-kernels", action="store_true",
+                   help="wall time only, no profiler pass (for long runs: the profiler "
+                        "records every kernel of every step)")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     if min(args.cache_step) < 1:
@@ -255,7 +270,7 @@ def main(argv=None) -> int:
             fast.CACHE_STEP = step
             try:
                 run = profile_batch(pruned, b, args.prompt, args.steps, args.compile_mode,
-                                    attention)
+                                    attention, kernels=not args.no_kernels)
             finally:
                 fast.CACHE_STEP = CACHE_STEP
             result["runs"].append({"variant": name, "floor_ms": floor, "cache_step": step,

@@ -118,3 +118,13 @@ def test_a_cache_step_below_one_is_refused():
     module = load("speed/decode_profile.py")
     with pytest.raises(SystemExit):
         module.main(["--out", "unused", "--quick", "--cache-step", "0"])
+
+
+def test_no_kernels_times_the_steps_without_the_profiler(tmp_path):
+    module = load("speed/decode_profile.py")
+    assert module.main(["--out", str(tmp_path), "--quick", "--batch", "1", "--steps", "2",
+                        "--prompt", "8", "--no-kernels"]) == 0
+    (run,) = json.loads((tmp_path / "decode_profile.json").read_text())["runs"]
+    assert run["ms_per_step"] > 0 and "kernels" not in run and "kinds_us" not in run
+    text = (tmp_path / "decode_profile.md").read_text()
+    assert "## batch 1" in text and "ms/step wall" in text and "| kind |" not in text
