@@ -11,7 +11,8 @@ from lmprune.errors import LmpruneError
 FLAGS = {"method": "train.method", "model": "model.name", "task": "train.task",
          "sparsity": "train.sparsity", "epochs": "train.epochs", "reference": "train.reference",
          "init_from": "train.init_from", "teacher": "train.teacher", "out": "output.dir",
-         "device": "device", "mixed_precision": "train.mixed_precision"}
+         "device": "device", "mixed_precision": "train.mixed_precision",
+         "gradient_checkpointing": "train.gradient_checkpointing"}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -33,6 +34,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                   "lmprune train --config train-apt apt.kurtosis=false apt.rank_growth=static",
                   "lmprune train --method apt --model mpnet-base --task foods --num-gpus 2 --out runs/apt-dp",
                   "lmprune train --method ft --model mpnet-base --mixed-precision bf16 --out runs/ft-bf16",
+                  "lmprune train --method apt --model FacebookAI/roberta-base --task sst2 --gradient-checkpointing --out runs/apt-gc",
                   "accelerate launch --num_processes 2 -m lmprune train --method apt --out runs/apt-dp"])
     parser.add_argument("--config", default="train-apt",
                         help="YAML config or shipped config name (default: train-apt)")
@@ -51,6 +53,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--mixed-precision", dest="mixed_precision", choices=["no", "bf16"],
                         help="training forwards under bfloat16 autocast (bf16) or not (no, "
                              "the default); compare methods at the same precision")
+    parser.add_argument("--gradient-checkpointing", dest="gradient_checkpointing",
+                        action="store_const", const="true",
+                        help="recompute each layer's activations in backward instead of keeping "
+                             "them: the same losses, less activation memory, about one more "
+                             "forward per step (not for MPNet); compare methods with the same")
     add_device_argument(parser)
     parser.add_argument("--num-gpus", type=int, metavar="N", dest="num_gpus",
                         help="train data parallel on N GPUs: runs `accelerate launch "

@@ -67,6 +67,12 @@ class TrainConfig(Section):
               "activations in bfloat16, on a CPU or a GPU with bfloat16; weights, gradients "
               "and optimizer state stay in the model's dtype). The same for every method of "
               "a comparison, so memory and time ratios stay like for like")
+    gradient_checkpointing: bool = param(
+        False, "recompute each layer's activations in backward instead of keeping them "
+               "(transformers' gradient checkpointing, non-reentrant: the same losses, less "
+               "activation memory, about one more forward per step); for architectures whose "
+               "transformers code has it (not MPNet). The same for every method of a "
+               "comparison")
     measure: bool = param(True, "measure inference throughput, latency and memory at the end")
     measure_batch_sizes: list[int] = param([32, 128], "batch sizes of the throughput measurement")
     measure_seq_len: int = param(128, "sequence length of the throughput measurement")

@@ -109,6 +109,10 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
     if tokenizer is None:
         raise LmpruneError(f"{run.model.name} has no tokenizer; training needs one")
     task.prepare_model(model, tokenizer)
+    if cfg.gradient_checkpointing:
+        from lmprune.training.recompute import require_recompute
+
+        require_recompute(model)  # before any training phase
     train = task.encode(tokenizer, "train", cfg.max_len, cfg.max_train_samples, run.seed)
     dev = task.encode(tokenizer, cfg.eval_split, cfg.max_len, cfg.max_eval_samples, run.seed)
     model.to(accelerator.device)
@@ -116,6 +120,9 @@ def run_train(run, log=print, dense_inference: dict | None = None) -> TrainOutco
     if cfg.mixed_precision != "no":
         log(f"[train] training forwards under {cfg.mixed_precision} autocast (weights, "
             f"gradients and optimizer state stay {str(dtype).replace('torch.', '')})")
+    if cfg.gradient_checkpointing:
+        log("[train] gradient checkpointing: each layer's activations are recomputed in "
+            "backward instead of kept")
     ctx = TrainContext(run, task, tokenizer, train, dev, accelerator, family,
                        extra_seconds=sum(u.train_seconds for u in upstream),
                        checkpoints=checkpoints)

@@ -36,7 +36,8 @@ import torch
 from lmprune.errors import LmpruneError
 
 #: Fields that may differ between a run and its resumption (they do not change what trains).
-IGNORED = ("train.progress", "train.resume", "output.overwrite")
+IGNORED = ("train.progress", "train.resume", "output.overwrite",
+           "train.gradient_checkpointing")
 
 
 class ResumeError(LmpruneError):

@@ -81,7 +81,8 @@ class TrainContext:
                             weight_decay=cfg.weight_decay,
                             warmup_steps=int(cfg.warmup_ratio * total),
                             eval_every=cfg.eval_every, seed=self.config.seed, phase=phase,
-                            progress=cfg.progress, mixed_precision=cfg.mixed_precision)
+                            progress=cfg.progress, mixed_precision=cfg.mixed_precision,
+                            gradient_checkpointing=cfg.gradient_checkpointing)
 
     def steps_per_epoch(self) -> int:
         return steps_for(len(self.train), self.config.train.batch_size, 1.0, None)

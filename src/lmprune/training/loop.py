@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from lmprune.device import attention_for_varied_shapes
 from lmprune.recovery.loop import batch_indices  # the same seeded per-epoch order
 from lmprune.training.method import TrainMethod
+from lmprune.training.recompute import enable_recompute
 
 MAX_GRAD_NORM = 1.0
 
@@ -102,6 +103,8 @@ class LoopSettings:
     progress: bool = True
     #: "bf16": forwards under bfloat16 autocast; "no": whatever accelerate's own config says
     mixed_precision: str = "no"
+    #: recompute each layer's activations in backward (lmprune.training.recompute)
+    gradient_checkpointing: bool = False
 
 
 #: ``train.mixed_precision`` values that run the forwards under torch's autocast, and its dtype
@@ -251,6 +254,8 @@ def _run_loop(model, method: TrainMethod, features: list[dict], collate, setting
         set_rng_state(saved["rng"])
     device = accelerator.device
     dp = data_parallel(accelerator)
+    if settings.gradient_checkpointing:
+        enable_recompute(model)
     model.train()
     bar = tqdm(total=settings.total_steps, desc=settings.phase, unit="step", dynamic_ncols=True,
                disable=not settings.progress or not dp.is_main)
@@ -273,12 +278,15 @@ def _run_loop(model, method: TrainMethod, features: list[dict], collate, setting
             idx = batch_indices(step, len(features), settings.batch_size, settings.seed)
             part, weight = dp.shard(collate([features[i] for i in idx]))
             batch = {k: v.to(device) for k, v in part.items()}
-            with _autocast(accelerator, device, settings.mixed_precision):
-                loss = method.loss(model, batch, step)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{settings.phase}: loss is {float(loss)} at step {step}"
-                                         f"; lower the learning rate (train.lr)")
-            accelerator.backward(loss * weight if dp.active else loss)
+            try:  # hooks a recomputing forward kept open close after backward
+                with _autocast(accelerator, device, settings.mixed_precision):
+                    loss = method.loss(model, batch, step)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{settings.phase}: loss is {float(loss)} at step "
+                                             f"{step}; lower the learning rate (train.lr)")
+                accelerator.backward(loss * weight if dp.active else loss)
+            finally:
+                method.release_forward()
             if dp.active:
                 dp.average_grads(synced_tensors(model, optimizer, method))
                 loss = torch.tensor(dp.mean(loss.detach() * weight))

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmprune.training.recompute import recomputing
+
 
 class TrainMethod:
     """Base class: full fine-tuning (every parameter trains, loss = the task loss)."""
@@ -32,8 +34,33 @@ class TrainMethod:
 
     def loss(self, model: nn.Module, batch: dict, step: int) -> torch.Tensor:
         """The training loss of one batch (the task loss of the active model by default)."""
-        with self.active(model):
+        with self.forward_scope(model, self.active(model)):
             return model(**batch).loss
+
+    @contextlib.contextmanager
+    def forward_scope(self, model: nn.Module, *contexts) -> Iterator[None]:
+        """Enter ``contexts`` (the hooks a training forward needs: masks, salience) around
+        the forward. When ``model`` recomputes its layers' activations in backward
+        (``train.gradient_checkpointing``, :mod:`lmprune.training.recompute`), the recomputed
+        forward must run the same hooks: the contexts then stay open until the loop calls
+        :meth:`release_forward` after backward. They close at once on an error."""
+        stack = contextlib.ExitStack()
+        with contextlib.ExitStack() as on_error:
+            on_error.callback(stack.close)
+            for context in contexts:
+                stack.enter_context(context)
+            yield
+            on_error.pop_all()
+        if recomputing(model):
+            self.__dict__.setdefault("_held_scopes", []).append(stack)
+        else:
+            stack.close()
+
+    def release_forward(self) -> None:
+        """Close what :meth:`forward_scope` kept open for backward (the loop calls it after
+        every backward pass, also when the step failed)."""
+        for stack in reversed(self.__dict__.pop("_held_scopes", [])):
+            stack.close()
 
     def after_backward(self, model: nn.Module, step: int) -> None:
         """Gradients are in ``.grad`` here, before clipping and the optimizer step."""
