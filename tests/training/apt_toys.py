@@ -1,9 +1,31 @@
-"""Synthetic batches for training-method tests (no tokenizer, no dataset)."""
+"""Synthetic batches and seeded tiny models for training-method tests (no tokenizer, no
+dataset)."""
 from __future__ import annotations
 
 import torch
 
+from lmprune.zoo import build_tiny
+
 SEQ = 10
+#: the head each tiny model trains with here
+HEADS = {"tiny-bert": "sequence-classification", "tiny-llama": "sequence-classification",
+         "tiny-t5": "seq2seq-lm", "tiny-mpnet": "sequence-classification"}
+
+
+def float64_model(name: str, dropout: bool = False):
+    """A seeded tiny model in float64, without dropout unless asked: two runs of it compute
+    the same up to the order of float sums."""
+    torch.manual_seed(0)
+    model = build_tiny(name, HEADS[name]).double()
+    if not dropout:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+            elif isinstance(getattr(module, "dropout", None), float):  # T5 attention
+                module.dropout = 0.0
+    if name == "tiny-llama":
+        model.config.pad_token_id = 0
+    return model
 
 
 def features(vocab: int, n: int = 48, seed: int = 0, seq2seq: bool = False) -> list[dict]:

@@ -23,26 +23,11 @@ from lmprune.training.method import TrainMethod
 from lmprune.tuners.apt_adapter import apply_apt, apt_modules
 from lmprune.zoo import build_tiny
 
-from apt_toys import collate, features
+from apt_toys import collate, features, float64_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-HEADS = {"tiny-bert": "sequence-classification", "tiny-llama": "sequence-classification",
-         "tiny-t5": "seq2seq-lm"}
 STEPS = 24
-
-
-def _model(name: str):
-    torch.manual_seed(0)
-    model = build_tiny(name, HEADS[name]).double()
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-        elif isinstance(getattr(module, "dropout", None), float):  # T5 attention
-            module.dropout = 0.0
-    if name == "tiny-llama":
-        model.config.pad_token_id = 0
-    return model
 
 
 def _run(name: str, compact: bool, steps: int = STEPS, on_eval=None, **cfg):
@@ -51,7 +36,7 @@ def _run(name: str, compact: bool, steps: int = STEPS, on_eval=None, **cfg):
     config = APTConfig(**{**defaults, **cfg, "compact": compact})
     assert not config.validate()
     method = APTMethod(config, keep=0.4, total_steps=steps, steps_per_epoch=4)
-    model = method.setup(_model(name))
+    model = method.setup(float64_model(name))
     feats = features(model.config.vocab_size, seq2seq=name == "tiny-t5")
     result = run_loop(model, method, feats, collate,
                       LoopSettings(steps, 8, 2e-3, eval_every=4, progress=False),

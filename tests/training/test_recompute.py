@@ -19,27 +19,11 @@ from lmprune.training.method import LoRAMethod, TrainMethod
 from lmprune.training.recompute import enable_recompute, recomputing, supports_recompute
 from lmprune.zoo import build_tiny
 
-from apt_toys import collate, features
+from apt_toys import collate, features, float64_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-HEADS = {"tiny-bert": "sequence-classification", "tiny-llama": "sequence-classification",
-         "tiny-t5": "seq2seq-lm", "tiny-mpnet": "sequence-classification"}
 STEPS = 16
-
-
-def _model(name: str, dropout: bool = False):
-    torch.manual_seed(0)
-    model = build_tiny(name, HEADS[name]).double()
-    if not dropout:
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = 0.0
-            elif isinstance(getattr(module, "dropout", None), float):  # T5 attention
-                module.dropout = 0.0
-    if name == "tiny-llama":
-        model.config.pad_token_id = 0
-    return model
 
 
 def _layer_calls(model) -> list:
@@ -83,11 +67,11 @@ def _apt(name: str):
 @pytest.mark.parametrize("name", ["tiny-bert", "tiny-llama", "tiny-t5"])
 def test_apt_with_recomputation_equals_apt_without(name):
     plain_method = _apt(name)
-    plain = plain_method.setup(_model(name))
+    plain = plain_method.setup(float64_model(name))
     plain_calls = _layer_calls(plain)
     p_result, feats = _train(plain, plain_method, False)
     re_method = _apt(name)
-    recomputed = re_method.setup(_model(name))
+    recomputed = re_method.setup(float64_model(name))
     calls = _layer_calls(recomputed)
     r_result, _ = _train(recomputed, re_method, True)
     assert recomputing(recomputed) and not recomputing(plain)
@@ -104,11 +88,12 @@ def test_apt_with_recomputation_equals_apt_without(name):
 
 
 def test_full_fine_tuning_with_dropout_recomputes_the_same_masks():
-    p_result, _ = _train(_model("tiny-bert", dropout=True), TrainMethod(), False, steps=6)
-    r_result, _ = _train(_model("tiny-bert", dropout=True), TrainMethod(), True, steps=6)
+    p_result, _ = _train(float64_model("tiny-bert", dropout=True), TrainMethod(), False, steps=6)
+    r_result, _ = _train(float64_model("tiny-bert", dropout=True), TrainMethod(), True, steps=6)
     assert r_result.losses == pytest.approx(p_result.losses, rel=1e-9, abs=1e-12)
     # and dropout did draw: other random numbers give other losses
-    o_result, _ = _train(_model("tiny-bert", dropout=True), TrainMethod(), True, steps=6, seed=5)
+    o_result, _ = _train(float64_model("tiny-bert", dropout=True), TrainMethod(), True,
+                         steps=6, seed=5)
     assert o_result.losses[1:] != pytest.approx(p_result.losses[1:], rel=1e-9, abs=1e-12)
 
 
@@ -133,7 +118,7 @@ def test_cofi_gates_see_the_same_masks_in_the_recomputed_forward():
     def run(recompute):
         method = CoFiMethod(CoFiConfig(finetune_steps=2, reg_lr=0.05), sparsity=0.6,
                             total_steps=8)
-        model = method.setup(_model("tiny-bert", dropout=True), None)
+        model = method.setup(float64_model("tiny-bert", dropout=True), None)
         result, _ = _train(model, method, recompute, steps=8)
         return result, {k: v.detach().clone() for k, v in method.gates.log_alpha.items()}
 
@@ -145,9 +130,9 @@ def test_cofi_gates_see_the_same_masks_in_the_recomputed_forward():
 
 def test_a_peft_model_is_checkpointed_through_its_wrapper():
     method = LoRAMethod(family="bert")
-    plain = method.setup(_model("tiny-bert"), None)
+    plain = method.setup(float64_model("tiny-bert"), None)
     p_result, _ = _train(plain, method, False, steps=6)
-    wrapped = method.setup(_model("tiny-bert"), None)
+    wrapped = method.setup(float64_model("tiny-bert"), None)
     calls = _layer_calls(wrapped)
     assert supports_recompute(wrapped)
     r_result, _ = _train(wrapped, method, True, steps=6)
@@ -156,7 +141,7 @@ def test_a_peft_model_is_checkpointed_through_its_wrapper():
 
 
 def test_an_architecture_without_checkpointing_is_refused():
-    model = _model("tiny-mpnet")
+    model = float64_model("tiny-mpnet")
     assert not supports_recompute(model)
     with pytest.raises(LmpruneError, match="no gradient checkpointing for 'mpnet'"):
         enable_recompute(model)
