@@ -326,6 +326,10 @@ class RecoveryConfig(Section):
     train_on_inputs: bool = param(False, "also train on the prompt tokens (LLM-Pruner: false)")
     template: Literal["alpaca", "plain"] = param("alpaca", "prompt template")
     max_samples: int | None = param(None, "use at most this many training examples")
+    gradient_checkpointing: bool = param(
+        False, "recompute each layer's activations in backward instead of keeping them "
+               "(transformers' gradient checkpointing, non-reentrant): the same losses, less "
+               "activation memory, each layer's forward run once more per step")
 
     def validate(self) -> list[str]:
         problems = _positive(self, "r", "alpha", "batch_size", "max_len", "micro_batch",

@@ -36,6 +36,7 @@ from lmprune.recovery.instruct_data import (
 )
 from lmprune.recovery.loop import EXTRA_DEFAULTS, WEIGHT_DECAY, TrainSettings, TrainState, train
 from lmprune.recovery.outputs import prepare_output, publish
+from lmprune.training.recompute import enable_recompute, require_recompute
 
 
 @dataclass
@@ -175,6 +176,9 @@ def recover(model: nn.Module, tokenizer: Any, run: Any, out_dir: str | Path, dat
                            f"{', '.join(TEMPLATES)}")
     train_on_inputs = bool(_option(rc, "train_on_inputs", train_on_inputs))
     _check_causal_lm(model)
+    recompute = bool(getattr(rc, "gradient_checkpointing", False))
+    if recompute:
+        require_recompute(model)  # before the data is read
     targets = resolve_targets(model, list(rc.targets))
     rows, data_name = _rows(data, rc.data, _option(rc, "max_samples", max_samples), run.seed)
     examples, dropped = build_examples(tokenizer, rows, max_len=rc.max_len, template=template,
@@ -187,6 +191,8 @@ def recover(model: nn.Module, tokenizer: Any, run: Any, out_dir: str | Path, dat
 
     set_seed(run.seed)  # LoRA's A matrices are drawn here; dropout draws later
     peft_model = add_lora(model, rc, targets)
+    if recompute:
+        enable_recompute(peft_model)
     trainable, total = count_params(peft_model)
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad],
                                   lr=settings.lr, weight_decay=WEIGHT_DECAY)
