@@ -11,6 +11,7 @@ from recovery_helpers import FAST, ROWS, pruned_tiny, tiny_run
 
 from lmprune.errors import LmpruneError
 from lmprune.recovery import recover
+from lmprune.training.recompute import recomputing
 from lmprune.zoo import build_tiny
 
 
@@ -29,9 +30,10 @@ def test_recomputing_recovers_the_same_adapters(tmp_path, tokenizer, pruned):
     def run(recompute: bool):
         model = pruned_tiny()[0] if pruned else build_tiny("tiny-llama", "causal-lm")
         calls = _calls(model)
-        result = recover(model, tokenizer, tiny_run("recovery.dropout=0.1",
-                                                     f"recovery.gradient_checkpointing={recompute}"),
-                         tmp_path / f"r{recompute}", data=ROWS, **FAST)
+        run_config = tiny_run("recovery.dropout=0.1",
+                              f"recovery.gradient_checkpointing={recompute}")
+        result = recover(model, tokenizer, run_config, tmp_path / f"r{recompute}", data=ROWS,
+                         **FAST)
         return result, calls
 
     (plain, plain_calls), (again, calls) = run(False), run(True)
@@ -40,6 +42,8 @@ def test_recomputing_recovers_the_same_adapters(tmp_path, tokenizer, pruned):
     worst = max((a - b).abs().max().item() for a, b in zip(
         plain.model.state_dict().values(), again.model.state_dict().values()))
     assert worst <= 1e-6
+    assert not recomputing(plain.model)
+    assert not recomputing(again.model)  # the saved model leaves as it came
     report = json.loads((tmp_path / "rTrue" / "recovery.json").read_text())
     assert report["config"]["gradient_checkpointing"] is True
 
@@ -47,7 +51,8 @@ def test_recomputing_recovers_the_same_adapters(tmp_path, tokenizer, pruned):
 def test_a_model_without_checkpointing_is_refused_before_the_data(tmp_path, tokenizer):
     model = build_tiny("tiny-llama", "causal-lm")
     model.supports_gradient_checkpointing = False  # as transformers' MPNet says
-    with pytest.raises(LmpruneError, match="no gradient checkpointing"):
+    with pytest.raises(LmpruneError, match="recovery.gradient_checkpointing: transformers has no "
+                                           "gradient checkpointing"):
         recover(model, tokenizer, tiny_run("recovery.gradient_checkpointing=true"),
                 tmp_path / "out", data="no-such-data-file.jsonl", **FAST)
     assert not (tmp_path / "out").exists()

@@ -23,8 +23,9 @@ compiled with CUDA graphs on an H200 (torch 2.11) it gave ``generate``'s greedy 
 it cut the attention kernels at batch 16 from 0.86 to 0.59 ms but the step only from 5.11 to
 5.07 ms for 32 new tokens (the kernels around it and idle gaps took the rest back), and batch
 1 was 2% slower; for 992 new tokens at batch 16 (a 1,280-slot cache) a step took 5.73 ms
-against 6.79 (BENCHMARKS.md). Hence an option for long generations, not the default. A query block of 1 found no
-kernel under inductor there (``NoValidChoicesError``), hence :data:`Q_BLOCK`.
+against 6.79 (BENCHMARKS.md). Hence an option for long generations, not the default. A query
+block of 1 found no kernel under inductor there (``NoValidChoicesError``), hence
+:data:`Q_BLOCK`.
 """
 from __future__ import annotations
 

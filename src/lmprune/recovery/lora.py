@@ -36,7 +36,7 @@ from lmprune.recovery.instruct_data import (
 )
 from lmprune.recovery.loop import EXTRA_DEFAULTS, WEIGHT_DECAY, TrainSettings, TrainState, train
 from lmprune.recovery.outputs import prepare_output, publish
-from lmprune.training.recompute import enable_recompute, require_recompute
+from lmprune.training.recompute import disable_recompute, enable_recompute, require_recompute
 
 
 @dataclass
@@ -178,7 +178,7 @@ def recover(model: nn.Module, tokenizer: Any, run: Any, out_dir: str | Path, dat
     _check_causal_lm(model)
     recompute = bool(getattr(rc, "gradient_checkpointing", False))
     if recompute:
-        require_recompute(model)  # before the data is read
+        require_recompute(model, "recovery.gradient_checkpointing")  # before the data is read
     targets = resolve_targets(model, list(rc.targets))
     rows, data_name = _rows(data, rc.data, _option(rc, "max_samples", max_samples), run.seed)
     examples, dropped = build_examples(tokenizer, rows, max_len=rc.max_len, template=template,
@@ -192,7 +192,7 @@ def recover(model: nn.Module, tokenizer: Any, run: Any, out_dir: str | Path, dat
     set_seed(run.seed)  # LoRA's A matrices are drawn here; dropout draws later
     peft_model = add_lora(model, rc, targets)
     if recompute:
-        enable_recompute(peft_model)
+        enable_recompute(peft_model, "recovery.gradient_checkpointing")
     trainable, total = count_params(peft_model)
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad],
                                   lr=settings.lr, weight_decay=WEIGHT_DECAY)
@@ -210,6 +210,8 @@ def recover(model: nn.Module, tokenizer: Any, run: Any, out_dir: str | Path, dat
 
     state = train(peft_model, optimizer, accelerator, examples, settings,
                   pad_token_id(tokenizer), state, on_step, progress)
+    if recompute:
+        disable_recompute(inner)
     merged = merge_lora(inner).eval()
     report = {"lmprune_version": __version__, "model": source, "data": data_name,
               "config": dataclasses.asdict(rc),

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from lmprune.device import attention_for_varied_shapes
 from lmprune.recovery.loop import batch_indices  # the same seeded per-epoch order
 from lmprune.training.method import TrainMethod
-from lmprune.training.recompute import enable_recompute
+from lmprune.training.recompute import disable_recompute, enable_recompute
 
 MAX_GRAD_NORM = 1.0
 
@@ -322,4 +322,6 @@ def _run_loop(model, method: TrainMethod, features: list[dict], collate, setting
         clock.stop()
         bar.close()
         model.eval()
+        if settings.gradient_checkpointing:
+            disable_recompute(model)
     return result

@@ -1,6 +1,7 @@
-"""Activation recomputation (gradient checkpointing) for ``lmprune train``.
+"""Activation recomputation (gradient checkpointing) for ``lmprune train`` and ``recover``.
 
-``train.gradient_checkpointing=true`` (``lmprune train --gradient-checkpointing``) keeps only
+``train.gradient_checkpointing=true`` (``lmprune train --gradient-checkpointing``;
+``recovery.gradient_checkpointing=true`` for LoRA recovery) keeps only
 each transformer layer's input during the forward pass and recomputes the layer's activations
 when backward reaches it: each layer runs forward once more per step, and the activations kept
 at a time are one layer's plus every layer's input, instead of every layer's. It uses
@@ -35,28 +36,39 @@ def supports_recompute(model: nn.Module) -> bool:
     return bool(getattr(_pretrained(model), "supports_gradient_checkpointing", False))
 
 
-def require_recompute(model: nn.Module) -> None:
-    """Raise :class:`LmpruneError` when transformers has no gradient checkpointing for
-    ``model``'s architecture."""
+def require_recompute(model: nn.Module, setting: str = "train.gradient_checkpointing") -> None:
+    """Raise :class:`LmpruneError` naming ``setting`` when transformers has no gradient
+    checkpointing for ``model``'s architecture."""
     base = _pretrained(model)
     if not supports_recompute(base):
         model_type = getattr(getattr(base, "config", None), "model_type", type(base).__name__)
         raise LmpruneError(
-            f"train.gradient_checkpointing: transformers has no gradient checkpointing for "
-            f"{model_type!r} models ({type(base).__name__}); train without it "
-            f"(train.gradient_checkpointing=false) or with a smaller train.batch_size")
+            f"{setting}: transformers has no gradient checkpointing for {model_type!r} models "
+            f"({type(base).__name__}); train without it ({setting}=false), with smaller "
+            f"batches or shorter sequences")
 
 
-def enable_recompute(model: nn.Module) -> None:
+def enable_recompute(model: nn.Module, setting: str = "train.gradient_checkpointing") -> None:
     """Turn on gradient checkpointing (non-reentrant) for ``model``'s training forwards
     (:func:`require_recompute` first)."""
-    require_recompute(model)
+    require_recompute(model, setting)
     base = _pretrained(model)
     kwargs = {"use_reentrant": False}
     if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x's name
         base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def disable_recompute(model: nn.Module) -> None:
+    """Turn gradient checkpointing off again (a trained model leaves as it came)."""
+    base = _pretrained(model)
+    if not recomputing(base):
+        return
+    if hasattr(base, "activation_checkpointing_disable"):
+        base.activation_checkpointing_disable()
+    else:
+        base.gradient_checkpointing_disable()
 
 
 def recomputing(model: nn.Module) -> bool:
