@@ -132,8 +132,8 @@ def profile_batch(model, batch: int, prompt: int, steps: int, compile_mode: str,
         "peak_mb": torch.cuda.max_memory_allocated(device) / 1e6,
         "held_after_mb": torch.cuda.memory_allocated(device) / 1e6}
     del decoder, state
-    return {"batch": batch, "decode_attention": "filled" if filled else "sdpa", **memory, "cache_slots": slots,
-            "first_call_s": first, "ms_per_step": wall, "ms_per_step_runs": walls,
+    return {"batch": batch, "decode_attention": "filled" if filled else "sdpa", **memory,
+            "cache_slots": slots, "first_call_s": first, "ms_per_step": wall, "ms_per_step_runs": walls,
             **({} if table is None else {"kernel_ms_per_step": table["total_us"] / 1000,
                                          "busy_share": table["total_us"] / 1000 / wall,
                                          **table})}
