@@ -22,8 +22,7 @@ from lmprune.config.train_schema import APTConfig
 from lmprune.training.apt import APTMethod
 from lmprune.training.loop import Clock, LoopSettings, run_loop
 
-from apt_toys import collate, features
-from test_apt_compaction import _model
+from apt_toys import collate, features, float64_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -53,7 +52,7 @@ def test_settled_apt_steps_read_nothing_back(compact):
     config = APTConfig(prune_start=2, prune_stop_epochs=1, events=2, round_to=1, compact=compact,
                        targets=["q", "v", "ffn_up"])
     method = APTMethod(config, keep=0.4, total_steps=steps, steps_per_epoch=4)
-    model = method.setup(_model("tiny-bert"))
+    model = method.setup(float64_model("tiny-bert"))
     counter, watched, settled_at = DeviceReads(), [], {}
     loss, after_backward, after_step = method.loss, method.after_backward, method.after_step
 
@@ -86,7 +85,7 @@ def test_the_kept_ratio_and_layer_survival_follow_the_masks():
     config = APTConfig(prune_start=1, prune_stop_epochs=1, events=1, round_to=1,
                        targets=["q", "v", "ffn_up"])
     method = APTMethod(config, keep=0.4, total_steps=8, steps_per_epoch=4)
-    method.setup(_model("tiny-bert"))
+    method.setup(float64_model("tiny-bert"))
     before = method.keep_ratio(), method._kept_sites()
     site, mask = next(iter(method.masks.neurons.items()))
     with torch.no_grad():
