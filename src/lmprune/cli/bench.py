@@ -8,7 +8,7 @@ from typing import Any
 
 from lmprune.cli._common import add_command, print_table
 from lmprune.cli._device import add_device_argument
-from lmprune.cli.generate import DECODE_ATTENTIONS
+from lmprune.cli.generate import DECODE_ATTENTION_HELP, DECODE_ATTENTIONS
 from lmprune.errors import LmpruneError
 
 
@@ -44,9 +44,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                              "q/k/v and gate/up products concatenated (faster decoding, more "
                              "weight memory)")
     parser.add_argument("--decode-attention", choices=DECODE_ATTENTIONS, default="sdpa",
-                        help="decoders: attention of the decode steps over the static cache; "
-                             "sdpa (default): transformers' masked SDPA over every slot; "
-                             "filled: only the slots that hold keys (FlexAttention)")
+                        help="decoders: " + DECODE_ATTENTION_HELP)
     parser.add_argument("--batch-sizes", default="1,8,32", help="comma-separated (default 1,8,32)")
     parser.add_argument("--prompt-len", type=int, default=128, help="prompt tokens (default 128)")
     parser.add_argument("--new-tokens", type=int, default=64,

@@ -12,6 +12,11 @@ from lmprune.errors import LmpruneError
 MODES = ("auto", "eager", "static", "compile")
 #: lmprune.generation.fast.ATTENTIONS, spelled out so that building the parser imports no torch
 DECODE_ATTENTIONS = ("sdpa", "filled")
+DECODE_ATTENTION_HELP = ("attention of the decode steps over the static cache: sdpa (default: "
+                         "transformers' masked SDPA over every slot) or filled (only the slots "
+                         "that hold keys, FlexAttention; same tokens; faster for long "
+                         "generations: 1.19x at batch 16 for 992 new tokens on an H200, level "
+                         "for short ones; BENCHMARKS.md)")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -36,11 +41,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="auto (default): compile on a GPU, static cache on a CPU; eager: "
                              "transformers' dynamic cache, no compilation")
     parser.add_argument("--decode-attention", choices=DECODE_ATTENTIONS, default="sdpa",
-                        help="attention of the decode steps over the static cache: sdpa "
-                             "(default: transformers' masked SDPA over every slot) or filled "
-                             "(only the slots that hold keys, FlexAttention; same tokens; "
-                             "faster for long generations: 1.19x at batch 16 for 992 new "
-                             "tokens on an H200, level for short ones; BENCHMARKS.md)")
+                        help=DECODE_ATTENTION_HELP)
     parser.add_argument("--chat", action="store_true",
                         help="wrap each prompt in the tokenizer's chat template")
     parser.add_argument("--dtype", default="auto",

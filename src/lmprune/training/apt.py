@@ -315,8 +315,8 @@ class APTMethod(TrainMethod):
         narrow = distilling and (self.cfg.saved_input_dtype != "model" or autocasting())
         alive = (inputs_alive_anyway(layer_modules(model, self.structure)) if narrow
                  else contextlib.nullcontext())
-        with self.forward_scope(model, self.active(model),
-                                self._collector or contextlib.nullcontext(), alive):
+        with self.forward_scope(self.active(model), self._collector or contextlib.nullcontext(),
+                                alive):
             out = model(**batch, output_hidden_states=distilling)
         if teacher is None:
             return out.loss

@@ -108,7 +108,7 @@ class CoFiMethod(TrainMethod):
             out = model(**batch, output_hidden_states=teacher is not None)
             return out.loss if teacher is None else self.distiller.loss(out, teacher)
         masks = self.gates.sample()
-        with self.forward_scope(model, apply_masks(model, masks, self.structure)):
+        with self.forward_scope(apply_masks(model, masks, self.structure)):
             out = model(**batch, output_hidden_states=teacher is not None)
         main = out.loss if teacher is None else self.distiller.loss(out, teacher)
         expected = self.gates.expected_sparsity()

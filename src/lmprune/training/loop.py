@@ -256,6 +256,7 @@ def _run_loop(model, method: TrainMethod, features: list[dict], collate, setting
     dp = data_parallel(accelerator)
     if settings.gradient_checkpointing:
         enable_recompute(model)
+    method.holds_forward = settings.gradient_checkpointing
     model.train()
     bar = tqdm(total=settings.total_steps, desc=settings.phase, unit="step", dynamic_ncols=True,
                disable=not settings.progress or not dp.is_main)
@@ -322,6 +323,7 @@ def _run_loop(model, method: TrainMethod, features: list[dict], collate, setting
         clock.stop()
         bar.close()
         model.eval()
+        method.holds_forward = False
         if settings.gradient_checkpointing:
             disable_recompute(model)
     return result

@@ -14,13 +14,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmprune.training.recompute import recomputing
-
 
 class TrainMethod:
     """Base class: full fine-tuning (every parameter trains, loss = the task loss)."""
 
     name = "ft"
+    #: True while the loop trains a model that recomputes activations in backward: the
+    #: hooks of :meth:`forward_scope` then stay open until :meth:`release_forward`
+    holds_forward: bool = False
 
     def setup(self, model: nn.Module, ctx: Any) -> nn.Module:
         """Prepare ``model`` before training (wrap adapters, freeze); returns the model."""
@@ -34,16 +35,17 @@ class TrainMethod:
 
     def loss(self, model: nn.Module, batch: dict, step: int) -> torch.Tensor:
         """The training loss of one batch (the task loss of the active model by default)."""
-        with self.forward_scope(model, self.active(model)):
+        with self.forward_scope(self.active(model)):
             return model(**batch).loss
 
     @contextlib.contextmanager
-    def forward_scope(self, model: nn.Module, *contexts) -> Iterator[None]:
+    def forward_scope(self, *contexts) -> Iterator[None]:
         """Enter ``contexts`` (the hooks a training forward needs: masks, salience) around
-        the forward. When ``model`` recomputes its layers' activations in backward
-        (``train.gradient_checkpointing``, :mod:`lmprune.training.recompute`), the recomputed
-        forward must run the same hooks: the contexts then stay open until the loop calls
-        :meth:`release_forward` after backward. They close at once on an error."""
+        the forward. While the model recomputes its layers' activations in backward
+        (:attr:`holds_forward`, set by the loop under ``train.gradient_checkpointing``:
+        :mod:`lmprune.training.recompute`), the recomputed forward must run the same hooks:
+        the contexts then stay open until the loop calls :meth:`release_forward` after
+        backward. They close at once on an error."""
         stack = contextlib.ExitStack()
         with contextlib.ExitStack() as on_error:
             on_error.callback(stack.close)
@@ -51,7 +53,7 @@ class TrainMethod:
                 stack.enter_context(context)
             yield
             on_error.pop_all()
-        if recomputing(model):
+        if self.holds_forward:
             self.__dict__.setdefault("_held_scopes", []).append(stack)
         else:
             stack.close()
